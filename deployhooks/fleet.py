@@ -1,0 +1,105 @@
+"""Hosts and roles -> connections with checked host keys, and one function run on each in parallel.
+
+Fabric accepts unknown host keys silently (AutoAddPolicy, known_hosts never loaded:
+research/fabric-idioms.md §2). Our connections load known_hosts and reject an unknown or
+changed key unless the config says `ssh.strict_host_keys: false`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import paramiko
+from fabric import Config, Connection
+
+from .errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, DeployhooksError
+from .settings import Settings
+
+
+def connect(host: str, settings: Settings, config: Config | None = None) -> Connection:
+    """A lazy Connection to `host` (`[user@]name[:port]`) honouring the config's ssh section."""
+    s = settings.ssh
+    kwargs = {}
+    if s.identity_file:
+        kwargs["key_filename"] = s.identity_file
+    user = None if "@" in host else settings.user
+    conn = Connection(host, user=user, config=config or Config(overrides={"run": {"in_stream": False}}),
+                      connect_timeout=s.connect_timeout, connect_kwargs=kwargs)
+    if s.strict_host_keys:
+        conn.client.load_system_host_keys()
+        path = s.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+        if os.path.exists(path):
+            conn.client.load_host_keys(path)
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    else:
+        conn.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    return conn
+
+
+def explain_connect_error(host: str, exc: BaseException, settings: Settings) -> CommandFailed:
+    """A connection failure as a message that says what to do about it."""
+    kh = settings.ssh.known_hosts or "~/.ssh/known_hosts"
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return CommandFailed(
+            f"{host}: HOST KEY CHANGED: the server's key does not match {kh}. If the host was "
+            f"rebuilt, remove the old line (ssh-keygen -R {host.split('@')[-1]} -f {kh}) and "
+            f"accept the new key; otherwise someone may be in the middle")
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
+        return CommandFailed(
+            f"{host}: unknown host key: add it to {kh} (ssh-keyscan {host.split('@')[-1]} >> {kh} "
+            f"after checking its fingerprint), or set ssh.strict_host_keys: false for throwaway hosts")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return CommandFailed(f"{host}: no answer within {settings.ssh.connect_timeout}s "
+                             f"(ssh.connect_timeout): is the host up?")
+    if isinstance(exc, paramiko.AuthenticationException):
+        return CommandFailed(f"{host}: ssh authentication failed ({exc}): check user and "
+                             f"ssh.identity_file")
+    if isinstance(exc, (OSError, paramiko.SSHException)):
+        return CommandFailed(f"{host}: cannot connect: {exc}")
+    return CommandFailed(f"{host}: {type(exc).__name__}: {exc}")
+
+
+@dataclass
+class HostResult:
+    """What happened on one host: an exit code and, unless it succeeded, why."""
+
+    host: str
+    code: int = EXIT_OK
+    error: str = ""
+    value: object = None
+
+
+def run_each(hosts: Iterable[str], settings: Settings, fn: Callable[[str, Connection], object],
+             config: Config | None = None, max_workers: int = 32) -> list[HostResult]:
+    """Run `fn(host, connection)` on every host in parallel; one connection per host, closed
+    after. Exceptions become per-host results, so one host down leaves the others' work done."""
+    hosts = list(hosts)
+
+    def one(host: str) -> HostResult:
+        conn = connect(host, settings, config)
+        try:
+            return HostResult(host, value=fn(host, conn))
+        except DeployhooksError as exc:
+            return HostResult(host, exc.exit_code, str(exc))
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            return HostResult(host, EXIT_FAILED, str(explain_connect_error(host, exc, settings)))
+        finally:
+            conn.close()
+
+    if not hosts:
+        return []
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(hosts))) as pool:
+        return list(pool.map(one, hosts))
+
+
+def overall_code(results: Iterable[HostResult]) -> int:
+    """One exit code for many hosts: a failure outranks bad config, which outranks a refusal."""
+    codes = {r.code for r in results}
+    for code in (EXIT_FAILED, EXIT_CONFIG, EXIT_REFUSED):
+        if code in codes:
+            return code
+    return EXIT_OK

@@ -1,0 +1,142 @@
+"""The deploy guard: no deploy while a job runs, and nothing left stopped when it refuses.
+
+Sequence on one host (decisions in `policy`, waits in `workers`):
+
+1. ask monit for the group (refuses when the daemon is down or the group is unknown);
+2. write the guard record, then pause (USR2) the monit-managed workers of this app;
+3. wait until each paused worker shows `Paused` or is busy with a job;
+4. busy workers: `on_busy: abort` -> resume what we paused and refuse (exit 1), naming each
+   job; `on_busy: wait` -> wait up to `wait_timeout` for them to finish, showing progress;
+5. no job running: `monit stop` the group and wait until every worker has exited.
+
+The record (`shared/deployhooks/guard.json`) says what the guard paused and whether it stopped
+the group, so `hooks/deploy_failed` can undo it on a host that passed while another refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from . import policy, workers
+from .errors import CommandFailed, Refused
+from .host import Host
+from .workers import Say, _quiet
+
+
+def record_path(host: Host) -> str:
+    return f"{host.settings.shared_path}/deployhooks/guard.json"
+
+
+def read_record(host: Host) -> dict | None:
+    """The guard's record on this host, or None. An unreadable record is an error, not None."""
+    text = host.read_file(record_path(host))
+    if text is None:
+        return None
+    try:
+        record = json.loads(text)
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        return record
+    except ValueError as exc:
+        raise CommandFailed(f"{host.name}: the guard record {record_path(host)} is corrupt ({exc}); "
+                            f"check the workers with 'monit summary' and remove the file") from None
+
+
+def write_record(host: Host, record: dict) -> None:
+    host.write_file(record_path(host), json.dumps(record, sort_keys=True))
+
+
+def clear_record(host: Host) -> None:
+    host.remove_file(record_path(host))
+
+
+def _busy_lines(host: Host, busy, now: float) -> str:
+    return "\n".join(f"  {host.name}: {w.describe(now)}" for w in busy)
+
+
+def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
+    """Run the guard on one host; returns when the group is stopped and no job runs.
+
+    Raises `Refused` (exit 1) when jobs run, `CommandFailed` (exit 3) when monit or the host
+    fails. On either, the workers the guard paused are resumed before it raises.
+    """
+    r = host.settings.resque
+    group = r.monit_group
+    services = host.monit.status(group)
+    managed = {s.pid for s in services.values() if s.pid}
+    to_pause = policy.pids_to_pause(host.workers(), managed)
+    record = {"app": host.settings.app, "group": group, "host": host.name, "release": release,
+              "paused": to_pause, "stopped": False, "at": int(time.time())}
+    # Written before the first signal, so that a guard killed half-way can still be undone.
+    write_record(host, record)
+    try:
+        if to_pause:
+            host.signal("USR2", to_pause)
+            say(f"{host.name}: paused {len(to_pause)} worker(s) (USR2): they finish their job "
+                f"and take no new one")
+        if not workers.wait_until(
+                lambda: not policy.pause_acknowledged(host.workers(), to_pause), r.pause_timeout):
+            late = policy.pause_acknowledged(host.workers(), to_pause)
+            raise CommandFailed(f"{host.name}: worker(s) {', '.join(map(str, late))} did not take "
+                                f"the pause (USR2) within {r.pause_timeout}s (resque.pause_timeout)")
+        _wait_for_jobs(host, say)
+    except BaseException:
+        workers.resume(host, to_pause, say)
+        clear_record(host)
+        raise
+    try:
+        workers.stop_group(host, say)
+    except BaseException:
+        # Leave the record: if starting again fails too, deploy_failed can retry it.
+        say(f"{host.name}: stopping failed; starting group {group} again")
+        try:
+            host.monit.action("start", group)
+            workers.resume(host, to_pause, say)
+        except Exception as again:  # the first failure is the one to report
+            say(f"{host.name}: could not start group {group} again: {again}")
+        raise
+    record["stopped"] = True
+    write_record(host, record)
+    say(f"{host.name}: no job running; workers stopped. Go on.")
+
+
+def _wait_for_jobs(host: Host, say: Say) -> None:
+    r = host.settings.resque
+    start = time.monotonic()
+    last_report = -1e9
+    while True:
+        busy = [w for w in host.workers() if w.busy]
+        waited = time.monotonic() - start
+        verdict = policy.guard_verdict(busy, r.on_busy, waited, r.wait_timeout)
+        if verdict == policy.PROCEED:
+            return
+        now = time.time()
+        if verdict == policy.REFUSE:
+            why = (f"waited {int(waited)}s (resque.wait_timeout is {r.wait_timeout}s) and "
+                   if r.on_busy == "wait" else "")
+            raise Refused(
+                f"{host.name}: refusing to deploy: {why}{len(busy)} resque job(s) still running:\n"
+                f"{_busy_lines(host, busy, now)}\n"
+                f"  Nothing was stopped: the workers paused by the guard were resumed, so the old "
+                f"code keeps serving the queues. Deploy again when the jobs have finished"
+                + (", or set resque.on_busy: wait." if r.on_busy == "abort" else "."))
+        if waited - last_report >= 5:
+            say(f"{host.name}: waiting for {len(busy)} job(s) to finish "
+                f"({int(waited)}s of {r.wait_timeout}s):\n{_busy_lines(host, busy, now)}")
+            last_report = waited
+        time.sleep(workers.POLL)
+
+
+def undo(host: Host, say: Say = _quiet) -> bool:
+    """Start again what the guard stopped or paused on this host; False when there was nothing."""
+    record = read_record(host)
+    if record is None:
+        say(f"{host.name}: no guard record: the guard stopped nothing here; nothing to undo")
+        return False
+    if record.get("stopped"):
+        workers.start_group(host, say=say)
+    workers.resume(host, record.get("paused") or [], say)
+    clear_record(host)
+    say(f"{host.name}: workers running again on the current release")
+    return True

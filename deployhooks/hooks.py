@@ -1,0 +1,137 @@
+"""The deploy hooks: what `hooks/before_migrate`, `before_symlink`, `after_symlink` and
+`deploy_failed` do on one host.
+
+Inputs come, in order of precedence, from arguments, from Engine Yard's executable-hook
+environment (`EY_DEPLOY_APP`, `EY_DEPLOY_RELEASE_PATH`, `EY_DEPLOY_FRAMEWORK_ENV`,
+`EY_DEPLOY_CURRENT_ROLES`), and from the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from . import guard, policy, release, workers
+from .errors import CommandFailed, ConfigError
+from .host import Host
+from .settings import NAME_RE, Settings
+from .workers import Say, _quiet
+
+
+@dataclass(frozen=True)
+class HookInputs:
+    """What one hook run is about: the settings (with the env resolved), release and roles."""
+
+    settings: Settings
+    release_path: str | None
+    roles: tuple[str, ...]
+
+    @property
+    def runs_workers(self) -> bool:
+        return bool(set(self.roles) & set(self.settings.resque.roles))
+
+
+def resolve(settings: Settings, *, release_path: str | None = None, app: str | None = None,
+            framework_env: str | None = None, roles: str | None = None, host: str = "",
+            environ: Mapping[str, str] = os.environ) -> HookInputs:
+    """Merge arguments, EY_DEPLOY_* variables and the config; ConfigError on any conflict."""
+    app = app or environ.get("EY_DEPLOY_APP")
+    if app and app != settings.app:
+        raise ConfigError(f"app {app!r} (from arguments or EY_DEPLOY_APP) is not the config's "
+                          f"app {settings.app!r} ({settings.source})")
+    env = framework_env or environ.get("EY_DEPLOY_FRAMEWORK_ENV")
+    if env:
+        if not NAME_RE.match(env):
+            raise ConfigError(f"framework env {env!r} is not a name (letters, digits, _ and -)")
+        settings = dataclasses.replace(settings, framework_env=env)
+    release_path = release_path or environ.get("EY_DEPLOY_RELEASE_PATH") or None
+    role_text = roles if roles is not None else environ.get("EY_DEPLOY_CURRENT_ROLES")
+    if role_text is not None:
+        role_list = tuple(r for r in re.split(r"[\s,]+", role_text) if r)
+        bad = [r for r in role_list if not NAME_RE.match(r)]
+        if bad:
+            raise ConfigError(f"role {bad[0]!r} is not a name (letters, digits, _ and -)")
+    elif not settings.hosts:
+        # No inventory at all: a single server that runs everything (Engine Yard's "solo").
+        role_list = settings.resque.roles
+    else:
+        role_list = settings.roles_of(host)
+        if not role_list:
+            raise ConfigError(f"cannot tell this host's roles: '{host}' is not listed under hosts "
+                              f"in {settings.source}; pass --roles or set EY_DEPLOY_CURRENT_ROLES")
+    return HookInputs(settings, release_path, role_list)
+
+
+def _need_release(inputs: HookInputs, hook: str) -> str:
+    if not inputs.release_path:
+        raise ConfigError(f"{hook}: no release path: pass --release-path or set "
+                          f"EY_DEPLOY_RELEASE_PATH")
+    return inputs.release_path
+
+
+def _no_workers(host: Host, inputs: HookInputs, say: Say) -> bool:
+    if inputs.runs_workers:
+        return False
+    say(f"{host.name}: roles {', '.join(inputs.roles) or '(none)'} run no resque workers "
+        f"(resque.roles: {', '.join(inputs.settings.resque.roles)}): nothing to do")
+    return True
+
+
+def before_migrate(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
+    """Link the shared resque.yml into the release; run the guard if `guard_at` says so."""
+    path = _need_release(inputs, "before_migrate")
+    name = release.release_name(host, path)
+    say(release.link_resque_yml(host, path))
+    if inputs.settings.resque.guard_at == "before_migrate" and not _no_workers(host, inputs, say):
+        guard.guard(host, name, say)
+
+
+def before_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
+    """Run the guard if `guard_at` is before_symlink; otherwise say it already ran."""
+    path = _need_release(inputs, "before_symlink")
+    name = release.release_name(host, path)
+    if inputs.settings.resque.guard_at != "before_symlink":
+        say(f"{host.name}: the guard runs at {inputs.settings.resque.guard_at}: nothing to do here")
+        return
+    if not _no_workers(host, inputs, say):
+        guard.guard(host, name, say)
+
+
+def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
+    """Restart the group and wait until every worker runs from the new release.
+
+    A worker of this app still on an old or deleted release afterwards (one monit does not
+    manage, say) is named and the hook fails: it would run stale code.
+    """
+    path = _need_release(inputs, "after_symlink")
+    name = release.release_name(host, path)
+    if _no_workers(host, inputs, say):
+        return
+    workers.start_group(host, restart=True, release=name, say=say)
+    stale = policy.stale_workers(host.workers(), name)
+    if stale:
+        raise CommandFailed(
+            f"{host.name}: worker(s) not on release {name} after the restart: " + "; ".join(
+                f"pid {w.pid} runs from {w.cwd or 'an unreadable directory'}" for w in stale)
+            + ". They run stale code: stop them (kill -QUIT <pid>) or add them to monit group "
+              f"{inputs.settings.resque.monit_group}")
+    guard.clear_record(host)
+    say(f"{host.name}: all {len(inputs.settings.resque.workers)} worker(s) run release {name}")
+
+
+def deploy_failed(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
+    """Undo the guard on this host after a deploy failed elsewhere: start what it stopped."""
+    if _no_workers(host, inputs, say):
+        return
+    guard.undo(host, say)
+
+
+HOOKS = {
+    "before_migrate": before_migrate,
+    "before_symlink": before_symlink,
+    "after_symlink": after_symlink,
+    "deploy_failed": deploy_failed,
+}

@@ -1,0 +1,88 @@
+"""One host as the rest of the toolkit sees it: a context plus the facts read through it.
+
+A `Host` wraps an invoke `Context` (code running on the server itself: the hooks) or a fabric
+`Connection` (code running on a workstation). Every fact and action goes through `run()`, so
+the same functions serve both; the single difference, reading processes with psutil locally
+and with one `ps` command remotely, is kept here.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from typing import Iterable
+
+from .errors import CommandFailed
+from .monit import Monit
+from .resque import processes
+from .resque.processes import WorkerProcess
+from .settings import Settings
+
+
+def _is_remote(c) -> bool:
+    try:
+        from fabric import Connection
+    except ImportError:  # pragma: no cover - fabric is a dependency
+        return False
+    return isinstance(c, Connection)
+
+
+class Host:
+    """A host, its name for messages, and the app settings that apply to it."""
+
+    def __init__(self, c, settings: Settings, name: str | None = None):
+        self.c = c
+        self.settings = settings
+        self.remote = _is_remote(c)
+        self.name = name or (getattr(c, "original_host", None) if self.remote else None) \
+            or socket.gethostname()
+        r = settings.resque
+        self.monit = Monit(c, r.monit_command, sudo=r.sudo, host=self.name)
+
+    def run(self, command: str, *, warn: bool = False, timeout: float | None = None):
+        """Run a shell command; a failure raises `CommandFailed` naming the host and command."""
+        result = self.c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
+        if result.exited != 0 and not warn:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise CommandFailed(f"{self.name}: '{command}' failed (exit {result.exited})"
+                                + (f": {detail[-1]}" if detail else ""))
+        return result
+
+    def processes(self) -> list[processes.RawProcess]:
+        """Raw process rows that mention resque: psutil here, or one `ps` over SSH."""
+        return processes.remote_processes(self.c) if self.remote else processes.local_processes()
+
+    def workers(self) -> list[WorkerProcess]:
+        """This app's resque workers on the host (other apps' workers are left out)."""
+        apps = {self.settings.app: self.settings.deploy_to}
+        return [w for w in processes.workers_from(self.processes(), apps)
+                if w.app == self.settings.app]
+
+    def signal(self, signame: str, pids: Iterable[int]) -> None:
+        """Send a signal to pids; pids that have exited meanwhile are not an error."""
+        pids = sorted(set(pids))
+        if not pids:
+            return
+        sudo = "sudo -n " if self.settings.resque.sudo else ""
+        # One kill per pid, so one pid that exited in between does not hide the others' result.
+        self.run(" ; ".join(f"{sudo}kill -{signame} {int(p)} 2>/dev/null" for p in pids) + " ; true")
+
+    def read_file(self, path: str) -> str | None:
+        """A file's text, or None when it does not exist."""
+        q = shlex.quote(path)
+        result = self.run(f"if [ -e {q} ]; then cat {q}; else echo __deployhooks_absent__ >&2; exit 4; fi",
+                          warn=True)
+        if result.exited == 4 and "__deployhooks_absent__" in result.stderr:
+            return None
+        if result.exited != 0:
+            raise CommandFailed(f"{self.name}: cannot read {path}: {result.stderr.strip()}")
+        return result.stdout
+
+    def write_file(self, path: str, text: str) -> None:
+        """Write a file atomically (a temporary file renamed over it), creating its folder."""
+        q, tmp = shlex.quote(path), shlex.quote(path + ".tmp")
+        folder = shlex.quote(path.rsplit("/", 1)[0] or "/")
+        self.run(f"mkdir -p {folder} && printf %s {shlex.quote(text)} > {tmp} && mv -f {tmp} {q}")
+
+    def remove_file(self, path: str) -> None:
+        self.run(f"rm -f {shlex.quote(path)}")

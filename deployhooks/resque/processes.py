@@ -1,0 +1,199 @@
+"""The resque workers on a host, as records, from either of two adapters that must agree.
+
+- `local_processes()` reads the local process table with psutil (hooks run on the server).
+- `PS_COMMAND` + `parse_ps_output()` do the same over any context in one round trip (`ps` and
+  `/proc/<pid>/cwd`), so a Fabric connection sees what psutil would see on that host.
+
+Both produce `RawProcess` rows; `workers_from()` turns rows into `WorkerProcess` records. Only
+`workers_from()` decides anything, so both adapters are held to the same rules.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from . import proclines
+from .proclines import FORKED, IDLE, PAUSED, PROCESSING, STARTING
+
+BUSY = "busy"
+DELETED_SUFFIX = " (deleted)"
+
+
+@dataclass(frozen=True)
+class RawProcess:
+    """One process as an adapter saw it; `cwd` is None when it could not be read."""
+
+    pid: int
+    ppid: int
+    rss_kb: int
+    cwd: str | None
+    title: str
+
+
+@dataclass(frozen=True)
+class WorkerProcess:
+    """A resque worker as seen from outside.
+
+    state is starting / idle / paused / busy. For a busy worker, `queue`, `job_class`,
+    `busy_since` (epoch) and `job_pid` describe the job. `app` and `release` come from the
+    worker's working directory: `<deploy_to>/releases/<release>`; `release_deleted` is True
+    when that directory no longer exists (the seed's `NameError: uninitialized constant`).
+    """
+
+    pid: int
+    ppid: int
+    state: str
+    title: str
+    version: str | None = None
+    queues: tuple[str, ...] = ()
+    queue: str | None = None
+    job_class: str | None = None
+    busy_since: int | None = None
+    job_pid: int | None = None
+    rss_kb: int = 0
+    cwd: str | None = None
+    app: str | None = None
+    release: str | None = None
+    release_deleted: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.state == BUSY
+
+    def describe(self, now: float | None = None) -> str:
+        """One line for a person: pid, state, and for a busy worker queue, class and age."""
+        if not self.busy:
+            return f"pid {self.pid} {self.state}"
+        job = f"{self.queue or '?'} [{self.job_class or 'unknown class'}]"
+        age = ""
+        if now is not None and self.busy_since is not None:
+            age = f", busy for {max(0, int(now - self.busy_since))}s"
+        return f"pid {self.pid} busy on {job}{age}"
+
+
+def release_of(cwd: str | None, apps: Mapping[str, str]) -> tuple[str | None, str | None, bool]:
+    """(app, release, deleted) for a working directory, given app name -> deploy_to.
+
+    A worker started from `<deploy_to>/current` has its cwd resolved by the kernel to the
+    release it pointed at then, which is exactly what tells a stale worker from a fresh one.
+    """
+    if not cwd:
+        return None, None, False
+    deleted = cwd.endswith(DELETED_SUFFIX)
+    path = cwd[: -len(DELETED_SUFFIX)] if deleted else cwd
+    for app, deploy_to in apps.items():
+        root = deploy_to.rstrip("/") + "/"
+        if not path.startswith(root):
+            continue
+        rest = path[len(root):].split("/")
+        if rest[0] == "releases" and len(rest) > 1 and rest[1]:
+            return app, rest[1], deleted
+        if rest[0] == "current":
+            return app, "current", deleted
+        return app, None, deleted
+    return None, None, deleted
+
+
+def workers_from(rows: Iterable[RawProcess], apps: Mapping[str, str]) -> list[WorkerProcess]:
+    """Worker records from raw rows: job children are folded into their parent worker.
+
+    A `Processing` process whose parent is a worker is that worker's job child (resque 1.24+
+    titles the parent `Processing` for an instant before it forks, so the parent's own title
+    is not enough). A `Processing` process with no worker parent is a non-forking worker, or a
+    job child orphaned by a KILLed parent; either way a job is running there, so it is busy.
+    """
+    parsed = {r.pid: (r, proclines.parse(r.title)) for r in rows}
+    parsed = {pid: (r, p) for pid, (r, p) in parsed.items() if p is not None}
+    children: dict[int, RawProcess] = {}
+    for pid, (row, p) in parsed.items():
+        parent = parsed.get(row.ppid)
+        if p.kind == PROCESSING and parent is not None and parent[1].kind in (FORKED, PROCESSING):
+            children[row.ppid] = row
+    child_pids = {c.pid for c in children.values()}
+    workers = []
+    for pid, (row, p) in sorted(parsed.items()):
+        if pid in child_pids:
+            continue
+        child = children.get(pid)
+        child_line = proclines.parse(child.title) if child else None
+        app, release, deleted = release_of(row.cwd, apps)
+        common = dict(pid=pid, ppid=row.ppid, title=row.title, version=p.version,
+                      rss_kb=row.rss_kb + (child.rss_kb if child else 0), cwd=row.cwd,
+                      app=app, release=release, release_deleted=deleted)
+        if p.kind in (FORKED, PROCESSING):
+            info = child_line if child_line is not None else p
+            workers.append(WorkerProcess(
+                state=BUSY, queue=info.queue, job_class=info.job_class,
+                busy_since=p.since if p.since is not None else info.since,
+                job_pid=child.pid if child else p.child_pid, **common))
+        elif p.kind == IDLE:
+            workers.append(WorkerProcess(state="idle", queues=p.queues or (), **common))
+        elif p.kind == PAUSED:
+            workers.append(WorkerProcess(state="paused", **common))
+        elif p.kind == STARTING:
+            workers.append(WorkerProcess(state="starting", **common))
+    return workers
+
+
+def normalize_title(title: str) -> str:
+    """Collapse whitespace: ps shows NUL padding and newlines as spaces, psutil splits on them."""
+    return " ".join(title.split())
+
+
+# --- adapter 1: psutil, for code running on the host itself -------------------------------------
+
+def local_processes() -> list[RawProcess]:
+    """Rows for every local process whose title mentions resque (psutil)."""
+    import psutil
+
+    rows = []
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "memory_info", "status"]):
+        info = proc.info
+        title = " ".join(info["cmdline"] or ()).strip()
+        if "resque" not in title or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            cwd = proc.cwd()
+            # psutil hides the kernel's " (deleted)" mark; put it back so both adapters agree.
+            if cwd and not os.path.isdir(cwd):
+                cwd += DELETED_SUFFIX
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            cwd = None
+        rss = (info["memory_info"].rss // 1024) if info["memory_info"] else 0
+        rows.append(RawProcess(info["pid"], info["ppid"], rss, cwd, normalize_title(title)))
+    return rows
+
+
+# --- adapter 2: one shell command, for any invoke/fabric context --------------------------------
+
+# One round trip: ps for the table (zombies, state Z, are left out as psutil's side does), and
+# readlink for the working directory of the few processes that mention resque.
+PS_COMMAND = (
+    "ps axww -o pid=,ppid=,rss=,stat=,args= | "
+    "while read -r pid ppid rss stat args; do "
+    'case "$stat" in Z*) continue;; esac; '
+    'case "$args" in *resque*) '
+    "printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$pid\" \"$ppid\" \"$rss\" "
+    "\"$(readlink /proc/$pid/cwd 2>/dev/null)\" \"$args\";; esac; done"
+)
+
+
+def parse_ps_output(text: str) -> list[RawProcess]:
+    """Rows from `PS_COMMAND`'s output; lines that do not fit are skipped."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("\t", 4)
+        if len(parts) != 5 or not parts[0].isdigit() or not parts[1].isdigit():
+            continue
+        pid, ppid, rss, cwd, title = parts
+        rows.append(RawProcess(int(pid), int(ppid), int(rss) if rss.isdigit() else 0,
+                               cwd or None, normalize_title(title)))
+    return rows
+
+
+def remote_processes(c) -> list[RawProcess]:
+    """Rows from any invoke Context or fabric Connection, in one command."""
+    result = c.run(PS_COMMAND, hide=True, warn=True, in_stream=False)
+    return parse_ps_output(result.stdout)

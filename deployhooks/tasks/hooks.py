@@ -1,0 +1,55 @@
+"""`hooks.*` tasks: run a deploy hook here (on a server) or on every configured host over SSH."""
+
+from __future__ import annotations
+
+from fabric import task
+
+from .. import hooks as hooks_mod
+from .common import load_settings, on_server, run_fleet, run_local, say, target_hosts
+
+_HELP = {
+    "release_path": "the release being deployed: <deploy_to>/releases/<name> (or EY_DEPLOY_RELEASE_PATH)",
+    "app": "the app name; must match the config (or EY_DEPLOY_APP)",
+    "framework_env": "e.g. production (or EY_DEPLOY_FRAMEWORK_ENV; default from the config)",
+    "roles": "this host's roles, comma-separated (or EY_DEPLOY_CURRENT_ROLES; default from hosts)",
+    "config": "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)",
+}
+
+
+def _run(c, hook, release_path, app, framework_env, roles, config):
+    settings = load_settings(config)
+    fn = hooks_mod.HOOKS[hook]
+
+    def one(host):
+        inputs = hooks_mod.resolve(settings, release_path=release_path, app=app,
+                                   framework_env=framework_env, roles=roles, host=host.name)
+        fn(host, inputs, say)
+
+    if on_server(c):
+        run_local(c, settings, one)
+    else:
+        run_fleet(c, settings, target_hosts(c, settings, None, list(settings.hosts)), one)
+
+
+@task(help=_HELP)
+def before_migrate(c, release_path=None, app=None, framework_env=None, roles=None, config=None):
+    """Link shared resque.yml into the release; guard against running jobs (guard_at)."""
+    _run(c, "before_migrate", release_path, app, framework_env, roles, config)
+
+
+@task(help=_HELP)
+def before_symlink(c, release_path=None, app=None, framework_env=None, roles=None, config=None):
+    """Guard against running jobs, when guard_at is before_symlink."""
+    _run(c, "before_symlink", release_path, app, framework_env, roles, config)
+
+
+@task(help=_HELP)
+def after_symlink(c, release_path=None, app=None, framework_env=None, roles=None, config=None):
+    """Restart the workers and wait until all run from the new release."""
+    _run(c, "after_symlink", release_path, app, framework_env, roles, config)
+
+
+@task(help=_HELP)
+def deploy_failed(c, release_path=None, app=None, framework_env=None, roles=None, config=None):
+    """Start again the workers the guard stopped, after a deploy failed elsewhere."""
+    _run(c, "deploy_failed", release_path, app, framework_env, roles, config)

@@ -1,0 +1,123 @@
+"""Actions on a host's workers that wait until monit and the process table agree.
+
+monit's CLI returns before anything happened; these functions return only when the thing is
+done, or raise `CommandFailed` naming what did not happen within a bound derived from
+`grace_time` (see `ResqueSettings.settle_timeout`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from . import policy
+from .errors import CommandFailed
+from .host import Host
+
+Say = Callable[[str], None]
+POLL = 0.25
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def wait_until(check: Callable[[], bool], timeout: float, *, tick: Callable[[float], None] | None = None,
+               every: float = 5.0) -> bool:
+    """Poll `check` until it is true (True) or `timeout` seconds pass (False).
+
+    `tick(elapsed)` is called about every `every` seconds, for progress lines.
+    """
+    start = time.monotonic()
+    last_tick = start
+    while True:
+        if check():
+            return True
+        now = time.monotonic()
+        if now - start >= timeout:
+            return False
+        if tick and now - last_tick >= every:
+            tick(now - start)
+            last_tick = now
+        time.sleep(POLL)
+
+
+def _services_line(services) -> str:
+    return ", ".join(f"{s.name}: {s.status}" + (f" (pid {s.pid})" if s.pid else "")
+                     for s in services.values())
+
+
+def stop_group(host: Host, say: Say = _quiet) -> None:
+    """`monit stop` the app's group and wait until every one of its workers has exited."""
+    r = host.settings.resque
+    group = r.monit_group
+    before = host.monit.status(group)
+    pids = {s.pid for s in before.values() if s.pid}
+    say(f"{host.name}: monit stop all -g {group} ({len(before)} services, stop policy {r.stop})")
+    host.monit.action("stop", group)
+    state = {}
+
+    def settled() -> bool:
+        state["services"] = host.monit.status(group)
+        state["alive"] = sorted(pids & {w.pid for w in host.workers()})
+        return policy.stop_settled(state["services"], state["alive"])
+
+    tick = lambda t: say(f"{host.name}: waiting for group {group} to stop ({int(t)}s): "
+                         f"{_services_line(state.get('services', {}))}")
+    if not wait_until(settled, r.settle_timeout, tick=tick):
+        alive = state.get("alive") or []
+        raise CommandFailed(
+            f"{host.name}: monit did not stop group {group} within {r.settle_timeout}s. "
+            f"monit says: {_services_line(state.get('services', {}))}"
+            + (f"; workers still running: {', '.join(map(str, alive))}" if alive else ""))
+    say(f"{host.name}: group {group} stopped")
+
+
+def start_group(host: Host, *, restart: bool = False, release: str | None = None,
+                say: Say = _quiet) -> None:
+    """`monit start` (or `restart`) the group and wait until every service runs a worker.
+
+    With `release`, wait until every worker runs from that release; with `restart`, until no
+    service still shows a pid from before the restart.
+    """
+    r = host.settings.resque
+    group = r.monit_group
+    before = host.monit.status(group)
+    old = {s.pid for s in before.values() if s.pid} if restart else set()
+    verb = "restart" if restart else "start"
+    say(f"{host.name}: monit {verb} all -g {group}")
+    host.monit.action(verb, group)
+    state = {}
+
+    def settled() -> bool:
+        state["services"] = host.monit.status(group)
+        state["workers"] = host.workers()
+        return policy.start_settled(state["services"], state["workers"], release, old)
+
+    timeout = r.settle_timeout if restart else r.start_timeout * max(1, len(before))
+    tick = lambda t: say(f"{host.name}: waiting for group {group} to {verb} ({int(t)}s): "
+                         f"{_services_line(state.get('services', {}))}")
+    if not wait_until(settled, timeout, tick=tick):
+        detail = _services_line(state.get("services", {}))
+        if release is not None:
+            stale = policy.stale_workers(state.get("workers", []), release)
+            if stale:
+                detail += "; workers not on release " + release + ": " + ", ".join(
+                    f"pid {w.pid} on {w.release or 'an unknown directory'}"
+                    + (" (deleted)" if w.release_deleted else "") for w in stale)
+        raise CommandFailed(f"{host.name}: monit did not {verb} group {group} within "
+                            f"{timeout}s: {detail}")
+    say(f"{host.name}: group {group} running" + (f" on release {release}" if release else ""))
+
+
+def resume(host: Host, pids: Iterable[int], say: Say = _quiet) -> list[int]:
+    """CONT the given pids that are still this app's workers; returns the pids resumed.
+
+    Checking the process table first means a pid reused by another process is left alone.
+    """
+    ours = {w.pid for w in host.workers()}
+    live = sorted(set(pids) & ours)
+    if live:
+        host.signal("CONT", live)
+        say(f"{host.name}: resumed workers {', '.join(map(str, live))}")
+    return live

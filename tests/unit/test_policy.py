@@ -1,0 +1,50 @@
+"""The guard's decisions, one test per branch."""
+
+from deployhooks import policy
+from deployhooks.monit import ServiceStatus
+from deployhooks.resque.processes import WorkerProcess
+
+
+def w(pid, state, release="r2", deleted=False):
+    return WorkerProcess(pid=pid, ppid=1, state=state, title="", release=release,
+                         release_deleted=deleted)
+
+
+def test_pause_only_managed_workers_not_already_paused():
+    workers = [w(1, "idle"), w(2, "busy"), w(3, "paused"), w(4, "idle")]
+    assert policy.pids_to_pause(workers, managed=[1, 2, 3]) == [1, 2]
+
+
+def test_pause_is_acknowledged_by_paused_busy_or_gone():
+    workers = [w(1, "paused"), w(2, "busy"), w(3, "idle"), w(5, "starting")]
+    assert policy.pause_acknowledged(workers, [1, 2, 3, 4, 5]) == [3, 5]
+
+
+def test_verdicts():
+    busy = [w(2, "busy")]
+    assert policy.guard_verdict([], "abort", 0, 10) == policy.PROCEED
+    assert policy.guard_verdict(busy, "abort", 0, 10) == policy.REFUSE
+    assert policy.guard_verdict(busy, "wait", 3, 10) == policy.WAIT
+    assert policy.guard_verdict(busy, "wait", 10, 10) == policy.REFUSE
+
+
+def test_stop_is_settled_only_when_monit_and_processes_agree():
+    stopped = {"a": ServiceStatus("a", "Not monitored")}
+    pending = {"a": ServiceStatus("a", "OK - stop pending", pid=7)}
+    assert policy.stop_settled(stopped, alive=[])
+    assert not policy.stop_settled(stopped, alive=[7])   # monit gave up; the worker lives on
+    assert not policy.stop_settled(pending, alive=[])
+
+
+def test_start_settled_wants_new_pids_on_the_release():
+    services = {"a": ServiceStatus("a", "OK", pid=8)}
+    assert policy.start_settled(services, [w(8, "idle")], "r2")
+    assert not policy.start_settled(services, [w(8, "idle", release="r1")], "r2")
+    assert not policy.start_settled(services, [w(8, "idle")], "r2", old_pids=[8])
+    assert not policy.start_settled(services, [], "r2")
+    assert not policy.start_settled({"a": ServiceStatus("a", "Initializing")}, [w(8, "idle")])
+
+
+def test_stale_workers():
+    assert [x.pid for x in policy.stale_workers(
+        [w(1, "idle"), w(2, "idle", "r1"), w(3, "idle", "r2", deleted=True)], "r2")] == [2, 3]

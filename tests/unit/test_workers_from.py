@@ -1,0 +1,59 @@
+"""Raw process rows -> worker records: children folded in, apps and releases told apart."""
+
+from deployhooks.resque.processes import RawProcess, parse_ps_output, workers_from
+
+APPS = {"shop": "/data/shop"}
+
+
+def row(pid, ppid, title, cwd="/data/shop/releases/20261127", rss=1000):
+    return RawProcess(pid, ppid, rss, cwd, title)
+
+
+def test_busy_parent_takes_its_childs_job():
+    rows = [row(10, 1, "resque-3.0.0: Forked 11 at 1795770517"),
+            row(11, 10, "resque-3.0.0: Processing mail since 1795770517 [Mailer]", rss=500)]
+    [w] = workers_from(rows, APPS)
+    assert (w.pid, w.state, w.queue, w.job_class, w.job_pid, w.busy_since, w.rss_kb) == \
+        (10, "busy", "mail", "Mailer", 11, 1795770517, 1500)
+    assert (w.app, w.release) == ("shop", "20261127")
+
+
+def test_parent_titled_processing_just_before_fork_is_still_one_busy_worker():
+    rows = [row(10, 1, "resque-1.27.4: Processing mail since 5 [Mailer]"),
+            row(11, 10, "resque-1.27.4: Processing mail since 5 [Mailer]")]
+    [w] = workers_from(rows, APPS)
+    assert w.pid == 10 and w.busy and w.job_pid == 11
+
+
+def test_orphaned_job_child_counts_as_a_running_job():
+    [w] = workers_from([row(11, 1, "resque-3.0.0: Processing mail since 5 [Mailer]")], APPS)
+    assert w.busy and w.pid == 11
+
+
+def test_two_apps_on_one_host_are_kept_apart():
+    rows = [row(10, 1, "resque-3.0.0: Waiting for a", cwd="/data/shop/releases/1"),
+            row(20, 1, "resque-3.0.0: Forked 21 at 5", cwd="/data/blog/releases/9"),
+            row(21, 20, "resque-3.0.0: Processing q since 5 [X]", cwd="/data/blog/releases/9")]
+    by_pid = {w.pid: w for w in workers_from(rows, {"shop": "/data/shop", "blog": "/data/blog"})}
+    assert by_pid[10].app == "shop" and not by_pid[10].busy
+    assert by_pid[20].app == "blog" and by_pid[20].busy and by_pid[20].release == "9"
+    # /data/shopping is not /data/shop
+    [w] = workers_from([row(30, 1, "resque-3.0.0: Paused", cwd="/data/shopping/releases/1")], APPS)
+    assert w.app is None
+
+
+def test_deleted_release_is_marked():
+    [w] = workers_from([row(10, 1, "resque-3.0.0: Paused",
+                            cwd="/data/shop/releases/old (deleted)")], APPS)
+    assert w.release == "old" and w.release_deleted and w.state == "paused"
+
+
+def test_ps_output_rows():
+    text = ("10\t1\t2048\t/data/shop/releases/1\tresque-3.0.0: Waiting for a,b\n"
+            "11\t1\t0\t\tgrep resque\n"
+            "garbage line\n")
+    rows = parse_ps_output(text)
+    assert [r.pid for r in rows] == [10, 11]
+    assert rows[1].cwd is None
+    [w] = workers_from(rows, APPS)
+    assert w.queues == ("a", "b")
