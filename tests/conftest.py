@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.fixtures.redis", "tests.fixtures.monit", "tests.fixtures.sshd"]
