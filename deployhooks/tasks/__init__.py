@@ -1,4 +1,9 @@
-"""The task namespace shared by `fab` (fabfile.py) and the `deployhooks` console script."""
+"""The task namespace shared by `fab` (fabfile.py) and the `deployhooks` console script.
+
+The console script's config class sets `deployhooks.on_server`, which makes the tasks act on
+this machine; under `fab` the key is absent and they act on the configured hosts over SSH.
+(It cannot be declared here: collection config outranks a config class's defaults.)
+"""
 
 from invoke import Collection
 
@@ -6,5 +11,4 @@ from . import hooks
 
 ns = Collection()
 ns.add_collection(Collection.from_module(hooks), name="hooks")
-# Declared here so both entry points know the key; the console script turns it on.
-ns.configure({"deployhooks": {"on_server": False}, "run": {"in_stream": False}})
+ns.configure({"run": {"in_stream": False}})
