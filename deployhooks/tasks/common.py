@@ -1,9 +1,10 @@
-"""What every task shares: loading settings, picking hosts, printing, and exit codes."""
+"""What every task shares: loading settings, picking hosts, running on them, exit codes."""
 
 from __future__ import annotations
 
+import socket
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
 from invoke import Context, Exit
 
@@ -30,7 +31,7 @@ def on_server(c) -> bool:
     return bool(c.config.get("deployhooks", {}).get("on_server", False))
 
 
-def target_hosts(c, settings: Settings, roles: str | None, default_roles) -> list[str]:
+def target_hosts(c, settings: Settings, roles: str | None, default_roles: Sequence[str]) -> list[str]:
     """Hosts to act on from a workstation: -H wins, then --roles, then `default_roles`."""
     if getattr(c, "host", None):  # fab -H: the executor already made one call per host
         return [c.original_host]
@@ -46,27 +47,30 @@ def target_hosts(c, settings: Settings, roles: str | None, default_roles) -> lis
     return hosts
 
 
-def run_local(c, settings: Settings, fn: Callable[[Host], object]) -> object:
-    """Run `fn` on this machine; a DeployhooksError becomes the matching exit code."""
-    try:
-        return fn(Host(Context(config=c.config), settings))
-    except DeployhooksError as exc:
-        raise Exit(str(exc), code=exc.exit_code) from None
+def on_hosts(c, settings: Settings, roles: str | None, default_roles: Sequence[str],
+             fn: Callable[[Host], object]) -> list[HostResult]:
+    """Run `fn(host)` here (console script) or on every selected host in parallel (fab).
+
+    Failures become per-host results with their exit code; nothing is raised here.
+    """
+    if on_server(c):
+        name = socket.gethostname()
+        try:
+            return [HostResult(name, value=fn(Host(Context(config=c.config), settings, name)))]
+        except DeployhooksError as exc:
+            return [HostResult(name, exc.exit_code, str(exc))]
+    hosts = target_hosts(c, settings, roles, default_roles)
+    return run_each(hosts, settings, lambda name, conn: fn(Host(conn, settings, name)))
 
 
-def run_fleet(c, settings: Settings, hosts: list[str], fn: Callable[[Host], object]) -> list[HostResult]:
-    """Run `fn` on every host in parallel and exit with the worst outcome, naming each host."""
-    results = run_each(hosts, settings, lambda name, conn: fn(Host(conn, settings, name)))
-    finish(results)
-    return results
-
-
-def finish(results: list[HostResult]) -> None:
+def finish(results: list[HostResult], extra_code: int = 0) -> None:
+    """Print each host's failure and exit with the worst code (or `extra_code`, e.g. --check)."""
     failed = [r for r in results if r.code]
     for r in failed:
         print(r.error, file=sys.stderr, flush=True)
-    code = overall_code(results)
+    code = overall_code(results) or extra_code
     if code:
         ok = [r.host for r in results if not r.code]
         raise Exit(f"{len(failed)} of {len(results)} host(s) did not pass"
-                   + (f"; passed: {', '.join(ok)}" if ok else ""), code=code)
+                   + (f"; passed: {', '.join(ok)}" if ok else "")
+                   if len(failed) and len(results) > 1 else None, code=code)

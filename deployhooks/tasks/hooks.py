@@ -5,7 +5,7 @@ from __future__ import annotations
 from fabric import task
 
 from .. import hooks as hooks_mod
-from .common import load_settings, on_server, run_fleet, run_local, say, target_hosts
+from .common import finish, load_settings, on_hosts, say
 
 _HELP = {
     "release_path": "the release being deployed: <deploy_to>/releases/<name> (or EY_DEPLOY_RELEASE_PATH)",
@@ -25,10 +25,8 @@ def _run(c, hook, release_path, app, framework_env, roles, config):
                                    framework_env=framework_env, roles=roles, host=host.name)
         fn(host, inputs, say)
 
-    if on_server(c):
-        run_local(c, settings, one)
-    else:
-        run_fleet(c, settings, target_hosts(c, settings, None, list(settings.hosts)), one)
+    # Every server of the deploy runs the hooks (Engine Yard dispatches them to all).
+    finish(on_hosts(c, settings, None, list(settings.hosts), one))
 
 
 @task(help=_HELP)

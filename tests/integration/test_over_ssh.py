@@ -103,3 +103,32 @@ def test_host_down_exits_3_naming_it(host, sshd):
             "--config", str(shop.config))
     assert r.returncode == 3
     assert "root@127.0.0.1:1: cannot connect" in r.stderr
+
+
+def test_status_over_ssh_shows_jobs_memory_releases_and_checks(host, sshd):
+    import json
+    top = f"hosts:\n  util: [{sshd.host}]\n" + sshd.ssh_settings_yaml()
+    shop = host.add_app("shop", top_extra=top)
+    host.start()
+    r = fab("resque.status", "--config", str(shop.config))
+    assert r.returncode == 0, r.stderr
+    assert "resque_shop_0" in r.stdout and "20260102000000 (current)" in r.stdout
+    assert fab("resque.status", "--check", "--config", str(shop.config)).returncode == 0
+
+    host.enqueue("deploytest", 5, "status-job")
+    host.wait_busy(shop)
+    r = fab("resque.status", "--json", "--check", "--config", str(shop.config))
+    assert r.returncode == 1
+    data = json.loads(r.stdout)
+    busy = [w for w in data["workers"] if w["state"] == "busy"]
+    assert len(busy) == 1 and busy[0]["job_class"] == "SleepJob" and busy[0]["rss_kb"] > 0
+    assert busy[0]["monit"] == "OK" and busy[0]["problems"] == ["busy"]
+
+    # a new release becomes current without a restart: the workers are now on the old one
+    shop.switch_current(shop.new_release(NEW))
+    r = fab("resque.status", "--config", str(shop.config))
+    assert "20260102000000 (old)" in r.stdout
+    r = fab("resque.restart", "--config", str(shop.config))
+    assert r.returncode == 0, r.stderr
+    assert {w.release for w in host.workers(shop)} == {NEW}
+    assert "status-job" in host.finished()

@@ -1,0 +1,177 @@
+"""`resque.*` tasks: look at and steer the workers of every host that runs them."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import shlex
+import sys
+import threading
+import time
+
+from fabric import task
+from invoke import Exit
+
+from .. import status as status_mod
+from .. import policy, workers
+from ..errors import EXIT_REFUSED, CommandFailed
+from ..fleet import HostResult
+from ..host import Host
+from .common import finish, load_settings, on_hosts, say
+
+class HostRefused(CommandFailed):
+    """A host that could not do what was asked without ending a job (exit 1, not 3)."""
+
+    exit_code = EXIT_REFUSED
+
+
+_ROLES = "comma-separated roles to act on (default: resque.roles from the config)"
+_CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
+
+
+def _each(c, config, roles, fn) -> list[HostResult]:
+    settings = load_settings(config)
+    return on_hosts(c, settings, roles, settings.resque.roles, fn)
+
+
+@task(default=True, help={"roles": _ROLES, "config": _CONFIG, "json": "print JSON for scripts",
+                          "check": "also exit 1 when a worker is busy, stale or not monitored"})
+def status(c, roles=None, json=False, check=False, config=None):
+    """Show every worker of every host: state, job, memory, release, monit's view."""
+    settings = load_settings(config)
+    command = status_mod.status_command(settings)
+
+    def one(host: Host):
+        text = host.run(command, warn=True).stdout
+        return status_mod.parse_status_output(text, settings, host.name)
+
+    results = on_hosts(c, settings, roles, settings.resque.roles, one)
+    now = time.time()
+    rows = []
+    for r in results:
+        if r.code:
+            rows.append(status_mod.Row(r.host, None, state="unknown", error=r.error))
+        else:
+            rows.extend(status_mod.rows_for(r.host, r.value, now))
+    if json:
+        print(jsonlib.dumps({"hosts": [r.host for r in results], "workers": status_mod.as_json(rows),
+                             "unreachable": {r.host: r.error for r in results if r.code}}, indent=2))
+    else:
+        print(status_mod.render_table(rows))
+        print("\n".join(status_mod.summary(rows, [r.host for r in results])))
+    unreachable = any(r.code for r in results)
+    problems = any(row.problems for row in rows)
+    if unreachable:
+        raise Exit(code=3)
+    if check and problems:
+        raise Exit(code=EXIT_REFUSED)
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def stop(c, roles=None, config=None):
+    """Stop the workers (monit stop, per stop: quit|term) and wait until they have exited."""
+    finish(_each(c, config, roles, lambda host: workers.stop_group(host, say)))
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def start(c, roles=None, config=None):
+    """Start the workers and wait until monit and the process table agree they run."""
+    finish(_each(c, config, roles, lambda host: workers.start_group(host, say=say)))
+
+
+def _current_release(host: Host) -> str | None:
+    path = host.run(f"readlink -f {shlex.quote(host.settings.current_path)}", warn=True).stdout.strip()
+    prefix = host.settings.releases_path + "/"
+    return path[len(prefix):].split("/")[0] if path.startswith(prefix) else None
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def restart(c, roles=None, config=None):
+    """Restart the workers and wait until all run new processes from the current release."""
+    def one(host: Host):
+        workers.start_group(host, restart=True, release=_current_release(host), say=say)
+    finish(_each(c, config, roles, one))
+
+
+def _pause(host: Host) -> list[int]:
+    pids = [w.pid for w in host.workers() if w.state != "paused"]
+    host.signal("USR2", pids)
+    if not workers.wait_until(lambda: not policy.pause_acknowledged(host.workers(), pids),
+                              host.settings.resque.pause_timeout):
+        late = policy.pause_acknowledged(host.workers(), pids)
+        raise CommandFailed(f"{host.name}: worker(s) {', '.join(map(str, late))} did not take the "
+                            f"pause within {host.settings.resque.pause_timeout}s")
+    say(f"{host.name}: paused {len(pids)} worker(s): they finish their job and take no new one")
+    return pids
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def pause(c, roles=None, config=None):
+    """Pause the workers (USR2): each finishes its job and takes no new one."""
+    finish(_each(c, config, roles, _pause))
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def resume(c, roles=None, config=None):
+    """Resume paused workers (CONT)."""
+    def one(host: Host):
+        pids = [w.pid for w in host.workers() if w.state == "paused"]
+        workers.resume(host, pids, say)
+        if not pids:
+            say(f"{host.name}: no paused worker")
+    finish(_each(c, config, roles, one))
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG,
+            "deadline": "seconds to wait for jobs in flight (default resque.wait_timeout)"})
+def drain(c, roles=None, deadline=None, config=None):
+    """Pause, wait for every job in flight to finish, then stop; resume and exit 1 on the deadline."""
+    def one(host: Host):
+        limit = float(deadline) if deadline else host.settings.resque.wait_timeout
+        paused = _pause(host)
+        state = {}
+
+        def idle() -> bool:
+            state["busy"] = [w for w in host.workers() if w.busy]
+            return not state["busy"]
+
+        def tick(t: float) -> None:
+            now = time.time()
+            say(f"{host.name}: {len(state['busy'])} job(s) in flight after {int(t)}s: "
+                + "; ".join(w.describe(now) for w in state["busy"]))
+
+        if not workers.wait_until(idle, limit, tick=tick):
+            workers.resume(host, paused, say)
+            raise HostRefused(f"{host.name}: {len(state['busy'])} job(s) still running after "
+                              f"{int(limit)}s; workers resumed: " + "; ".join(
+                                  w.describe(time.time()) for w in state["busy"]))
+        workers.stop_group(host, say)
+    finish(_each(c, config, roles, one))
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG, "lines": "lines per worker log (default 20)",
+            "follow": "keep printing new lines (Ctrl-C to stop)"})
+def logs(c, roles=None, lines=20, follow=False, config=None):
+    """The last lines of each worker's log, prefixed by host; --follow keeps streaming."""
+    lock = threading.Lock()
+
+    class Prefixed:
+        def __init__(self, host: str):
+            self.host, self.buffer = host, ""
+
+        def write(self, text: str) -> None:
+            self.buffer += text
+            *done, self.buffer = self.buffer.split("\n")
+            with lock:
+                for line in done:
+                    sys.stdout.write(f"{self.host} | {line}\n")
+                sys.stdout.flush()
+
+        def flush(self) -> None:
+            pass
+
+    def one(host: Host):
+        pattern = f"{shlex.quote(host.settings.shared_path + '/log')}/resque_*.log"
+        cmd = f"tail -n {int(lines)} {'-F' if follow else ''} {pattern}"
+        host.c.run(cmd, hide=False, warn=True, in_stream=False, out_stream=Prefixed(host.name),
+                   err_stream=Prefixed(host.name), pty=bool(follow) and host.remote)
+    finish(_each(c, config, roles, one))
