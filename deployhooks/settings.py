@@ -78,6 +78,19 @@ class SshSettings:
 
 
 @dataclass(frozen=True)
+class DeploySettings:
+    """What `fab deploy` does besides the hooks: shared links, migration, app restart."""
+
+    repo: str | None = None
+    shared_files: tuple[str, ...] = ("database.yml",)
+    shared_dirs: tuple[str, ...] = ("log", "tmp/pids")
+    migrate_command: str | None = None
+    migrate_role: str = "app_master"
+    restart_command: str | None = None
+    restart_roles: tuple[str, ...] = ("app_master", "app", "solo")
+
+
+@dataclass(frozen=True)
 class Settings:
     """A validated config file. `source` is the file it came from, for messages."""
 
@@ -89,6 +102,7 @@ class Settings:
     hosts: dict[str, tuple[str, ...]]
     resque: ResqueSettings
     ssh: SshSettings = SshSettings()
+    deploy: DeploySettings = DeploySettings()
     source: str = field(default="<defaults>", compare=False)
 
     @property
@@ -255,6 +269,23 @@ _SSH_SCHEMA = {
     "connect_timeout": _Spec(_int(1), default=10),
 }
 
+_REL_RE = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
+
+_DEPLOY_SCHEMA = {
+    "repo": _Spec(_abs_path),
+    "shared_files": _Spec(_list_of(_string(_REL_RE, "a file name under shared/config"),
+                                   "a list of file names"), default=DeploySettings.shared_files),
+    "shared_dirs": _Spec(_list_of(_string(_REL_RE, "a relative folder, e.g. log or tmp/pids"),
+                                  "a list of relative folders"), default=DeploySettings.shared_dirs),
+    # A shell command run in the release (e.g. "bundle exec rake db:migrate"); written by the
+    # operator of this file, so it is passed to the shell as written.
+    "migrate_command": _Spec(_string(what="a shell command")),
+    "migrate_role": _Spec(_string(NAME_RE, "a role name"), default="app_master"),
+    "restart_command": _Spec(_string(what="a shell command")),
+    "restart_roles": _Spec(_list_of(_string(NAME_RE, "a role name"), "a list of role names"),
+                           default=DeploySettings.restart_roles),
+}
+
 _SCHEMA = {
     "app": _Spec(_string(NAME_RE, "an app name (letters, digits, _ and -)"), required=True),
     "framework_env": _Spec(_string(NAME_RE, "an environment name (letters, digits, _ and -)"),
@@ -265,6 +296,7 @@ _SCHEMA = {
     "hosts": _Spec(_hosts, default={}),
     "resque": _Spec(lambda n, k: _mapping(n, k, _RESQUE_SCHEMA), default=None),
     "ssh": _Spec(lambda n, k: _mapping(n, k, _SSH_SCHEMA), default=None),
+    "deploy": _Spec(lambda n, k: _mapping(n, k, _DEPLOY_SCHEMA), default=None),
 }
 
 
@@ -327,7 +359,10 @@ def _build(raw: dict[str, Any], source: str) -> Settings:
         sudo=r["sudo"], monit_command=tuple(r["monit_command"]),
         pause_timeout=r["pause_timeout"], start_timeout=r["start_timeout"])
     ssh = SshSettings(**raw["ssh"]) if raw["ssh"] is not None else SshSettings()
-    return Settings(app=app, framework_env=raw["framework_env"], ssh=ssh,
+    deploy = DeploySettings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
+                               for k, v in raw["deploy"].items()}) \
+        if raw["deploy"] is not None else DeploySettings()
+    return Settings(app=app, framework_env=raw["framework_env"], ssh=ssh, deploy=deploy,
                     deploy_to=raw["deploy_to"] or f"/data/{app}", user=raw["user"],
                     keep_releases=raw["keep_releases"], hosts=dict(raw["hosts"]),
                     resque=resque, source=source)

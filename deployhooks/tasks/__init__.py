@@ -7,9 +7,9 @@ this machine; under `fab` the key is absent and they act on the configured hosts
 
 from invoke import Collection
 
-from . import hooks, resque
+from . import deploy, hooks, resque
 
-ns = Collection()
+ns = Collection(deploy.deploy, deploy.rollback)
 ns.add_collection(Collection.from_module(hooks), name="hooks")
 ns.add_collection(Collection.from_module(resque), name="resque")
 ns.configure({"run": {"in_stream": False}})

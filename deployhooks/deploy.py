@@ -1,0 +1,362 @@
+"""`fab deploy` and `fab rollback`: a release to every host, steps as barriers, one switch.
+
+Order (Engine Yard's, research/ey-anchors.md §3.1), each step finishing on every host before
+the next starts:
+
+    lock -> upload -> link shared -> before_migrate -> migrate (one host) -> before_symlink
+    -> switch current -> after_symlink -> restart app servers -> cleanup -> unlock
+
+Before the switch any refusal or failure aborts cleanly: `current` is untouched everywhere,
+the new release moves to `releases_failed/`, and what the guard stopped starts again. After
+the switch nothing is undone automatically; the summary names the hosts that switched and
+says to run `fab rollback`. One SSH connection per host serves the whole deploy.
+"""
+
+from __future__ import annotations
+
+import getpass
+import io
+import json
+import shlex
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import guard, hooks, policy, release as release_mod, workers
+from .errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, ConfigError,
+                     DeployhooksError, Refused)
+from .fleet import connect, explain_connect_error
+from .host import Host
+from .settings import Settings
+
+Say = Callable[[str], None]
+q = shlex.quote
+
+
+@dataclass
+class StepReport:
+    name: str
+    seconds: float = 0.0
+    hosts: dict[str, str] = field(default_factory=dict)   # host -> "ok" / error text
+
+
+@dataclass
+class DeployReport:
+    release: str
+    steps: list[StepReport] = field(default_factory=list)
+    switched: list[str] = field(default_factory=list)
+    code: int = EXIT_OK
+    message: str = ""
+
+
+def build_archive(repo: str, ref: str) -> bytes:
+    """`git archive` of `ref` in `repo`, gzipped, built once on the workstation."""
+    try:
+        sha = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        data = subprocess.run(["git", "-C", repo, "archive", "--format=tar.gz", sha],
+                              capture_output=True, check=True).stdout
+    except FileNotFoundError:
+        raise ConfigError("git is not installed on this workstation") from None
+    except subprocess.CalledProcessError as exc:
+        err = (exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or "").strip()
+        raise ConfigError(f"cannot build the release from {repo} at {ref!r}: {err}") from None
+    return data
+
+
+class Deploy:
+    """One deploy of one app to `hosts`; `run()` returns a `DeployReport`, never raises."""
+
+    def __init__(self, settings: Settings, hosts: list[str], archive: bytes, *, say: Say = print,
+                 release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None):
+        self.s = settings
+        self.hosts = hosts
+        self.archive = archive
+        self.say = say
+        self.release = release or time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        self.release_path = f"{settings.releases_path}/{self.release}"
+        self.roles_of = roles_of or settings.roles_of
+        self.conns = {h: connect(h, settings) for h in hosts}
+        self.report = DeployReport(self.release)
+        self.locked: list[str] = []
+        self.uploaded: list[str] = []
+        self.guarded: list[str] = []
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        return Host(self.conns[name], self.s, name)
+
+    def step(self, name: str, fn: Callable[[Host], object], hosts: list[str] | None = None) -> StepReport:
+        """Run `fn` on every host in parallel and wait for all (a barrier)."""
+        hosts = self.hosts if hosts is None else hosts
+        report = StepReport(name)
+        started = time.monotonic()
+        self.say(f"==> {name} ({len(hosts)} host(s))")
+
+        def one(h: str):
+            try:
+                fn(self.host(h))
+                return h, EXIT_OK, "ok"
+            except DeployhooksError as exc:
+                return h, exc.exit_code, str(exc)
+            except Exception as exc:  # ssh errors, EOF on a dropped connection, ...
+                return h, EXIT_FAILED, str(explain_connect_error(h, exc, self.s))
+
+        codes = {}
+        if hosts:
+            with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+                for h, code, text in pool.map(one, hosts):
+                    report.hosts[h], codes[h] = text, code
+        report.seconds = time.monotonic() - started
+        self.report.steps.append(report)
+        failed = {h: c for h, c in codes.items() if c}
+        if failed:
+            for h in failed:
+                self.say(report.hosts[h])
+            code = EXIT_FAILED if EXIT_FAILED in failed.values() else max(failed.values())
+            raise _StepFailed(name, code, {h: report.hosts[h] for h in failed})
+        return report
+
+    def _inputs(self, host: Host) -> hooks.HookInputs:
+        return hooks.resolve(self.s, release_path=self.release_path,
+                             roles=",".join(self.roles_of(host.name)) or None, host=host.name,
+                             environ={})
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _lock(self, host: Host) -> None:
+        lock = f"{self.s.shared_path}/deployhooks/deploy.lock"
+        info = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
+                           "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                           "release": self.release})
+        # mkdir is atomic: exactly one deploy creates the folder.
+        r = host.run(f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} && "
+                     f"printf %s {q(info)} > {q(lock + '/info')}", warn=True)
+        if r.exited != 0:
+            holder = host.read_file(lock + "/info") or "{}"
+            try:
+                who = json.loads(holder)
+            except ValueError:
+                who = {}
+            raise Refused(f"{host.name}: another deploy of {self.s.app} holds the lock "
+                          f"({who.get('by', 'unknown')}, since {who.get('since', 'unknown')}, "
+                          f"release {who.get('release', '?')}). If that deploy is dead, remove "
+                          f"{lock} on {host.name}")
+        self.locked.append(host.name)
+
+    def _unlock(self, host: Host) -> None:
+        host.run(f"rm -rf {q(self.s.shared_path + '/deployhooks/deploy.lock')}")
+
+    def _upload(self, host: Host) -> None:
+        tarball = f"{self.s.releases_path}/.{self.release}.tar.gz"
+        host.run(f"mkdir -p {q(self.s.releases_path)}")
+        host.c.put(io.BytesIO(self.archive), remote=tarball)
+        self.uploaded.append(host.name)
+        host.run(f"mkdir {q(self.release_path)} && tar -xzf {q(tarball)} -C {q(self.release_path)} "
+                 f"&& rm -f {q(tarball)}")
+
+    def _link_shared(self, host: Host) -> None:
+        d = self.s.deploy
+        cmds = []
+        for name in d.shared_dirs:
+            target, link = f"{self.s.shared_path}/{name}", f"{self.release_path}/{name}"
+            cmds.append(f"mkdir -p {q(target)} {q(link.rsplit('/', 1)[0])} && rm -rf {q(link)} "
+                        f"&& ln -s {q(target)} {q(link)}")
+        for name in d.shared_files:
+            target, link = f"{self.s.shared_path}/config/{name}", f"{self.release_path}/config/{name}"
+            cmds.append(f"if [ -e {q(target)} ]; then mkdir -p {q(self.release_path + '/config')} "
+                        f"&& ln -sfn {q(target)} {q(link)}; fi")
+        if cmds:
+            host.run(" && ".join(cmds))
+
+    def _before_migrate(self, host: Host) -> None:
+        inputs = self._inputs(host)
+        if inputs.runs_workers and self.s.resque.guard_at == "before_migrate":
+            self.guarded.append(host.name)
+        hooks.before_migrate(host, inputs, self.say)
+
+    def _before_symlink(self, host: Host) -> None:
+        inputs = self._inputs(host)
+        if inputs.runs_workers and self.s.resque.guard_at == "before_symlink":
+            self.guarded.append(host.name)
+        hooks.before_symlink(host, inputs, self.say)
+
+    def _migrate(self, host: Host) -> None:
+        d = self.s.deploy
+        self.say(f"{host.name}: {d.migrate_command}")
+        r = host.run(f"cd {q(self.release_path)} && RAILS_ENV={q(self.s.framework_env)} "
+                     f"RACK_ENV={q(self.s.framework_env)} {d.migrate_command}", warn=True)
+        if r.exited != 0:
+            tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
+            raise CommandFailed(f"{host.name}: migration failed (exit {r.exited}): {tail}")
+
+    def _switch(self, host: Host) -> None:
+        tmp = f"{self.s.deploy_to}/.current.{self.release}"
+        # A new link renamed over the old one: rename(2) is atomic, so `current` always
+        # resolves, to the old release or to the new one.
+        host.run(f"ln -sfn {q(self.release_path)} {q(tmp)} && mv -Tf {q(tmp)} {q(self.s.current_path)}")
+        self.report.switched.append(host.name)
+
+    def _after_symlink(self, host: Host) -> None:
+        hooks.after_symlink(host, self._inputs(host), self.say)
+
+    def _restart_app(self, host: Host) -> None:
+        cmd = self.s.deploy.restart_command
+        if cmd and set(self.roles_of(host.name)) & set(self.s.deploy.restart_roles):
+            r = host.run(f"cd {q(self.s.current_path)} && {cmd}", warn=True)
+            if r.exited != 0:
+                raise CommandFailed(f"{host.name}: app server restart failed (exit {r.exited}): "
+                                    f"{(r.stderr or r.stdout).strip()[-300:]}")
+
+    def _cleanup(self, host: Host) -> None:
+        keep = self.s.keep_releases
+        rel = q(self.s.releases_path)
+        current = q(self.release)
+        # Oldest first by name (UTC timestamps sort); never the release `current` points at.
+        host.run(f"cd {rel} && ls -1 | grep -E '^[0-9]{{14}}$' | sort | head -n -{keep} | "
+                 f"grep -vx {current} | while read -r r; do rm -rf -- \"$r\"; done; true")
+
+    def _move_aside(self, host: Host) -> None:
+        failed = f"{self.s.deploy_to}/releases_failed"
+        host.run(f"mkdir -p {q(failed)} && if [ -d {q(self.release_path)} ]; then "
+                 f"mv {q(self.release_path)} {q(failed + '/' + self.release)}; fi; "
+                 f"rm -f {q(self.s.releases_path + '/.' + self.release + '.tar.gz')}")
+
+    # --- the whole deploy -------------------------------------------------------------------
+
+    def run(self) -> DeployReport:
+        started = time.monotonic()
+        try:
+            try:
+                self.step("lock", self._lock)
+                self._before_switch()
+            except (_StepFailed, KeyboardInterrupt) as exc:
+                self._abort_before_switch(exc)
+                return self.report
+            try:
+                self.step("switch current", self._switch)
+                self.step("after_symlink", self._after_symlink)
+                self.step("restart app servers", self._restart_app)
+                self.step("cleanup", self._cleanup)
+            except (_StepFailed, KeyboardInterrupt) as exc:
+                self._fail_after_switch(exc)
+                return self.report
+            self.report.message = (f"deployed {self.release} to {len(self.hosts)} host(s) in "
+                                   f"{time.monotonic() - started:.1f}s")
+            return self.report
+        finally:
+            for h in list(self.locked):
+                try:
+                    self._unlock(self.host(h))
+                except Exception as exc:  # reported, never masks the deploy's own outcome
+                    self.say(f"{h}: could not remove the deploy lock: {exc}")
+            for c in self.conns.values():
+                c.close()
+
+    def _before_switch(self) -> None:
+        self.step("upload", self._upload)
+        self.step("link shared", self._link_shared)
+        self.step("before_migrate", self._before_migrate)
+        migrate_hosts = self._migrate_hosts()
+        if migrate_hosts:
+            self.step("migrate", self._migrate, migrate_hosts)
+        self.step("before_symlink", self._before_symlink)
+
+    def _migrate_hosts(self) -> list[str]:
+        d = self.s.deploy
+        if not d.migrate_command:
+            return []
+        candidates = [h for h in self.hosts if d.migrate_role in self.roles_of(h)]
+        return candidates[:1] or self.hosts[:1]
+
+    def _abort_before_switch(self, exc: BaseException) -> None:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        self.say("==> aborting before the switch: current is untouched on every host")
+        for name in self.uploaded:
+            try:
+                self._move_aside(self.host(name))
+            except Exception as again:
+                self.say(f"{name}: could not move {self.release_path} aside: {again}")
+        for name in self.guarded:
+            try:
+                guard.undo(self.host(name), self.say)
+            except Exception as again:
+                self.say(f"{name}: could not start the workers again: {again}")
+        if interrupted:
+            self.report.code, why = EXIT_FAILED, "interrupted (Ctrl-C)"
+        else:
+            self.report.code = exc.code
+            why = f"step {exc.step} " + ("refused" if exc.code == EXIT_REFUSED else "failed") + \
+                " on " + ", ".join(exc.errors)
+        self.report.message = (f"deploy of {self.release} stopped: {why}. [Relax] Your site is "
+                               f"still running the old code on every host: current was not "
+                               f"switched, the new release was moved to releases_failed/, and "
+                               f"the workers the deploy stopped are running again.")
+
+    def _fail_after_switch(self, exc: BaseException) -> None:
+        switched = self.report.switched
+        not_switched = [h for h in self.hosts if h not in switched]
+        step = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else \
+            f"step {exc.step} failed on {', '.join(exc.errors)}"
+        self.report.code = EXIT_FAILED
+        self.report.message = (
+            f"deploy of {self.release} {step} AFTER the switch. current points at "
+            f"{self.release} on: {', '.join(switched) or 'no host'}; still on the previous "
+            f"release: {', '.join(not_switched) or 'no host'}. Run 'fab rollback' to switch every "
+            f"host back (and restart the workers there), or fix the cause and deploy again.")
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: str, code: int, errors: dict[str, str]):
+        super().__init__(step)
+        self.step, self.code, self.errors = step, code, errors
+
+
+def summary_lines(report: DeployReport) -> list[str]:
+    lines = [f"{'step':<22}{'seconds':>9}  hosts"]
+    for s in report.steps:
+        ok = sum(1 for v in s.hosts.values() if v == "ok")
+        lines.append(f"{s.name:<22}{s.seconds:>9.2f}  {ok}/{len(s.hosts)} ok")
+    return lines
+
+
+# --- rollback -------------------------------------------------------------------------------
+
+def previous_release(listing: str, current: str | None) -> str | None:
+    """The release before `current` in a `ls releases` listing (names sort by time)."""
+    names = sorted(n for n in listing.split() if n.isdigit() and len(n) == 14)
+    if current not in names:
+        return names[-1] if names else None
+    i = names.index(current)
+    return names[i - 1] if i > 0 else None
+
+
+def rollback_host(host: Host, say: Say) -> str:
+    """Point `current` back at the previous release, restart workers on it, move the rolled-back
+    release to releases_failed/. Returns the release now current."""
+    s = host.settings
+    current_path = host.run(f"readlink -f {q(s.current_path)}", warn=True).stdout.strip()
+    current = current_path.rsplit("/", 1)[-1] if current_path.startswith(s.releases_path + "/") else None
+    listing = host.run(f"ls -1 {q(s.releases_path)}", warn=True).stdout
+    target = previous_release(listing, current)
+    if target is None:
+        raise CommandFailed(f"{host.name}: no release before {current or 'current'} to roll back to "
+                            f"(releases: {' '.join(sorted(listing.split())) or 'none'})")
+    tmp = f"{s.deploy_to}/.current.rollback"
+    host.run(f"ln -sfn {q(s.releases_path + '/' + target)} {q(tmp)} && mv -Tf {q(tmp)} {q(s.current_path)}")
+    say(f"{host.name}: current -> {target} (was {current})")
+    inputs = hooks.resolve(s, release_path=f"{s.releases_path}/{target}", host=host.name,
+                           roles=",".join(s.roles_of(host.name)) or None, environ={})
+    if inputs.runs_workers:
+        workers.start_group(host, restart=True, release=target, say=say)
+        guard.clear_record(host)
+    if current:
+        failed = f"{s.deploy_to}/releases_failed"
+        host.run(f"mkdir -p {q(failed)} && mv {q(s.releases_path + '/' + current)} "
+                 f"{q(failed + '/' + current)}")
+        say(f"{host.name}: moved {current} to releases_failed/")
+    return target

@@ -1,0 +1,60 @@
+"""`deploy` and `rollback`: the workstation side, over SSH to every configured host."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from fabric import task
+from invoke import Exit
+
+from .. import deploy as deploy_mod
+from ..errors import DeployhooksError
+from ..fleet import run_each
+from ..host import Host
+from .common import finish, load_settings, say, target_hosts
+
+_CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
+_ROLES = "comma-separated roles to deploy to (default: every role under hosts)"
+
+
+def _repo_for(settings, repo: str | None) -> str:
+    """The app's git repository: --repo, deploy.repo, else the folder holding config/."""
+    if repo or settings.deploy.repo:
+        return repo or settings.deploy.repo
+    source = Path(settings.source).resolve()
+    if source.parent.name == "config":
+        return str(source.parent.parent)
+    return os.getcwd()
+
+
+@task(help={"ref": "git ref to deploy (default HEAD)", "repo": "the app's git repository",
+            "roles": _ROLES, "config": _CONFIG})
+def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
+    """Ship REF to every host, run the hooks, switch current atomically, restart workers."""
+    settings = load_settings(config)
+    hosts = target_hosts(c, settings, roles, list(settings.hosts))
+    try:
+        archive = deploy_mod.build_archive(_repo_for(settings, repo), ref)
+    except DeployhooksError as exc:
+        raise Exit(str(exc), code=exc.exit_code) from None
+    say(f"deploying {settings.app} {ref} ({len(archive) // 1024} KiB) to {len(hosts)} host(s): "
+        f"{', '.join(hosts)}")
+    report = deploy_mod.Deploy(settings, hosts, archive, say=say).run()
+    print("\n".join(deploy_mod.summary_lines(report)))
+    if report.code:
+        print(report.message, file=sys.stderr, flush=True)
+        raise Exit(code=report.code)
+    say(report.message)
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def rollback(c, roles=None, config=None):
+    """Switch current back to the previous release everywhere and restart the workers on it."""
+    settings = load_settings(config)
+    hosts = target_hosts(c, settings, roles, list(settings.hosts))
+    results = run_each(hosts, settings,
+                       lambda name, conn: deploy_mod.rollback_host(Host(conn, settings, name), say))
+    finish(results)
+    say("rolled back: " + ", ".join(f"{r.host} -> {r.value}" for r in results))
