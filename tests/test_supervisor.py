@@ -254,7 +254,11 @@ def test_root_starts_worker_as_owner_of_current_with_default_signals(tmp_path, r
         assert whoami.read_text().strip() == "nobody"
         worker = psutil.Process(int(layout.pidfile(0).read_text()))
         assert worker.uids().real == nobody.pw_uid and worker.gids().real == nobody.pw_gid
-        env = (layout.releases[-1] / "worker.env").read_text().splitlines()
+        env_file = layout.releases[-1] / "worker.env"
+        # whoami is written before worker.env; wait for the second file to be complete.
+        wait_for(lambda: "USER=" in (env_file.read_text() if env_file.exists() else ""),
+                 what="worker writing its environment")
+        env = env_file.read_text().splitlines()
         assert f"HOME={nobody.pw_dir}" in env and "USER=nobody" in env
         assert (layout.log_dir / "resque_0.log").stat().st_uid == 0  # opened by the wrapper, as root
 
