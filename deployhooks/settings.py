@@ -26,6 +26,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 HOST_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?$")
 QUEUE_RE = re.compile(r"^(?:\*|[A-Za-z0-9_.:-]+)$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
+COMMAND_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class ResqueSettings:
     monit_command: tuple[str, ...]
     pause_timeout: int
     start_timeout: int
+    monitrc_path: str
+    pid_dir: str
+    wrapper: str
+    totalmem_mb: int | None
 
     @property
     def settle_timeout(self) -> int:
@@ -234,6 +239,16 @@ def _worker_entry(node: yaml.Node, key: str) -> tuple[str, ...]:
     return _mapping(node, key, spec)["queues"]
 
 
+def _wrapper(node: yaml.Node, key: str) -> str:
+    what = "an absolute path or a command name on PATH, e.g. /usr/local/bin/deployhooks-resque"
+    value = _string(what=what)(node, key)
+    if value.startswith("/"):
+        return _abs_path(node, key)
+    if not COMMAND_NAME_RE.match(value):
+        raise _Bad(node, what)
+    return value
+
+
 def _monit_command(node: yaml.Node, key: str) -> tuple[str, ...]:
     what = "a command (a string or a list of words), e.g. monit or [monit, -c, /etc/monitrc]"
     if isinstance(node, yaml.SequenceNode):
@@ -260,6 +275,11 @@ _RESQUE_SCHEMA = {
     "monit_command": _Spec(_monit_command, default=("monit",)),
     "pause_timeout": _Spec(_int(1), default=15),
     "start_timeout": _Spec(_int(1), default=60),
+    # resque.setup / resque.doctor: where the monitrc goes and what it runs. None = per app.
+    "monitrc_path": _Spec(_abs_path),      # default /etc/monit.d/resque_<app>.monitrc
+    "pid_dir": _Spec(_abs_path),           # default /var/run/deployhooks/resque/<app>
+    "wrapper": _Spec(_wrapper, default="deployhooks-resque"),  # resolved on the host if not absolute
+    "totalmem_mb": _Spec(_int(1)),         # default none: no memory rule in the monitrc
 }
 
 _SSH_SCHEMA = {
@@ -357,7 +377,10 @@ def _build(raw: dict[str, Any], source: str) -> Settings:
         monit_group=r["monit_group"] or f"{app}_resque", workers=workers,
         on_busy=r["on_busy"], wait_timeout=r["wait_timeout"], guard_at=r["guard_at"],
         sudo=r["sudo"], monit_command=tuple(r["monit_command"]),
-        pause_timeout=r["pause_timeout"], start_timeout=r["start_timeout"])
+        pause_timeout=r["pause_timeout"], start_timeout=r["start_timeout"],
+        monitrc_path=r["monitrc_path"] or f"/etc/monit.d/resque_{app}.monitrc",
+        pid_dir=r["pid_dir"] or f"/var/run/deployhooks/resque/{app}",
+        wrapper=r["wrapper"], totalmem_mb=r["totalmem_mb"])
     ssh = SshSettings(**raw["ssh"]) if raw["ssh"] is not None else SshSettings()
     deploy = DeploySettings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                for k, v in raw["deploy"].items()}) \

@@ -7,9 +7,11 @@ this machine; under `fab` the key is absent and they act on the configured hosts
 
 from invoke import Collection
 
-from . import deploy, hooks, resque
+from . import admin, deploy, hooks, resque
 
 ns = Collection(deploy.deploy, deploy.rollback)
 ns.add_collection(Collection.from_module(hooks), name="hooks")
 ns.add_collection(Collection.from_module(resque), name="resque")
+ns.collections["resque"].add_task(admin.setup)
+ns.collections["resque"].add_task(admin.doctor)
 ns.configure({"run": {"in_stream": False}})

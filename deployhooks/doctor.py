@@ -1,0 +1,522 @@
+"""`resque.doctor`: a checklist per host, each line pass / warn / fail with the fix.
+
+The checks are pure functions from facts (texts and small records) to a `Check`; `gather()`
+reads the facts through a `Host` (one code path for a local Context and an SSH Connection) and
+`run_checks()` puts the two together. A host that cannot be reached at all is the caller's
+business (exit 3); everything a reachable host says, even a failing command, becomes a line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+from urllib.parse import urlparse
+
+import yaml
+
+from . import setup as setup_mod
+from . import status as status_mod
+from .errors import CommandFailed, ConfigError
+from .host import Host
+from .resque.supervisor import WORKER_CMDLINE_RE
+from .settings import Settings
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+MONIT_DEFAULT_TIMEOUT = 30  # seconds monit gives a stop program without `with timeout`
+
+PRELOAD_FIX = ('task "resque:setup" => :environment do\n'
+               '  ActiveRecord::Base.send(:subclasses).each { |klass| klass.columns }\n'
+               'end')
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the checklist: what was checked, the verdict, what was seen, how to fix it."""
+
+    name: str
+    verdict: str
+    detail: str
+    fix: str | None = None
+
+
+def exit_code(checks: Iterable[Check]) -> int:
+    """0 when every check passes or warns, 1 when any fails."""
+    return 1 if any(c.verdict == FAIL for c in checks) else 0
+
+
+# --- resque.yml and redis ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RedisTarget:
+    host: str
+    port: int
+    tls: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def redis_target(value: object) -> RedisTarget | None:
+    """Where a resque.yml entry points: `host:port[:db]`, `redis://[:pw@]host:port/db`, or a
+    mapping with host/port (or url). None when it cannot tell (ERB, a unix socket, junk)."""
+    if isinstance(value, dict):
+        if "url" in value:
+            return redis_target(value["url"])
+        host = str(value.get("host") or "localhost")
+        port = value.get("port", 6379)
+        tls = bool(value.get("ssl") or value.get("tls"))
+    elif isinstance(value, str) and "://" in value:
+        url = urlparse(value.strip())
+        if url.scheme not in ("redis", "rediss"):
+            return None
+        try:
+            port = url.port or 6379
+        except ValueError:
+            return None
+        host, tls = url.hostname or "localhost", url.scheme == "rediss"
+    elif isinstance(value, str):
+        parts = value.strip().split(":")
+        host = parts[0] or "localhost"
+        port = parts[1] if len(parts) > 1 and parts[1] else 6379
+        tls = False
+    else:
+        return None
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        return None
+    if not _HOST_RE.match(host) or not 0 < port < 65536:
+        return None
+    return RedisTarget(host, port, tls)
+
+
+def check_resque_yml(text: str | None, env: str, path: str) -> tuple[Check, RedisTarget | None]:
+    """resque.yml exists, is YAML, has an entry for `env` that names a redis; and where."""
+    name = "resque.yml"
+    fix_entry = f"add '{env}: <redis host>:<port>' (or redis://host:port/db) to {path}"
+    if text is None:
+        return Check(name, FAIL, f"{path} is missing", f"create it: {fix_entry}"), None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        return Check(name, FAIL, f"{where} is not valid YAML ({getattr(exc, 'problem', exc)})",
+                     f"fix the YAML in {path}; {fix_entry}"), None
+    if not isinstance(data, dict) or data.get(env) in (None, ""):
+        envs = ", ".join(map(str, data)) if isinstance(data, dict) else "none"
+        return Check(name, FAIL, f"{path} has no entry for the framework env '{env}' "
+                                 f"(entries: {envs})", fix_entry), None
+    target = redis_target(data[env])
+    if target is None:
+        return Check(name, WARN, f"{path} has '{env}: {data[env]!r}', which deployhooks cannot "
+                                 f"read as a redis address (so redis was not checked)",
+                     f"use '{env}: host:port' or redis://host:port/db"), None
+    return Check(name, PASS, f"{path} is valid; {env} -> {target}"), target
+
+
+def ping_command(target: RedisTarget, *, redis_cli: bool | None = None) -> str:
+    """A command that PINGs redis from the host: redis-cli when present, else bash's /dev/tcp.
+
+    `redis_cli` True/False forces one branch (tests); None picks at run time.
+    """
+    h, p = shlex.quote(target.host), str(int(target.port))
+    cli = f"timeout 5 redis-cli {'--tls ' if target.tls else ''}-h {h} -p {p} ping 2>&1"
+    raw = ("timeout 5 bash -c 'exec 3<>\"/dev/tcp/$0/$1\" && printf \"PING\\r\\n\" >&3 && "
+           f"IFS= read -r line <&3 && printf \"%s\\n\" \"$line\"' {h} {p} 2>&1")
+    if redis_cli is True:
+        return cli
+    if redis_cli is False:
+        return raw
+    return f"if command -v redis-cli >/dev/null 2>&1; then {cli}; else {raw}; fi"
+
+
+def check_redis(target: RedisTarget, rc: int, output: str, host: str, path: str, env: str) -> Check:
+    """Did redis answer the PING? PONG, or an AUTH demand, both prove it is there."""
+    out = " ".join(output.split())
+    if "PONG" in out:
+        return Check("redis", PASS, f"{target} answers PING from {host}")
+    if "NOAUTH" in out:
+        return Check("redis", PASS, f"{target} answers from {host} (it requires AUTH)")
+    why = out or ("no answer within 5s" if rc == 124 else f"exit {rc}")
+    return Check("redis", FAIL, f"{target} did not answer PING from {host}: {why}",
+                 f"start redis at {target}, open the way from this host to it (firewall, bind "
+                 f"address), or point '{env}:' in {path} at a redis this host can reach")
+
+
+# --- conf files, monitrc, monit ----------------------------------------------------------------
+
+def check_wrapper(configured: str, resolved: str | None, source: str) -> Check:
+    if resolved:
+        return Check("wrapper", PASS, f"{configured} -> {resolved}")
+    return Check("wrapper", FAIL, f"the worker wrapper {configured} is not an executable here "
+                                  f"(monit runs programs with a minimal PATH)",
+                 f"install deployhooks on this host, or set resque.wrapper in {source} to the "
+                 f"absolute path of deployhooks-resque; then run resque.setup")
+
+
+def check_confs(settings: Settings, confs: Mapping[int, str]) -> Check:
+    """Each configured worker has its resque_N.conf with its queues, and no other conf is left."""
+    wanted = {w.index: setup_mod.conf_text(w.queues) for w in settings.resque.workers}
+    missing = [n for n in sorted(wanted) if n not in confs]
+    differ = [n for n in sorted(wanted) if n in confs and confs[n] != wanted[n]]
+    extra = [n for n in sorted(confs) if n not in wanted]
+    if not (missing or differ or extra):
+        return Check("conf files", PASS, f"resque_0..{len(wanted) - 1}.conf match the config"
+                     if len(wanted) > 1 else "resque_0.conf matches the config")
+    parts = []
+    if missing:
+        parts.append("missing: " + ", ".join(f"resque_{n}.conf" for n in missing))
+    if differ:
+        parts.append("queues differ from the config: " + ", ".join(
+            f"resque_{n}.conf ({' '.join(confs[n].split()) or 'empty'}; config says "
+            f"{wanted[n].strip()})" for n in differ))
+    if extra:
+        parts.append("not in the config: " + ", ".join(f"resque_{n}.conf" for n in extra))
+    return Check("conf files", FAIL, f"in {settings.shared_path}/config: " + "; ".join(parts),
+                 "run resque.setup (it writes them, and stops the workers removed from the config)")
+
+
+def check_monitrc(path: str, installed: str | None, desired: str | None) -> Check:
+    """The installed monitrc is exactly what the config renders (`desired` None: unknown)."""
+    if installed is None:
+        return Check("monitrc", FAIL, f"{path} is missing",
+                     "run resque.setup (it writes the monitrc, checks it with monit -t and reloads)")
+    if desired is None:
+        return Check("monitrc", WARN, f"{path} not compared: the wrapper path is unknown",
+                     "fix the wrapper first")
+    if installed == desired:
+        return Check("monitrc", PASS, f"{path} matches the config")
+    diff = difflib.unified_diff(installed.splitlines(), desired.splitlines(), lineterm="", n=0)
+    changed = sum(1 for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---"))
+    return Check("monitrc", FAIL, f"{path} differs from what the config renders ({changed} line(s))",
+                 "run resque.setup to see the diff and install it (or fix the config)")
+
+
+_STANZA = re.compile(r"^\s*check\s+\w+\s+(?P<name>\S+)", re.I)
+_STOP = re.compile(r'^\s*stop\s+(?:program\s*)?=\s*"(?P<program>[^"]*)"(?P<rest>.*)$', re.I)
+_TIMEOUT = re.compile(r"\btimeout\s+(?P<n>\d+)\s*(?:seconds?|s)\b", re.I)
+_GRACE_OPT = re.compile(r"--grace-time[= ](?P<n>\d+(?:\.\d+)?)")
+_GRACE_ENV = re.compile(r"\bGRACE_TIME=(?P<n>\d+(?:\.\d+)?)")
+
+
+def stop_timeouts(text: str) -> list[tuple[str, int, float | None]]:
+    """(service, stop timeout, grace time the stop program passes or None) per stop line."""
+    out = []
+    service = "?"
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]  # monit: '#' starts a comment anywhere on a line
+        m = _STANZA.match(line)
+        if m:
+            service = m["name"]
+            continue
+        stop = _STOP.match(line)
+        if stop:
+            t = _TIMEOUT.search(stop["rest"])
+            g = _GRACE_OPT.search(stop["program"]) or _GRACE_ENV.search(stop["program"])
+            out.append((service, int(t["n"]) if t else MONIT_DEFAULT_TIMEOUT,
+                        float(g["n"]) if g else None))
+    return out
+
+
+def check_stop_timeout(path: str, installed: str | None, grace_time: int) -> Check:
+    """monit must outwait the drain: every stop timeout must exceed GRACE_TIME."""
+    name = "monit stop timeout"
+    if installed is None:
+        return Check(name, WARN, f"not checked: {path} is missing", "run resque.setup")
+    lines = stop_timeouts(installed)
+    if not lines:
+        return Check(name, WARN, f"{path} has no stop program lines", "run resque.setup")
+    short = [(s, t, g if g is not None else grace_time) for s, t, g in lines
+             if t <= (g if g is not None else grace_time)]
+    if not short:
+        worst = min(t - (g if g is not None else grace_time) for _, t, g in lines)
+        return Check(name, PASS, f"every stop timeout exceeds GRACE_TIME (by {worst:g}s or more)")
+    detail = ", ".join(f"{s}: timeout {t}s <= GRACE_TIME {g:g}s" for s, t, g in short)
+    return Check(name, FAIL, f"in {path}: {detail}: monit gives up (and reports 'Not monitored') "
+                             f"while the worker is still draining its job, and ends the wrapper "
+                             f"before it can force the worker down",
+                 f"set 'with timeout' on the stop lines above GRACE_TIME (resque.setup renders "
+                 f"GRACE_TIME + 30s)")
+
+
+def check_monit(settings: Settings, facts: status_mod.HostFacts) -> Check:
+    """The monit daemon answers and its group lists exactly the configured services."""
+    group = settings.resque.monit_group
+    if facts.monit_error:
+        return Check("monit", FAIL, facts.monit_error.split(": ", 1)[-1],
+                     "start monit and run resque.setup")
+    wanted = setup_mod.desired_services(settings)
+    have = list(facts.services)
+    if sorted(have) == sorted(wanted):
+        return Check("monit", PASS, f"group {group} lists {', '.join(wanted)}")
+    return Check("monit", FAIL, f"group {group} lists {', '.join(have) or 'nothing'}; the config "
+                                f"has {', '.join(wanted)}", "run resque.setup")
+
+
+def check_releases(facts: status_mod.HostFacts, app: str) -> Check:
+    """No worker of the app runs code from an old or deleted release; strays are warned about."""
+    name = "worker releases"
+    current = facts.current_release
+    stale = [w for w in facts.workers if w.release_deleted or w.release != current]
+    managed = {s.pid for s in facts.services.values() if s.pid}
+    strays = [w for w in facts.workers if w.pid not in managed]
+    if stale:
+        return Check(name, FAIL, "workers not on the current release "
+                     f"({current or 'current does not point into releases/'}): " + ", ".join(
+                         f"pid {w.pid} on {w.release or 'an unknown directory'}"
+                         + (" (deleted)" if w.release_deleted else "") for w in stale),
+                     "restart them from the current release: deployhooks resque.restart (on the "
+                     "host) or fab resque.restart; the after_symlink hook does this on deploy")
+    if strays:
+        return Check(name, WARN, "workers that monit does not run: " + ", ".join(
+            f"pid {w.pid}" for w in strays), "stop them (kill -QUIT <pid>); monit runs the "
+                                             "configured ones")
+    if not facts.workers:
+        return Check(name, PASS, f"no worker of {app} is running")
+    return Check(name, PASS, f"{len(facts.workers)} worker(s), all on release {current}")
+
+
+# --- pidfiles and locks ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PidFile:
+    """A pidfile or lock as read on the host: the pid in it and that process, if alive."""
+
+    kind: str          # pidfile | lock
+    path: str
+    pid: str           # the digits found in the file ("" when none)
+    state: str = ""    # /proc/<pid>/stat state letter; "" when no such process
+    cmdline: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.state) and self.state not in ("Z", "X")
+
+
+def stale_reason(f: PidFile) -> str | None:
+    """Why a pidfile or lock is stale, or None. A lock only needs a live holder; a pidfile
+    needs a live resque worker, since monit trusts any live pid and would never start ours."""
+    if not f.pid:
+        return "holds no pid"
+    if not f.alive:
+        return f"names pid {f.pid}, which is not running"
+    if f.kind == "pidfile" and not WORKER_CMDLINE_RE.search(f.cmdline):
+        return f"names pid {f.pid}, which is not a resque worker ({f.cmdline.strip()[:60] or '?'})"
+    return None
+
+
+def check_pidfiles(files: Sequence[PidFile], pid_dir: str) -> Check:
+    stale = [(f, stale_reason(f)) for f in files]
+    stale = [(f, why) for f, why in stale if why]
+    if not stale:
+        return Check("pidfiles and locks", PASS,
+                     f"{sum(f.kind == 'pidfile' for f in files)} pidfile(s) in {pid_dir}, none stale")
+    return Check("pidfiles and locks", FAIL, "; ".join(f"{f.path} {why}" for f, why in stale),
+                 "remove them (rm " + " ".join(shlex.quote(f.path) for f, _ in stale) + "); monit "
+                 "starts a worker whose pidfile names no live process on its next cycle")
+
+
+def pidfiles_command(settings: Settings) -> str:
+    """One command listing pidfiles in pid_dir and Engine Yard's /tmp locks of our workers."""
+    locks = " ".join(f"/tmp/resque_{w.index}.monit-lock" for w in settings.resque.workers)
+    return (
+        "show() { pid=$(head -c 32 \"$2\" 2>/dev/null | tr -dc 0-9); st=; cmd=; "
+        "if [ -n \"$pid\" ] && [ -r /proc/$pid/stat ]; then "
+        "st=$(sed 's/^.*) //' /proc/$pid/stat | cut -d' ' -f1); "
+        "cmd=$(tr '\\000\\t\\n' '   ' < /proc/$pid/cmdline 2>/dev/null); fi; "
+        "printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$1\" \"$2\" \"$pid\" \"$st\" \"$cmd\"; }; "
+        f"for f in {shlex.quote(settings.resque.pid_dir)}/*.pid; do [ -f \"$f\" ] && show pidfile \"$f\"; done; "
+        f"for f in {locks}; do [ -f \"$f\" ] && show lock \"$f\"; done; true")
+
+
+def parse_pidfiles(text: str) -> list[PidFile]:
+    out = []
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 5 and parts[0] in ("pidfile", "lock"):
+            out.append(PidFile(*parts))
+    return out
+
+
+# --- the app's Rakefile ------------------------------------------------------------------------
+
+_SETUP_TASK = re.compile(
+    r"""^(?P<indent>\s*)task\s*\(?\s*(?::?["']resque:setup["']|:"resque:setup")\s*(?::|=>|,|\)|do\b|\{|$)""")
+_NAMESPACE = re.compile(r"""^(?P<indent>\s*)namespace\s*\(?\s*(?::resque\b|["']resque["'])""")
+_NS_SETUP = re.compile(r"""^(?P<indent>\s*)task\s*\(?\s*(?::setup\b|["']setup["']|setup:)""")
+_PRELOAD = re.compile(r"\.columns\b|eager_load|preload|load_schema")
+
+
+def _block_body(lines: list[str], i: int, indent: str) -> str:
+    """The text of the block opened on line i: up to the `end`/`}` at the task's indentation."""
+    head = lines[i]
+    opener = re.search(r"\bdo\b|\{", head)
+    if not opener:
+        return ""
+    rest = head[opener.end():]
+    if re.search(r"\bend\b\s*$|\}\s*$", rest):
+        return rest
+    body = [rest]
+    for line in lines[i + 1:]:
+        stripped = line.strip()
+        if stripped in ("end", "}") and len(line) - len(line.lstrip()) <= len(indent):
+            break
+        body.append(line)
+    return "\n".join(body)
+
+
+def setup_tasks(text: str) -> list[tuple[int, str]]:
+    """(line number, body) of each `resque:setup` task defined in a Rakefile or .rake text."""
+    lines = text.splitlines()
+    found = []
+    ns_indent = None
+    for i, line in enumerate(lines):
+        if ns_indent is not None and line.strip() == "end" and \
+                len(line) - len(line.lstrip()) <= len(ns_indent):
+            ns_indent = None
+        ns = _NAMESPACE.match(line)
+        if ns:
+            ns_indent = ns["indent"]
+            continue
+        m = _SETUP_TASK.match(line) or (_NS_SETUP.match(line) if ns_indent is not None else None)
+        if m:
+            found.append((i + 1, _block_body(lines, i, m["indent"])))
+    return found
+
+
+def check_rakefile(files: Mapping[str, str], current: str | None) -> Check:
+    """The seed's "Frequent Small Jobs": a `resque:setup` that loads the environment but touches
+    no model makes every forked job load each model again (a SHOW FIELDS per model per job)."""
+    name = "Rakefile"
+    if current is None:
+        return Check(name, WARN, "not checked: current does not point at a release yet",
+                     "deploy first")
+    tasks = [(path, line, body) for path, text in files.items() for line, body in setup_tasks(text)]
+    if not tasks:
+        return Check(name, PASS, "no resque:setup task in current/Rakefile or lib/tasks/*.rake "
+                                 "(nothing to preload)")
+    lazy = [(path, line) for path, line, body in tasks if not _PRELOAD.search(body)]
+    if not lazy:
+        return Check(name, PASS, "resque:setup preloads models ("
+                     + ", ".join(f"{p}:{l}" for p, l, _ in tasks) + ")")
+    where = ", ".join(f"{p}:{l}" for p, l in lazy)
+    return Check(name, WARN, f"{where} defines resque:setup without preloading models: each "
+                             f"forked job loads every model it touches again (a SHOW FIELDS per "
+                             f"model per job), which dominates frequent small jobs",
+                 "preload them in the parent, e.g.\n" + PRELOAD_FIX)
+
+
+_FILE_MARK = "__deployhooks_file__"
+
+
+def rake_files_command(settings: Settings) -> str:
+    cur = shlex.quote(settings.current_path)
+    return (f"cd {cur} 2>/dev/null || exit 0; for f in Rakefile lib/tasks/*.rake; do "
+            f"[ -f \"$f\" ] && {{ printf '\\n%s %s\\n' {_FILE_MARK} \"$f\"; cat \"$f\"; }}; done; true")
+
+
+def parse_rake_files(text: str) -> dict[str, str]:
+    files: dict[str, list[str]] = {}
+    name = None
+    for line in text.splitlines():
+        if line.startswith(_FILE_MARK + " "):
+            name = "current/" + line[len(_FILE_MARK) + 1:]
+            files[name] = []
+        elif name is not None:
+            files[name].append(line)
+    return {k: "\n".join(v).strip("\n") + "\n" for k, v in files.items()}
+
+
+# --- facts through a Host, and the whole checklist ---------------------------------------------
+
+@dataclass
+class Facts:
+    """What one host said; every field is plain data, so `run_checks` is pure."""
+
+    resque_yml: str | None
+    redis: tuple[int, str] | None          # (rc, output) of the PING, when a target was read
+    wrapper: str | None                    # resolved absolute path, None when not found
+    confs: dict[int, str]
+    monitrc: str | None
+    status: status_mod.HostFacts
+    pidfiles: list[PidFile] = field(default_factory=list)
+    rake_files: dict[str, str] = field(default_factory=dict)
+
+
+def _read(host: Host, path: str, root: bool = False) -> str | None:
+    try:
+        return setup_mod.read_root_file(host, path) if root else host.read_file(path)
+    except CommandFailed:
+        return None
+
+
+def gather(host: Host) -> Facts:
+    s = host.settings
+    yml_path = f"{s.shared_path}/config/resque.yml"
+    yml = _read(host, yml_path)
+    _, target = check_resque_yml(yml, s.framework_env, yml_path)
+    redis = None
+    if target is not None:
+        r = host.run(ping_command(target), warn=True)
+        redis = (r.exited, r.stdout + r.stderr)
+    try:
+        wrapper = setup_mod.resolve_wrapper(host)
+    except CommandFailed:
+        wrapper = None
+    status = status_mod.parse_status_output(host.run(status_mod.status_command(s), warn=True).stdout,
+                                            s, host.name)
+    return Facts(
+        resque_yml=yml, redis=redis, wrapper=wrapper, confs=setup_mod.read_confs(host),
+        monitrc=_read(host, s.resque.monitrc_path, root=True), status=status,
+        pidfiles=parse_pidfiles(host.run(pidfiles_command(s), warn=True).stdout),
+        rake_files=parse_rake_files(host.run(rake_files_command(s), warn=True).stdout))
+
+
+def run_checks(settings: Settings, facts: Facts, host: str) -> list[Check]:
+    """The checklist for one host, in a fixed order (pure)."""
+    r = settings.resque
+    yml_path = f"{settings.shared_path}/config/resque.yml"
+    checks = []
+    yml, target = check_resque_yml(facts.resque_yml, settings.framework_env, yml_path)
+    checks.append(yml)
+    if target is not None and facts.redis is not None:
+        checks.append(check_redis(target, *facts.redis, host=host, path=yml_path,
+                                  env=settings.framework_env))
+    checks.append(check_wrapper(r.wrapper, facts.wrapper, settings.source))
+    checks.append(check_confs(settings, facts.confs))
+    desired = None
+    if facts.wrapper:
+        try:
+            desired = setup_mod.desired_monitrc(settings, facts.wrapper)
+        except ConfigError:
+            desired = None
+    checks.append(check_monitrc(r.monitrc_path, facts.monitrc, desired))
+    checks.append(check_stop_timeout(r.monitrc_path, facts.monitrc, r.grace_time))
+    checks.append(check_monit(settings, facts.status))
+    checks.append(check_releases(facts.status, settings.app))
+    checks.append(check_pidfiles(facts.pidfiles, r.pid_dir))
+    checks.append(check_rakefile(facts.rake_files, facts.status.current_release))
+    return checks
+
+
+def render(host: str, checks: Sequence[Check]) -> str:
+    """The checklist as text: one line per check, the fix indented under a warn or fail."""
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for c in checks:
+        lines.append(f"{host}: {c.verdict.upper() if c.verdict == FAIL else c.verdict:4}  "
+                     f"{c.name.ljust(width)}  {c.detail}")
+        if c.fix and c.verdict != PASS:
+            fix = c.fix.splitlines()
+            lines.append(f"{host}:       {' ' * width}  fix: {fix[0]}")
+            lines += [f"{host}:       {' ' * width}       {l}" for l in fix[1:]]
+    counts = {v: sum(c.verdict == v for c in checks) for v in (PASS, WARN, FAIL)}
+    lines.append(f"{host}: {counts[PASS]} pass, {counts[WARN]} warn, {counts[FAIL]} fail")
+    return "\n".join(lines)

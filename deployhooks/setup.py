@@ -1,0 +1,488 @@
+"""`resque.setup`: write the workers' conf files and the monitrc, check them with monit, reload.
+
+What the Engine Yard chef recipe did, made safe to run again and again:
+
+- `<shared>/config/resque_N.conf` holds exactly `QUEUE=<queues>` for each configured worker;
+- the monitrc (`resque.monitrc_path`) is `render_monitrc()` of the config;
+- nothing is written and monit is not reloaded when files and monit's view already match;
+- a changed monitrc is checked twice before monit may load it: alone, as a hidden candidate next
+  to its place, under a throw-away control file (`monit -t` wants mode 0600); then in place,
+  with `monit -v -t` on the real control file, which also catches a clash with the rest of the
+  configuration (a service name defined twice) and a control file that does not include the
+  path. A failed check restores the previous file (same inode, same mtime) and reloads nothing:
+  monit's CLI refuses every command, and a reloading daemon exits, on a broken configuration;
+- a worker removed from the config is stopped through monit (and waited for) before the reload
+  drops its service, so no worker is left running that nothing supervises.
+
+Decisions (`plan`, `parse_service_list`, `check_failure`, ...) are pure; `setup_host` does the
+I/O through a `Host`, so `fab resque.setup` and `deployhooks resque.setup` share one code path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import secrets
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from . import monit as monit_mod
+from .errors import CommandFailed, ConfigError
+from .host import Host
+from .resque.monitrc import render_monit_control, render_monitrc
+from .settings import Settings
+from .workers import wait_until
+
+Say = Callable[[str], None]
+
+CONF_RE = re.compile(r"^resque_(\d+)\.conf$")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# --- pure: what the files should say -----------------------------------------------------------
+
+def service_name(app: str, n: int) -> str:
+    return f"resque_{app}_{n}"
+
+
+def conf_path(settings: Settings, n: int) -> str:
+    return f"{settings.shared_path}/config/resque_{n}.conf"
+
+
+def conf_text(queues: Sequence[str]) -> str:
+    """The whole of a `resque_N.conf`: the wrapper reads QUEUE with shell quoting."""
+    return f"QUEUE={shlex.quote(','.join(queues))}\n"
+
+
+def desired_monitrc(settings: Settings, wrapper: str) -> str:
+    """The monitrc the config asks for, with `wrapper` already resolved to an absolute path."""
+    r = settings.resque
+    try:
+        return render_monitrc(
+            settings.app, settings.framework_env, r.monit_group, len(r.workers), wrapper=wrapper,
+            deploy_to=settings.deploy_to, pid_dir=r.pid_dir, stop_action=r.stop,
+            grace_time=r.grace_time, start_timeout=r.start_timeout, totalmem_mb=r.totalmem_mb)
+    except ValueError as exc:
+        raise ConfigError(f"{settings.source}: cannot render the monitrc: {exc}") from None
+
+
+def desired_services(settings: Settings) -> list[str]:
+    return [service_name(settings.app, w.index) for w in settings.resque.workers]
+
+
+def monitrc_workers(text: str | None, app: str) -> set[int]:
+    """Worker numbers that a monitrc text defines for `app` (`check process resque_<app>_<N>`)."""
+    pattern = re.compile(rf"^\s*check\s+process\s+resque_{re.escape(app)}_(\d+)\b", re.M)
+    return {int(m) for m in pattern.findall(text or "")}
+
+
+def service_workers(names: Sequence[str], app: str) -> set[int]:
+    pattern = re.compile(rf"^resque_{re.escape(app)}_(\d+)$")
+    return {int(m.group(1)) for m in map(pattern.match, names) if m}
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file to write (`new` text) or remove (`new` None); `old` None when it is absent."""
+
+    path: str
+    old: str | None
+    new: str | None
+
+
+@dataclass
+class Plan:
+    """What setup will do on one host."""
+
+    confs: list[FileChange] = field(default_factory=list)       # writes, then removals
+    monitrc: FileChange | None = None
+    stop: list[str] = field(default_factory=list)               # services of removed workers
+    reload: bool = False
+    services: list[str] = field(default_factory=list)           # what monit must list after
+
+    @property
+    def empty(self) -> bool:
+        return not self.confs and self.monitrc is None and not self.stop and not self.reload
+
+
+def plan(settings: Settings, *, wrapper: str, installed_monitrc: str | None,
+         confs: Mapping[int, str], live: Mapping[str, monit_mod.ServiceStatus]) -> Plan:
+    """Compare what is on the host with the config: the least that makes them agree.
+
+    `confs` is worker number -> text of the `resque_N.conf` files present; `live` is monit's
+    view of the group (empty when monit has no such group yet). A worker counts as removed when
+    any of the three still knows it; its service is stopped only if monit still has it.
+    """
+    r = settings.resque
+    app = settings.app
+    wanted = {w.index: conf_text(w.queues) for w in r.workers}
+    result = Plan(services=desired_services(settings))
+    for n, text in sorted(wanted.items()):
+        if confs.get(n) != text:
+            result.confs.append(FileChange(conf_path(settings, n), confs.get(n), text))
+    known = set(confs) | monitrc_workers(installed_monitrc, app) | service_workers(list(live), app)
+    for n in sorted(known - set(wanted)):
+        if n in confs:
+            result.confs.append(FileChange(conf_path(settings, n), confs[n], None))
+        name = service_name(app, n)
+        if name in live:
+            result.stop.append(name)
+    new_monitrc = desired_monitrc(settings, wrapper)
+    if installed_monitrc != new_monitrc:
+        result.monitrc = FileChange(r.monitrc_path, installed_monitrc, new_monitrc)
+    result.reload = result.monitrc is not None or sorted(live) != sorted(result.services)
+    return result
+
+
+def unified_diff(host: str, change: FileChange) -> str:
+    """The change as a unified diff, every line prefixed by the host (for parallel output)."""
+    old = (change.old or "").splitlines(keepends=True)
+    new = (change.new or "").splitlines(keepends=True)
+    lines = difflib.unified_diff(old, new, fromfile=change.path if change.old is not None else "/dev/null",
+                                 tofile=change.path if change.new is not None else "/dev/null")
+    return "\n".join(f"{host}: {line.rstrip(chr(10))}" for line in lines)
+
+
+def without_control_file(command: Sequence[str]) -> list[str]:
+    """monit's argv with any `-c FILE` removed, to point it at another control file."""
+    argv, skip = [], False
+    for word in command:
+        if skip:
+            skip = False
+            continue
+        if word == "-c":
+            skip = True
+            continue
+        if word.startswith("-c") and len(word) > 2 and not word.startswith("--"):
+            continue
+        argv.append(word)
+    return argv
+
+
+_PROCESS_NAME = re.compile(r"^(?:Process|Program|File|Filesystem|Directory|Remote Host|Network|Fifo|System) Name\s+= (?P<name>\S+)\s*$")
+_GROUP = re.compile(r"^\s+Group\s+= (?P<groups>.*?)\s*$")
+
+
+def parse_service_list(text: str) -> dict[str, set[str]]:
+    """Services and their groups from `monit -v -t` ("The service list contains ...")."""
+    services: dict[str, set[str]] = {}
+    name = None
+    for line in text.splitlines():
+        m = _PROCESS_NAME.match(line)
+        if m:
+            name = m["name"]
+            services[name] = set()
+            continue
+        g = _GROUP.match(line)
+        if g and name is not None:
+            services[name] |= {x for x in re.split(r"[,\s]+", g["groups"]) if x}
+        elif not line.strip():
+            name = None
+    return services
+
+
+def check_failure(rc: int, output: str, *, path: str, group: str,
+                  wanted: Sequence[str]) -> str | None:
+    """Why monit's verdict on the configuration with our monitrc in place is not good, or None.
+
+    Good means: `monit -v -t` passed, and the group holds exactly the wanted services (so the
+    control file includes `path`, and nothing else defines services in our group).
+    """
+    if rc != 0:
+        detail = [l.strip() for l in output.splitlines()
+                  if l.strip() and not l.startswith((" ", "Adding credentials", "Runtime constants"))]
+        return "monit -t refused the configuration: " + ("; ".join(detail[-3:]) or f"exit {rc}")
+    in_group = sorted(n for n, groups in parse_service_list(output).items() if group in groups)
+    if sorted(wanted) == in_group:
+        return None
+    if not set(wanted) & set(in_group):
+        return (f"monit's control file does not include {path}: add a line such as "
+                f"'include {os.path.dirname(path)}/*' to it, or set resque.monitrc_path to a "
+                f"file it includes")
+    extra = sorted(set(in_group) - set(wanted))
+    missing = sorted(set(wanted) - set(in_group))
+    return ("monit's configuration would not hold exactly the configured services of group "
+            f"{group}" + (f"; defined elsewhere too: {', '.join(extra)} (remove them from the "
+                          f"other monit files)" if extra else "")
+            + (f"; missing: {', '.join(missing)}" if missing else ""))
+
+
+# --- I/O through a Host ------------------------------------------------------------------------
+
+def _monit_argv(host: Host, *args: str, control: str | None = None, sudo: bool = True) -> list[str]:
+    """monit's argv for `args` (through `sudo -n` when configured and `sudo` is left on)."""
+    r = host.settings.resque
+    command = list(r.monit_command) if control is None else \
+        without_control_file(r.monit_command) + ["-c", control]
+    argv = command + list(args)
+    return ["sudo", "-n"] + argv if r.sudo and sudo else argv
+
+
+def _as_root(host: Host, script: str) -> str:
+    """`script` as one shell command, through `sudo -n sh -c` when resque.sudo is on (system files)."""
+    return f"sudo -n sh -c {shlex.quote(script)}" if host.settings.resque.sudo else script
+
+
+def _monit_error(host: Host, result, argv: list[str]) -> Exception:
+    r = host.settings.resque
+    return monit_mod.classify_failure(result.exited, result.stdout, result.stderr,
+                                      group=r.monit_group, host=host.name, command=argv, sudo=r.sudo)
+
+
+def resolve_wrapper(host: Host) -> str:
+    """The wrapper's absolute path on the host: monit runs programs with a minimal PATH."""
+    wrapper = host.settings.resque.wrapper
+    q = shlex.quote(wrapper)
+    if wrapper.startswith("/"):
+        found = host.run(f"test -f {q} && test -x {q} && echo {q}", warn=True).stdout.strip()
+    else:
+        found = host.run(f"command -v {q}", warn=True).stdout.strip()
+    if not found.startswith("/"):
+        where = wrapper if wrapper.startswith("/") else f"{wrapper} (not on the PATH of this login)"
+        raise CommandFailed(
+            f"{host.name}: the worker wrapper {where} is not an executable on this host: install "
+            f"deployhooks there (pip install deployhooks), or set resque.wrapper in "
+            f"{host.settings.source} to the absolute path of its deployhooks-resque")
+    return found.splitlines()[0]
+
+
+def live_services(host: Host) -> dict[str, monit_mod.ServiceStatus]:
+    """monit's view of the group; {} when monit knows no such group yet. The daemon must answer."""
+    group = host.settings.resque.monit_group
+    argv = _monit_argv(host, "-B", "status", "-g", group)
+    result = host.run(shlex.join(argv), warn=True)
+    if result.exited == 0:
+        return monit_mod.parse_status(result.stdout)
+    if re.search(r"group '.*' not found", f"{result.stderr}\n{result.stdout}", re.I):
+        return {}
+    raise _monit_error(host, result, argv)
+
+
+def read_confs(host: Host) -> dict[int, str]:
+    """Worker number -> text of every `resque_N.conf` in the shared config folder."""
+    folder = f"{host.settings.shared_path}/config"
+    listing = host.run(f"ls -1 {shlex.quote(folder)} 2>/dev/null; true").stdout.split()
+    confs = {}
+    for name in listing:
+        m = CONF_RE.match(name)
+        if m:
+            text = host.read_file(f"{folder}/{name}")
+            if text is not None:
+                confs[int(m.group(1))] = text
+    return confs
+
+
+def read_root_file(host: Host, path: str) -> str | None:
+    """A system file's text (through sudo when configured), or None when absent."""
+    q = shlex.quote(path)
+    result = host.run(_as_root(host, f"if [ -e {q} ]; then cat {q}; else exit 4; fi"), warn=True)
+    if result.exited == 4:
+        return None
+    if result.exited != 0:
+        raise CommandFailed(f"{host.name}: cannot read {path}: "
+                            f"{(result.stderr or result.stdout).strip() or f'exit {result.exited}'}")
+    return result.stdout
+
+
+def write_file(host: Host, path: str, text: str, *, root: bool = False) -> None:
+    """Write `path` atomically (a hidden temporary renamed over it), mode 0644, creating its
+    folder; `root`: through sudo when resque.sudo is on. A failure names the file, not the text."""
+    q = shlex.quote
+    tmp = _hidden(path, "deployhooks-tmp")
+    script = (f"mkdir -p {q(os.path.dirname(path) or '/')} && printf %s {q(text)} > {q(tmp)} && "
+              f"chmod 644 {q(tmp)} && mv -f {q(tmp)} {q(path)}")
+    result = host.run(_as_root(host, script) if root else script, warn=True)
+    if result.exited != 0:
+        host.run(_as_root(host, f"rm -f {q(tmp)}") if root else f"rm -f {q(tmp)}", warn=True)
+        why = (result.stderr or result.stdout).strip().splitlines()
+        hint = "" if host.settings.resque.sudo or not root else \
+            " (run as root, or set resque.sudo: true to write it through sudo -n)"
+        raise CommandFailed(f"{host.name}: cannot write {path}: "
+                            f"{why[-1] if why else f'exit {result.exited}'}{hint}")
+
+
+def _hidden(path: str, suffix: str) -> str:
+    # A dot name: monit's include globs (glob(3) without GLOB_PERIOD) never pick it up.
+    folder, name = os.path.split(path)
+    return f"{folder}/.{name}.{suffix}"
+
+
+def check_candidate(host: Host, text: str) -> None:
+    """Write the monitrc as a hidden candidate beside its place and `monit -t` it alone.
+
+    The candidate is left in place for `install_monitrc`; on failure it is removed and
+    `CommandFailed` says what monit said. The installed file is not touched.
+    """
+    path = host.settings.resque.monitrc_path
+    candidate = _hidden(path, "deployhooks-candidate")
+    tmp = f"/tmp/deployhooks-monit-check.{secrets.token_hex(6)}"
+    control = render_monit_control(statedir=tmp, socket=f"{tmp}/monit.sock", include=candidate)
+    q = shlex.quote
+    # The whole script runs as root when resque.sudo is on (monit wants its control file
+    # owned by the user running it), so monit itself is not prefixed with sudo again.
+    monit_t = shlex.join(_monit_argv(host, "-t", control=f"{tmp}/monitrc", sudo=False))
+    write_file(host, candidate, text, root=True)
+    script = (f"mkdir -m 700 {q(tmp)} && trap 'rm -rf {tmp}' EXIT && "
+              f"(umask 077 && printf %s {q(control)} > {q(tmp + '/monitrc')}) && {monit_t} 2>&1")
+    result = host.run(_as_root(host, script), warn=True)
+    if result.exited != 0:
+        host.run(_as_root(host, f"rm -f {q(candidate)}"), warn=True)
+        out = (result.stdout + result.stderr).strip().splitlines()
+        raise CommandFailed(f"{host.name}: monit -t refused the new monitrc for {path} (nothing "
+                            f"installed): {'; '.join(out[-3:]) or f'exit {result.exited}'}")
+
+
+def install_monitrc(host: Host, services: Sequence[str]) -> None:
+    """Rename the checked candidate into place, then `monit -v -t` the whole configuration.
+
+    If monit refuses it, or the group would not hold exactly `services`, the previous file is
+    put back (a hard link taken before the rename: same inode, same mtime) and `CommandFailed`
+    explains; a reload never sees it.
+    """
+    r = host.settings.resque
+    path = r.monitrc_path
+    candidate, backup = _hidden(path, "deployhooks-candidate"), _hidden(path, "deployhooks-previous")
+    q = shlex.quote
+    host.run(_as_root(host, (
+        f"rm -f {q(backup)} && if [ -e {q(path)} ]; then ln {q(path)} {q(backup)} 2>/dev/null "
+        f"|| cp -p {q(path)} {q(backup)}; fi && mv -f {q(candidate)} {q(path)}")))
+    argv = _monit_argv(host, "-v", "-t")
+    result = host.run(shlex.join(argv) + " 2>&1", warn=True)
+    why = check_failure(result.exited, result.stdout + result.stderr, path=path,
+                        group=r.monit_group, wanted=services)
+    if why is None:
+        host.run(_as_root(host, f"rm -f {q(backup)}"), warn=True)
+        return
+    host.run(_as_root(host, f"if [ -e {q(backup)} ]; then mv -f {q(backup)} {q(path)}; "
+                            f"else rm -f {q(path)}; fi"))
+    raise CommandFailed(f"{host.name}: {why}. {path} was left as it was and monit was not reloaded")
+
+
+def stop_services(host: Host, names: Sequence[str], say: Say = _quiet) -> None:
+    """`monit stop` each service and wait until monit says so and its worker has exited."""
+    r = host.settings.resque
+    before = live_services(host)
+    pids = {before[n].pid for n in names if n in before and before[n].pid}
+    for name in names:
+        argv = _monit_argv(host, "stop", name)
+        result = host.run(shlex.join(argv), warn=True)
+        if result.exited != 0:
+            raise _monit_error(host, result, argv)
+    say(f"{host.name}: monit stop {', '.join(names)} (removed from the config)")
+    state: dict = {}
+
+    def stopped() -> bool:
+        services = live_services(host)
+        state["services"] = {n: services[n] for n in names if n in services}
+        state["alive"] = sorted(pids & {w.pid for w in host.workers()})
+        return all(s.stopped and not s.pending for s in state["services"].values()) \
+            and not state["alive"]
+
+    timeout = len(names) * (r.grace_time + 10) + 30
+    if not wait_until(stopped, timeout):
+        raise CommandFailed(
+            f"{host.name}: monit did not stop {', '.join(names)} within {timeout}s ("
+            + ", ".join(f"{n}: {s.status}" for n, s in state.get("services", {}).items())
+            + (f"; workers still running: {', '.join(map(str, state['alive']))}" if state.get("alive") else "")
+            + "); nothing else was changed")
+
+
+def start_services(host: Host, names: Sequence[str]) -> None:
+    """Best effort: give back to monit the services `stop_services` stopped (after a refusal)."""
+    for name in names:
+        host.run(shlex.join(_monit_argv(host, "start", name)), warn=True)
+
+
+def reload_and_wait(host: Host, services: Sequence[str], say: Say = _quiet) -> None:
+    """`monit reload`, then wait until the group lists exactly `services` (reload returns at once)."""
+    r = host.settings.resque
+    argv = _monit_argv(host, "reload")
+    result = host.run(shlex.join(argv), warn=True)
+    if result.exited != 0:
+        raise _monit_error(host, result, argv)
+    state: dict = {"names": []}
+
+    # When only a service's programs changed, the names match before and after the reload, so
+    # this returns at once; monit applies the new programs at the next start/stop either way.
+    def listed() -> bool:
+        try:
+            state["names"] = sorted(live_services(host))
+        except CommandFailed:  # the daemon's httpd restarts while it reinitialises
+            return False
+        return state["names"] == sorted(services)
+
+    # Services usually appear within a poll cycle or two, but the daemon takes the reload only
+    # between cycles, and a cycle may be spent waiting on start programs (start_timeout each).
+    timeout = 30 + r.start_timeout * max(1, len(services))
+    if not wait_until(listed, timeout):
+        raise CommandFailed(
+            f"{host.name}: after monit reload, group {r.monit_group} lists "
+            f"{', '.join(state['names']) or 'nothing'} instead of {', '.join(services)} "
+            f"(waited {timeout}s): check monit's log")
+    say(f"{host.name}: monit reloaded; group {r.monit_group}: {', '.join(services)}")
+
+
+def _write(host: Host, change: FileChange) -> None:
+    if change.new is None:
+        host.remove_file(change.path)
+    else:
+        write_file(host, change.path, change.new)
+
+
+@dataclass
+class Outcome:
+    """What setup did on one host."""
+
+    changed: list[str]
+    reloaded: bool
+    stopped: list[str]
+
+
+def setup_host(host: Host, say: Say = _quiet) -> Outcome:
+    """Make the host's conf files, monitrc and monit agree with the config (see module doc)."""
+    r = host.settings.resque
+    wrapper = resolve_wrapper(host)
+    live = live_services(host)  # also: refuse early, changing nothing, when no daemon answers
+    todo = plan(host.settings, wrapper=wrapper, installed_monitrc=read_root_file(host, r.monitrc_path),
+                confs=read_confs(host), live=live)
+    if todo.empty:
+        say(f"{host.name}: no change: {len(todo.services)} worker(s) configured, conf files, "
+            f"{r.monitrc_path} and monit agree")
+        return Outcome([], False, [])
+    if todo.monitrc is not None:
+        check_candidate(host, todo.monitrc.new)
+    stopped: list[str] = []
+    try:
+        if todo.stop:
+            stop_services(host, todo.stop, say)
+            stopped = list(todo.stop)
+        if todo.monitrc is not None:
+            install_monitrc(host, todo.services)
+    except CommandFailed:
+        host.run(_as_root(host, f"rm -f {shlex.quote(_hidden(r.monitrc_path, 'deployhooks-candidate'))}"),
+                 warn=True)
+        start_services(host, stopped)
+        raise
+    changed = []
+    if todo.monitrc is not None:
+        say(unified_diff(host.name, todo.monitrc))
+        changed.append(r.monitrc_path)
+    # New and changed confs before the reload (monit starts new workers right after it);
+    # removed ones only after their workers were stopped above.
+    for change in todo.confs:
+        _write(host, change)
+        say(unified_diff(host.name, change))
+        changed.append(change.path)
+    if todo.reload:
+        reload_and_wait(host, todo.services, say)
+    running = [c for c in todo.confs if c.old is not None and c.new is not None]
+    if running:
+        say(f"{host.name}: {', '.join(os.path.basename(c.path) for c in running)} changed: "
+            f"running workers read their queues at start; restart them to apply "
+            f"(deployhooks resque.restart)")
+    return Outcome(changed, todo.reload, stopped)

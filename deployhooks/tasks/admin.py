@@ -1,0 +1,52 @@
+"""`resque.setup` and `resque.doctor`: install the workers' files under monit, and check a host."""
+
+from __future__ import annotations
+
+import sys
+
+from fabric import task
+from invoke import Exit
+
+from .. import doctor as doctor_mod
+from .. import setup as setup_mod
+from ..errors import EXIT_FAILED
+from ..host import Host
+from .common import finish, load_settings, on_hosts, say
+
+_ROLES = "comma-separated roles to act on (default: resque.roles from the config)"
+_CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def setup(c, roles=None, config=None):
+    """Write resque_N.conf files and the monitrc, check them with monit -t, reload monit.
+
+    Changes nothing when the host already matches the config; prints a diff of each file it
+    changes; stops (through monit) the workers removed from the config before dropping them.
+    """
+    settings = load_settings(config)
+    finish(on_hosts(c, settings, roles, settings.resque.roles,
+                    lambda host: setup_mod.setup_host(host, say)))
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def doctor(c, roles=None, config=None):
+    """Check each host: resque.yml and redis, conf files, monitrc, monit, releases, pidfiles.
+
+    Exit 0 when everything passes or warns, 1 when a check fails, 3 when a host is unreachable.
+    """
+    settings = load_settings(config)
+
+    def one(host: Host) -> list[doctor_mod.Check]:
+        checks = doctor_mod.run_checks(settings, doctor_mod.gather(host), host.name)
+        say(doctor_mod.render(host.name, checks))
+        return checks
+
+    results = on_hosts(c, settings, roles, settings.resque.roles, one)
+    unreachable = [r for r in results if r.code]
+    for r in unreachable:
+        print(r.error, file=sys.stderr, flush=True)
+    if unreachable:
+        raise Exit(code=EXIT_FAILED)
+    if any(doctor_mod.exit_code(r.value) for r in results):
+        raise Exit(code=1)
