@@ -155,11 +155,11 @@ def local_processes() -> list[RawProcess]:
         if "resque" not in title or info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            cwd = proc.cwd()
-            # psutil hides the kernel's " (deleted)" mark; put it back so both adapters agree.
-            if cwd and not os.path.isdir(cwd):
-                cwd += DELETED_SUFFIX
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            # The raw link, as `readlink` shows it: psutil.cwd() strips the kernel's
+            # " (deleted)" mark, and a path check from here would misjudge processes that live
+            # in another mount namespace.
+            cwd = os.readlink(f"/proc/{info['pid']}/cwd")
+        except OSError:
             cwd = None
         rss = (info["memory_info"].rss // 1024) if info["memory_info"] else 0
         rows.append(RawProcess(info["pid"], info["ppid"], rss, cwd, normalize_title(title)))

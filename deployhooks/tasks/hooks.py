@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from fabric import task
 
+from .. import guard
 from .. import hooks as hooks_mod
+from ..fleet import run_each
+from ..host import Host
 from .common import finish, load_settings, on_hosts, say
 
 _HELP = {
@@ -26,7 +29,18 @@ def _run(c, hook, release_path, app, framework_env, roles, config):
         fn(host, inputs, say)
 
     # Every server of the deploy runs the hooks (Engine Yard dispatches them to all).
-    finish(on_hosts(c, settings, None, list(settings.hosts), one))
+    results = on_hosts(c, settings, None, list(settings.hosts), one)
+    passed = [r.host for r in results if not r.code]
+    if hook in GUARD_HOOKS and passed and len(passed) < len(results) and not on_server(c):
+        # The deploy stops here for everyone: hosts that passed have stopped their workers, and
+        # nothing else would start them again (a pipeline would call deploy_failed).
+        say(f"the deploy cannot go on; starting the workers again on {', '.join(passed)}")
+        finish([r for r in results if r.code] + run_each(
+            passed, settings, lambda name, conn: guard.undo(Host(conn, settings, name), say)))
+    finish(results)
+
+
+GUARD_HOOKS = ("before_migrate", "before_symlink")
 
 
 @task(help=_HELP)

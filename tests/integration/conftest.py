@@ -15,8 +15,8 @@ import pytest
 
 from deployhooks.resque.processes import local_processes, workers_from
 from deployhooks.testing.apphost import AppHost
+from tests.helpers import REPO, wait_for  # noqa: F401  (wait_for re-exported for tests)
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def deployhooks_bin() -> str:
@@ -89,15 +89,6 @@ class HostUnderTest:
                                 timeout=timeout, env=environ, stdin=subprocess.DEVNULL)
         print(f"--- {name} exit {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
 
-from .conftest import wait_for
-from .test_over_ssh import fab
-
-
-def make_repo(path, marker="v1"):
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "Rakefile").write_text("task 'resque:setup' => :environment\n")
-    (path / "VERSION").write_text(marker + "\n")
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qm", marker]):
-        subprocess.run(cmd, cwd=path, check=True)
-    return path
+from tests.helpers import fab, make_repo, wait_for
 
 
 def test_deploy_switches_restarts_and_prunes_then_rolls_back(host, sshd, tmp_path):
@@ -31,6 +19,7 @@ def test_deploy_switches_restarts_and_prunes_then_rolls_back(host, sshd, tmp_pat
     new = os.path.basename(os.readlink(shop.layout.current))
     assert new == releases[-1] and len(releases) == 2  # pruned to keep_releases
     assert (shop.layout.current / "VERSION").read_text() == "v1\n"
+    assert (shop.layout.current / "app" / "jobs" / "sleep_job.rb").exists()
     assert (shop.layout.current / "config" / "resque.yml").is_symlink()
     assert os.readlink(shop.layout.current / "log") == str(shop.layout.deploy_to / "shared" / "log")
     assert {w.release for w in host.workers(shop)} == {new}

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import sys
 
 from deployhooks import settings as settings_mod
 from deployhooks.fleet import connect
 from deployhooks.resque.processes import local_processes, remote_processes, workers_from
 
-from .conftest import REPO, wait_for
+from tests.helpers import fab, wait_for
 
 NEW = "20260103000000"
 
@@ -48,13 +47,6 @@ def test_psutil_and_ps_over_ssh_agree(host, sshd):
     busy = next(w for w in here if w.busy)
     assert (busy.queue, busy.job_class, busy.release) == ("shopq", "SleepJob", "20260102000000")
     assert busy.job_pid and busy.busy_since
-
-
-def fab(*args, timeout=120):
-    result = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    print(f"--- fab {' '.join(args)} exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def test_fab_runs_the_hooks_over_ssh_with_the_same_outcomes(host, sshd):
