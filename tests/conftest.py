@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.redis", "tests.fixtures.monit", "tests.fixtures.sshd"]
+pytest_plugins = ["tests.fixtures.redis", "tests.fixtures.monit", "tests.fixtures.sshd", "tests.fixtures.fleet"]

@@ -1,0 +1,376 @@
+"""PID 1 of one simulated host: ``python -m deployhooks.testing.hostinit --folder F --name N --address A``.
+
+Run it as the first process of fresh PID, mount and UTS namespaces::
+
+    unshare --pid --mount --uts --fork --mount-proc --kill-child=SIGTERM \\
+        python -m deployhooks.testing.hostinit --folder F --name host1 --address 127.0.10.1
+
+There is no network namespace: the host shares the machine's loopback, so its sshd listens on
+``<address>:<port>`` (a 127.x address, refused otherwise) and its workers reach the machine's redis on
+127.0.0.1. :mod:`deployhooks.testing.fleet` starts many of these; this module is one host.
+
+What the host looks like from inside (left: the folder on the machine)::
+
+    F/data   -> /data        apps: /data/<app>/{releases,current,shared}
+    F/run    -> /run         (and so /var/run): sshd.pid, sshd/, monit.sock, monit/, pidfiles
+    F/log    -> /var/log     sshd.log, monit.log, monit.out
+    F/monit  -> /etc/monit   monitrc (written at boot when missing), conf.d/*.monitrc
+    F/root   -> /root        root's home: .bashrc, .profile, .ssh/authorized_keys
+    F/ssh                    sshd_config (written at boot), ssh_host_ed25519_key[.pub]; used
+                             under its machine path, which the host sees too
+
+Everything else (the repository, /tmp, /usr, the interpreter) is the machine's, shared. The
+machine's ``/root`` is replaced by ``F/root`` so that an SSH login reads a plain Debian .bashrc,
+not the machine's; the interpreter's own folders under /root (a pyenv Python, say) are bound
+through so the Python that runs this module keeps working inside the host (``--keep`` adds more).
+
+Promises:
+
+- Mounts are made private before anything is bound, so nothing done here is seen outside the
+  namespace; they all disappear with it. The only change to the machine itself: an empty ``/data``
+  directory is created when missing, because a bind mount needs a directory to cover.
+- The hostname is ``--name``.
+- sshd (``UsePAM no``, ``StrictModes no``, keys only, root allowed by key) and ``monit -I -c
+  /etc/monit/monitrc`` (control file mode 0600, httpd on ``/run/monit.sock`` with an ``allow``
+  line, polling every second, including ``/etc/monit/conf.d/*.monitrc``) are started with default
+  signal dispositions, even when this process inherited ignored INT/QUIT from a shell's background
+  job: a worker that monit starts must die of QUIT as Resque's does.
+- Once sshd accepts connections and monit answers on its socket, ``/run/hostinit.ready`` appears
+  (JSON: name, address, the namespace pids of sshd and monit). A start that fails exits 1 with the
+  reason in stderr.
+- Every process that ends in the namespace is reaped (PID 1 of a namespace is everybody's
+  orphan-parent, and this machine's own PID 1 reaps nothing).
+- On SIGTERM, SIGINT or SIGHUP: monit is frozen (SIGSTOP, so it restarts nothing), every other
+  process in the namespace gets TERM and, once they are gone or 3 s later, everything left gets
+  KILL (monit included); then it exits 0. The kernel
+  delivers to a namespace's PID 1 only the signals it handles, so other signals are ignored here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ipaddress
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+MONIT = shutil.which("monit") or "/usr/bin/monit"
+
+MONIT_CONTROL = "/etc/monit/monitrc"
+MONIT_SOCKET = "/run/monit.sock"
+READY_FILE = "/run/hostinit.ready"
+TERM_WAIT_SECONDS = 3.0
+
+# <folder subdirectory> -> where the host sees it, in mount order.
+BINDS = (("data", "/data"), ("run", "/run"), ("log", "/var/log"), ("monit", "/etc/monit"), ("root", "/root"))
+
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
+
+
+class StartFailed(Exception):
+    """The host could not be brought up; the message says why."""
+
+
+def log(message: str) -> None:
+    print(f"hostinit[{time.strftime('%H:%M:%S')}]: {message}", file=sys.stderr, flush=True)
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
+    if _libc.mount(enc(source), enc(target), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        raise StartFailed(f"mount {source or '-'} on {target}: {os.strerror(err)}")
+
+
+def host_layout(folder: Path) -> dict[str, Path]:
+    """The folder's subdirectories, by name (data, run, log, monit, root, ssh)."""
+    return {name: folder / name for name in ("data", "run", "log", "monit", "root", "ssh")}
+
+
+def _passthrough(keep: list[str]) -> list[str]:
+    """Real paths under /root that must stay visible inside: the interpreter's, plus ``keep``."""
+    paths = {os.path.realpath(p) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix, *keep)}
+    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
+    inside = sorted(p for p in paths if p.startswith("/root/") and os.path.isdir(p))
+    # A folder inside another kept folder comes with it.
+    return [p for p in inside if not any(p != q and p.startswith(q + "/") for q in inside)]
+
+
+def setup_mounts(folder: Path, keep: list[str]) -> None:
+    """Make every mount private, then bind the host's folders over the machine's (see module doc)."""
+    _mount(None, "/", MS_REC | MS_PRIVATE)
+    dirs = host_layout(folder)
+    for path in _passthrough(keep):
+        # Bound into F/root before F/root covers /root; the recursive bind below carries it along.
+        target = dirs["root"] / os.path.relpath(path, "/root")
+        target.mkdir(parents=True, exist_ok=True)
+        _mount(path, str(target), MS_BIND | MS_REC)
+    for name, target in BINDS:
+        dirs[name].mkdir(parents=True, exist_ok=True)
+        # /data does not exist on a stock machine; a bind mount needs a directory to cover.
+        os.makedirs(target, exist_ok=True)
+        _mount(str(dirs[name]), target, MS_BIND | MS_REC)
+
+
+def sshd_config(folder: Path, address: str, port: int) -> str:
+    ssh = host_layout(folder)["ssh"]
+    return f"""\
+# Written by deployhooks.testing.hostinit at boot.
+ListenAddress {address}:{port}
+HostKey {ssh / 'ssh_host_ed25519_key'}
+PidFile /run/sshd.pid
+# Keys live in a private folder owned by whoever runs the fleet: skip the ownership checks.
+StrictModes no
+UsePAM no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UseDNS no
+PrintMotd no
+PrintLastLog no
+# Tests open many sessions at once against one host.
+MaxStartups 100:30:200
+MaxSessions 50
+AcceptEnv LANG LC_*
+Subsystem sftp internal-sftp
+"""
+
+
+def monit_control() -> str:
+    from ..resque.monitrc import render_monit_control
+
+    text = render_monit_control(statedir="/run/monit", socket=MONIT_SOCKET,
+                                include="/etc/monit/conf.d/*.monitrc", poll_seconds=1)
+    # State (pid, id, state files) is runtime data under /run; the log belongs in /var/log.
+    return text.replace("set log /run/monit/monit.log", "set log /var/log/monit.log")
+
+
+def write_configs(folder: Path, address: str, port: int) -> Path:
+    """Write sshd_config (always) and /etc/monit/monitrc (unless present); return sshd_config's path."""
+    dirs = host_layout(folder)
+    dirs["ssh"].mkdir(parents=True, exist_ok=True)
+    key = dirs["ssh"] / "ssh_host_ed25519_key"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    config = dirs["ssh"] / "sshd_config"
+    config.write_text(sshd_config(folder, address, port))
+    control = Path(MONIT_CONTROL)
+    if not control.exists():
+        control.parent.mkdir(parents=True, exist_ok=True)
+        control.write_text(monit_control())
+    os.chmod(control, 0o600)  # monit refuses a control file others can read
+    Path("/etc/monit/conf.d").mkdir(exist_ok=True)
+    for path, mode in (("/run/sshd", 0o755), ("/run/monit", 0o700)):
+        os.makedirs(path, mode=mode, exist_ok=True)
+        os.chmod(path, mode)  # sshd insists its privilege-separation folder is not writable by others
+    return config
+
+
+class Init:
+    """The init loop: start the daemons, reap everything, tear the namespace down on request."""
+
+    def __init__(self, name: str, address: str, port: int):
+        self.name, self.address, self.port = name, address, port
+        self.daemons: dict[str, subprocess.Popen] = {}
+        self.stop_requested = False
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_stop)
+        # A handler (not SIG_DFL) so that SIGCHLD wakes the loop through the wakeup fd.
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        # A shell's background job starts us with INT/QUIT ignored, and ignored dispositions survive
+        # exec: reset them so monit, sshd and every worker under them start with the defaults.
+        for signum in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP,
+                       signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(signum, signal.SIG_DFL)
+
+    def _on_stop(self, signum, _frame) -> None:
+        self.stop_requested = True
+
+    def spawn(self, label: str, argv: list[str], log_path: str) -> None:
+        with open(log_path, "ab") as out:
+            # restore_signals resets SIGPIPE/SIGXFSZ, which Python itself ignores; the handlers set
+            # above revert to SIG_DFL on exec by themselves.
+            self.daemons[label] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                restore_signals=True, start_new_session=True, cwd="/")
+
+    def reap(self) -> None:
+        """Reap every child that has ended (ours or adopted); note a daemon's end."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for label, proc in self.daemons.items():
+                if proc.pid == pid and proc.returncode is None:
+                    # Popen must not wait for a pid we have reaped.
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    if not self.stop_requested:
+                        log(f"{label} (pid {pid}) exited with status {proc.returncode}")
+
+    def pause(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, waking early for a signal; reap on the way out."""
+        try:
+            select.select([self._wake_r], [], [], seconds)
+        except InterruptedError:
+            pass
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        self.reap()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once sshd accepts TCP and monit accepts on its socket; StartFailed otherwise."""
+        deadline = time.monotonic() + timeout
+        pending = {"sshd", "monit"}
+        while pending:
+            if self.stop_requested:
+                raise StartFailed("asked to stop while starting")
+            for label in list(pending):
+                proc = self.daemons[label]
+                if proc.returncode is not None:
+                    raise StartFailed(f"{label} exited at start with status {proc.returncode} "
+                                      f"(see /var/log/{label}.log, /var/log/monit.log)")
+                if _answers(label, self.address, self.port):
+                    pending.discard(label)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                raise StartFailed(f"{', '.join(sorted(pending))} not answering after {timeout:g}s")
+            self.pause(0.02)
+
+    def serve(self) -> None:
+        while not self.stop_requested:
+            self.pause(5.0)
+
+    def shutdown(self) -> None:
+        """Freeze monit, TERM everything else in the namespace, KILL what is left (monit too)."""
+        monit = self.daemons.get("monit")
+        frozen = set()
+        if monit is not None and monit.returncode is None:
+            # Frozen, monit cannot restart the workers about to go. Its own TERM handling waits
+            # out a poll cycle (a second); the host has nothing left to save, so it is KILLed below.
+            _kill(monit.pid, signal.SIGSTOP)
+            frozen.add(monit.pid)
+        # TERM first: a worker then unregisters from redis, as on a host shutting down.
+        for pid in set(_namespace_pids()) - frozen:
+            _kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + TERM_WAIT_SECONDS
+        while time.monotonic() < deadline and set(_namespace_pids(include_zombies=False)) - frozen:
+            self.pause(0.01)
+        # Re-listed: something may have forked after the TERM round.
+        while _namespace_pids(include_zombies=False):
+            for pid in _namespace_pids():
+                _kill(pid, signal.SIGKILL)
+            self.pause(0.01)
+        self.reap()
+
+
+def _answers(label: str, address: str, port: int) -> bool:
+    family, where = (socket.AF_INET, (address, port)) if label == "sshd" else (socket.AF_UNIX, MONIT_SOCKET)
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(where)
+        return True
+    except OSError:
+        return False
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _namespace_pids(include_zombies: bool = True) -> list[int]:
+    """Every pid in this namespace's /proc except ours (1)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or entry == "1":
+            continue
+        if not include_zombies:
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    if fh.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                        continue
+            except (OSError, IndexError):
+                continue
+        pids.append(int(entry))
+    return pids
+
+
+def _loopback(text: str) -> str:
+    try:
+        if ipaddress.ip_address(text).is_loopback:
+            return text
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not a loopback address (127.x.y.z); hosts stay on loopback")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deployhooks.testing.hostinit",
+                                     description="PID 1 of one simulated host (see the module docstring).")
+    parser.add_argument("--folder", required=True, type=Path, help="the host's folder on the machine")
+    parser.add_argument("--name", required=True, help="hostname")
+    parser.add_argument("--address", required=True, type=_loopback, help="loopback address for sshd")
+    parser.add_argument("--port", type=int, default=22, help="sshd port (default 22)")
+    parser.add_argument("--keep", action="append", default=[], metavar="PATH",
+                        help="a folder under /root to keep visible inside (repeatable)")
+    parser.add_argument("--ready-timeout", type=float, default=30.0, metavar="SECONDS")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    folder = args.folder.resolve()
+    if os.getpid() != 1:
+        log(f"warning: pid {os.getpid()}, not 1: run me under unshare --pid --fork --mount-proc")
+    init = Init(args.name, args.address, args.port)
+    try:
+        setup_mounts(folder, args.keep)
+        socket.sethostname(args.name)
+        config = write_configs(folder, args.address, args.port)
+        init.spawn("sshd", [SSHD, "-D", "-e", "-f", str(config)], "/var/log/sshd.log")
+        init.spawn("monit", [MONIT, "-I", "-c", MONIT_CONTROL], "/var/log/monit.out")
+        init.wait_ready(args.ready_timeout)
+        ready = {"name": args.name, "address": args.address, "port": args.port,
+                 "sshd": init.daemons["sshd"].pid, "monit": init.daemons["monit"].pid}
+        tmp = Path(READY_FILE + ".tmp")
+        tmp.write_text(json.dumps(ready) + "\n")
+        tmp.replace(READY_FILE)
+    except (StartFailed, OSError, subprocess.SubprocessError) as exc:
+        log(f"{args.name}: start failed: {exc}")
+        init.stop_requested = True
+        init.shutdown()
+        return 1
+    init.serve()
+    init.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
