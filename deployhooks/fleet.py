@@ -73,27 +73,53 @@ class HostResult:
     value: object = None
 
 
-def run_each(hosts: Iterable[str], settings: Settings, fn: Callable[[str, Connection], object],
-             config: Config | None = None, max_workers: int = 32) -> list[HostResult]:
-    """Run `fn(host, connection)` on every host in parallel; one connection per host, closed
-    after. Exceptions become per-host results, so one host down leaves the others' work done."""
-    hosts = list(hosts)
+class Session:
+    """One connection per host, opened lazily and kept for every step of one invocation.
 
-    def one(host: str) -> HostResult:
-        conn = connect(host, settings, config)
-        try:
-            return HostResult(host, value=fn(host, conn))
-        except DeployhooksError as exc:
-            return HostResult(host, exc.exit_code, str(exc))
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            return HostResult(host, EXIT_FAILED, str(explain_connect_error(host, exc, settings)))
-        finally:
+    `each(fn)` runs `fn(host, connection)` on every host in parallel and turns exceptions into
+    per-host results, so one host down leaves the others' work done.
+    """
+
+    def __init__(self, hosts: Iterable[str], settings: Settings, config: Config | None = None,
+                 max_workers: int = 32):
+        self.hosts = list(hosts)
+        self.settings = settings
+        self.conns = {h: connect(h, settings, config) for h in self.hosts}
+        self.max_workers = max_workers
+
+    def each(self, fn: Callable[[str, Connection], object],
+             hosts: Iterable[str] | None = None) -> list[HostResult]:
+        hosts = self.hosts if hosts is None else list(hosts)
+
+        def one(host: str) -> HostResult:
+            try:
+                return HostResult(host, value=fn(host, self.conns[host]))
+            except DeployhooksError as exc:
+                return HostResult(host, exc.exit_code, str(exc))
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                return HostResult(host, EXIT_FAILED, str(explain_connect_error(host, exc, self.settings)))
+
+        if not hosts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(hosts))) as pool:
+            return list(pool.map(one, hosts))
+
+    def close(self) -> None:
+        for conn in self.conns.values():
             conn.close()
 
-    if not hosts:
-        return []
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(hosts))) as pool:
-        return list(pool.map(one, hosts))
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def run_each(hosts: Iterable[str], settings: Settings, fn: Callable[[str, Connection], object],
+             config: Config | None = None, max_workers: int = 32) -> list[HostResult]:
+    """Run `fn(host, connection)` once on every host in parallel (see `Session.each`)."""
+    with Session(hosts, settings, config, max_workers) as session:
+        return session.each(fn)
 
 
 def overall_code(results: Iterable[HostResult]) -> int:

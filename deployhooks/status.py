@@ -95,6 +95,8 @@ class Row:
             out.append("unreachable")
         if self.state == "busy":
             out.append("busy")
+        if self.state == "down":
+            out.append("not running")
         if self.release_mark in ("old", "deleted"):
             out.append(f"stale ({self.release_mark} release)")
         if self.service is None and self.pid is not None:
@@ -178,7 +180,7 @@ def summary(rows: list[Row], hosts: list[str]) -> list[str]:
         mine = [r for r in rows if r.host == host]
         if any(r.error and r.pid is None for r in mine):
             lines.append(f"{host}: unreachable or unknown: {mine[0].error}")
-            total["unreachable hosts"] = total.get("unreachable hosts", 0) + 1
+            total["unreachable host(s)"] = total.get("unreachable host(s)", 0) + 1
             continue
         counts: dict[str, int] = {}
         for r in mine:

@@ -43,3 +43,18 @@ def make_repo(path: Path, marker: str = "v1") -> Path:
     subprocess.run(["git", "add", "-A"], cwd=path, check=True)
     subprocess.run(git + ["commit", "-qm", marker], cwd=path, check=True)
     return path
+
+
+def monit_settled(fleet, app: str = "shop", timeout: float = 30) -> None:
+    """Wait until monit on every host of `fleet` reports each of `app`'s services OK with a pid
+    (monit learns a new worker's pid a poll cycle after the process table shows it)."""
+    from deployhooks.monit import parse_status
+
+    def ok() -> bool:
+        for h in fleet.hosts:
+            services = parse_status(fleet.monit(h, "-B", "status", "-g", f"{app}_resque").stdout)
+            if not services or not all(s.running and not s.pending for s in services.values()):
+                return False
+        return True
+
+    wait_for(ok, timeout, f"monit on every host to report {app}'s workers running")

@@ -10,7 +10,7 @@ from invoke import Context, Exit
 
 from .. import settings as settings_mod
 from ..errors import DeployhooksError
-from ..fleet import HostResult, overall_code, run_each
+from ..fleet import HostResult, Session, overall_code
 from ..host import Host
 from ..settings import Settings
 
@@ -47,20 +47,49 @@ def target_hosts(c, settings: Settings, roles: str | None, default_roles: Sequen
     return hosts
 
 
-def on_hosts(c, settings: Settings, roles: str | None, default_roles: Sequence[str],
-             fn: Callable[[Host], object]) -> list[HostResult]:
-    """Run `fn(host)` here (console script) or on every selected host in parallel (fab).
+class Hosts:
+    """The hosts one invocation acts on, each reached once: this machine under the console
+    script, else one SSH connection per selected host, kept for every phase of the task."""
 
-    Failures become per-host results with their exit code; nothing is raised here.
-    """
-    if on_server(c):
-        name = socket.gethostname()
+    def __init__(self, c, settings: Settings, roles: str | None, default_roles: Sequence[str]):
+        self.settings = settings
+        self.local = on_server(c)
+        if self.local:
+            self.names = [socket.gethostname()]
+            self._context = Context(config=c.config)
+            self._session = None
+        else:
+            self.names = target_hosts(c, settings, roles, default_roles)
+            self._session = Session(self.names, settings)
+
+    def each(self, fn: Callable[[Host], object], names: Sequence[str] | None = None) -> list[HostResult]:
+        """Run `fn(host)` on every host (or `names`) in parallel; failures become results."""
+        if self._session is not None:
+            return self._session.each(lambda name, conn: fn(Host(conn, self.settings, name)), names)
+        name = self.names[0]
+        if names is not None and name not in names:
+            return []
         try:
-            return [HostResult(name, value=fn(Host(Context(config=c.config), settings, name)))]
+            return [HostResult(name, value=fn(Host(self._context, self.settings, name)))]
         except DeployhooksError as exc:
             return [HostResult(name, exc.exit_code, str(exc))]
-    hosts = target_hosts(c, settings, roles, default_roles)
-    return run_each(hosts, settings, lambda name, conn: fn(Host(conn, settings, name)))
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+    def __enter__(self) -> "Hosts":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def on_hosts(c, settings: Settings, roles: str | None, default_roles: Sequence[str],
+             fn: Callable[[Host], object]) -> list[HostResult]:
+    """Run `fn(host)` once here (console script) or on every selected host in parallel (fab)."""
+    with Hosts(c, settings, roles, default_roles) as hosts:
+        return hosts.each(fn)
 
 
 def finish(results: list[HostResult], extra_code: int = 0) -> None:

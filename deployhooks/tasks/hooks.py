@@ -8,7 +8,7 @@ from .. import guard
 from .. import hooks as hooks_mod
 from ..fleet import run_each
 from ..host import Host
-from .common import finish, load_settings, on_hosts, say
+from .common import finish, load_settings, on_hosts, on_server, say
 
 _HELP = {
     "release_path": "the release being deployed: <deploy_to>/releases/<name> (or EY_DEPLOY_RELEASE_PATH)",

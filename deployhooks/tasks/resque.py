@@ -16,7 +16,7 @@ from .. import policy, workers
 from ..errors import EXIT_REFUSED, CommandFailed
 from ..fleet import HostResult
 from ..host import Host
-from .common import finish, load_settings, on_hosts, say
+from .common import Hosts, finish, load_settings, on_hosts, say
 
 class HostRefused(CommandFailed):
     """A host that could not do what was asked without ending a job (exit 1, not 3)."""
@@ -58,6 +58,9 @@ def status(c, roles=None, json=False, check=False, config=None):
     else:
         print(status_mod.render_table(rows))
         print("\n".join(status_mod.summary(rows, [r.host for r in results])))
+    for r in results:
+        if r.code:
+            print(r.error, file=sys.stderr, flush=True)
     unreachable = any(r.code for r in results)
     problems = any(row.problems for row in rows)
     if unreachable:
@@ -124,28 +127,41 @@ def resume(c, roles=None, config=None):
 @task(help={"roles": _ROLES, "config": _CONFIG,
             "deadline": "seconds to wait for jobs in flight (default resque.wait_timeout)"})
 def drain(c, roles=None, deadline=None, config=None):
-    """Pause, wait for every job in flight to finish, then stop; resume and exit 1 on the deadline."""
-    def one(host: Host):
-        limit = float(deadline) if deadline else host.settings.resque.wait_timeout
-        paused = _pause(host)
-        state = {}
+    """Pause, wait for every job in flight to finish, then stop; resume and exit 1 on the deadline.
 
-        def idle() -> bool:
-            state["busy"] = [w for w in host.workers() if w.busy]
-            return not state["busy"]
+    The whole fleet drains together: workers stop only once no host has a job left, and on
+    the deadline every host is resumed, so no host is left stopped while others serve.
+    """
+    settings = load_settings(config)
+    limit = float(deadline) if deadline else settings.resque.wait_timeout
+    started = time.monotonic()
+    with Hosts(c, settings, roles, settings.resque.roles) as hosts:
+        paused = hosts.each(_pause)
+        pids = {r.host: r.value for r in paused if not r.code}
 
-        def tick(t: float) -> None:
-            now = time.time()
-            say(f"{host.name}: {len(state['busy'])} job(s) in flight after {int(t)}s: "
-                + "; ".join(w.describe(now) for w in state["busy"]))
+        def wait_idle(host: Host):
+            state = {}
 
-        if not workers.wait_until(idle, limit, tick=tick):
-            workers.resume(host, paused, say)
-            raise HostRefused(f"{host.name}: {len(state['busy'])} job(s) still running after "
-                              f"{int(limit)}s; workers resumed: " + "; ".join(
-                                  w.describe(time.time()) for w in state["busy"]))
-        workers.stop_group(host, say)
-    finish(_each(c, config, roles, one))
+            def idle() -> bool:
+                state["busy"] = [w for w in host.workers() if w.busy]
+                return not state["busy"]
+
+            def tick(t: float) -> None:
+                say(f"{host.name}: {len(state['busy'])} job(s) in flight after {int(t)}s: "
+                    + "; ".join(w.describe(time.time()) for w in state["busy"]))
+
+            remaining = max(0.0, limit - (time.monotonic() - started))
+            if not workers.wait_until(idle, remaining, tick=tick):
+                raise HostRefused(f"{host.name}: {len(state['busy'])} job(s) still running after "
+                                  f"{int(limit)}s: " + "; ".join(
+                                      w.describe(time.time()) for w in state["busy"]))
+
+        waited = [r for r in paused if r.code] + hosts.each(wait_idle, list(pids))
+        if any(r.code for r in waited):
+            hosts.each(lambda host: workers.resume(host, pids[host.name], say), list(pids))
+            say("drain stopped: every paused worker was resumed")
+            finish(waited)
+        finish(hosts.each(lambda host: workers.stop_group(host, say)))
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG, "lines": "lines per worker log (default 20)",

@@ -1,0 +1,76 @@
+"""`fab hooks.*` over SSH on a fleet of three real hosts (own sshd, monit, process table each)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from deployhooks.testing.fakeresque import enqueue
+from deployhooks.testing.fleet import AppSpec
+from tests.helpers import fab, wait_for
+
+NEW = "20260103000000"
+SHOP = AppSpec("shop", workers=("deploytest", "q_{host}"))
+
+
+def new_release(fleet):
+    for h in fleet.hosts:
+        fleet.run(h, f"mkdir -p /data/shop/releases/{NEW}/config", check=True)
+    return f"/data/shop/releases/{NEW}"
+
+
+def running(fleet, h, release=None):
+    ws = fleet.workers(h, "shop")
+    return len(ws) == 2 and all(w.state in ("idle", "busy") for w in ws) and \
+        (release is None or {w.release for w in ws} == {release})
+
+
+def test_busy_host_refuses_naming_itself_and_the_others_run_again(fleet, redis_client):
+    f = fleet(3, [SHOP])
+    config = str(f.config_path("shop"))
+    before = {h.name: sorted(w.pid for w in f.workers(h, "shop")) for h in f.hosts}
+    enqueue(redis_client, "q_host2", "SleepJob", 5, "host2-job")
+    wait_for(lambda: any(w.busy for w in f.workers(2, "shop")), 10, "host2 busy")
+
+    r = fab("hooks.before-migrate", "--release-path", new_release(f), "--config", config)
+    assert r.returncode == 1
+    assert f"{f.host(2).target}: refusing to deploy" in r.stderr
+    assert "q_host2 [SleepJob]" in r.stderr
+    for other in (1, 3):
+        assert f"{f.host(other).target}: refusing" not in r.stderr
+        wait_for(lambda: running(f, other), 30, f"host{other}'s workers running again")
+        assert sorted(w.pid for w in f.workers(other, "shop")) != before[f.host(other).name]
+    # host2 was only paused and resumed: same workers, and the job ran to its end
+    assert sorted(w.pid for w in f.workers(2, "shop")) == before["host2"]
+    wait_for(lambda: "host2-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
+    assert redis_client.llen("resque:failed") == 0
+
+
+def test_idle_fleet_passes_then_every_host_restarts_on_the_new_release(fleet):
+    f = fleet(3, [SHOP])
+    config = str(f.config_path("shop"))
+    release = new_release(f)
+    r = fab("hooks.before-migrate", "--release-path", release, "--config", config)
+    assert r.returncode == 0, r.stderr
+    for h in f.hosts:
+        assert f.workers(h, "shop") == []
+        assert f.run(h, f"readlink {release}/config/resque.yml").stdout.strip() == \
+            "/data/shop/shared/config/resque.yml"
+        f.run(h, f"ln -sfn releases/{NEW} /data/shop/.c && mv -Tf /data/shop/.c /data/shop/current",
+              check=True)
+    r = fab("hooks.after-symlink", "--release-path", release, "--config", config)
+    assert r.returncode == 0, r.stderr
+    for h in f.hosts:
+        assert running(f, h, NEW)
+
+
+def test_one_host_down_exits_3_naming_it_and_the_others_are_unharmed(fleet):
+    f = fleet(3, [SHOP])
+    config = str(f.config_path("shop"))
+    release = new_release(f)
+    os.kill(f.host(3).pid, signal.SIGKILL)  # the namespace's init: the whole host goes
+    r = fab("hooks.before-migrate", "--release-path", release, "--config", config)
+    assert r.returncode == 3
+    assert f"{f.host(3).target}: cannot connect" in r.stderr
+    for h in (1, 2):
+        wait_for(lambda: running(f, h), 30, f"host{h}'s workers running again")
