@@ -21,14 +21,12 @@ import shlex
 import socket
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import guard, hooks, policy, release as release_mod, workers
-from .errors import (EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, ConfigError,
-                     DeployhooksError, Refused)
-from .fleet import connect, explain_connect_error
+from . import guard, hooks, workers
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, ConfigError, Refused
+from .fleet import Session, overall_code
 from .host import Host
 from .settings import Settings
 
@@ -79,7 +77,7 @@ class Deploy:
         self.release = release or time.strftime("%Y%m%d%H%M%S", time.gmtime())
         self.release_path = f"{settings.releases_path}/{self.release}"
         self.roles_of = roles_of or settings.roles_of
-        self.conns = {h: connect(h, settings) for h in hosts}
+        self.session = Session(hosts, settings)
         self.report = DeployReport(self.release)
         self.locked: list[str] = []
         self.uploaded: list[str] = []
@@ -88,7 +86,7 @@ class Deploy:
     # --- plumbing ---------------------------------------------------------------------------
 
     def host(self, name: str) -> Host:
-        return Host(self.conns[name], self.s, name)
+        return Host(self.session.conns[name], self.s, name)
 
     def step(self, name: str, fn: Callable[[Host], object], hosts: list[str] | None = None) -> StepReport:
         """Run `fn` on every host in parallel and wait for all (a barrier)."""
@@ -96,29 +94,15 @@ class Deploy:
         report = StepReport(name)
         started = time.monotonic()
         self.say(f"==> {name} ({len(hosts)} host(s))")
-
-        def one(h: str):
-            try:
-                fn(self.host(h))
-                return h, EXIT_OK, "ok"
-            except DeployhooksError as exc:
-                return h, exc.exit_code, str(exc)
-            except Exception as exc:  # ssh errors, EOF on a dropped connection, ...
-                return h, EXIT_FAILED, str(explain_connect_error(h, exc, self.s))
-
-        codes = {}
-        if hosts:
-            with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
-                for h, code, text in pool.map(one, hosts):
-                    report.hosts[h], codes[h] = text, code
+        results = self.session.each(lambda h, conn: fn(Host(conn, self.s, h)), hosts)
         report.seconds = time.monotonic() - started
+        report.hosts = {r.host: (r.error if r.code else "ok") for r in results}
         self.report.steps.append(report)
-        failed = {h: c for h, c in codes.items() if c}
+        failed = {r.host: r for r in results if r.code}
         if failed:
-            for h in failed:
-                self.say(report.hosts[h])
-            code = EXIT_FAILED if EXIT_FAILED in failed.values() else max(failed.values())
-            raise _StepFailed(name, code, {h: report.hosts[h] for h in failed})
+            for r in failed.values():
+                self.say(r.error)
+            raise _StepFailed(name, overall_code(results), {h: r.error for h, r in failed.items()})
         return report
 
     def _inputs(self, host: Host) -> hooks.HookInputs:
@@ -147,6 +131,21 @@ class Deploy:
                           f"release {who.get('release', '?')}). If that deploy is dead, remove "
                           f"{lock} on {host.name}")
         self.locked.append(host.name)
+
+    def _lock_all(self) -> None:
+        """Lock host after host in one fixed order, so two deploys started together cannot each
+        win some hosts and both be refused: whoever takes the first host takes them all."""
+        report = StepReport("lock")
+        started = time.monotonic()
+        self.say(f"==> lock ({len(self.hosts)} host(s))")
+        self.report.steps.append(report)
+        for name in sorted(self.hosts):
+            [result] = self.session.each(lambda h, conn: self._lock(Host(conn, self.s, h)), [name])
+            report.hosts[name] = result.error if result.code else "ok"
+            report.seconds = time.monotonic() - started
+            if result.code:
+                self.say(result.error)
+                raise _StepFailed("lock", result.code, {name: result.error})
 
     def _unlock(self, host: Host) -> None:
         host.run(f"rm -rf {q(self.s.shared_path + '/deployhooks/deploy.lock')}")
@@ -194,12 +193,19 @@ class Deploy:
             tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
             raise CommandFailed(f"{host.name}: migration failed (exit {r.exited}): {tail}")
 
+    def _prepare_switch(self, host: Host) -> None:
+        # The new link is made on every host first, so a host lost now aborts the deploy before
+        # any `current` moves; the switch proper is then one rename per host.
+        host.run(f"test -d {q(self.release_path)} && ln -sfn {q(self.release_path)} {q(self._next_link)}")
+
     def _switch(self, host: Host) -> None:
-        tmp = f"{self.s.deploy_to}/.current.{self.release}"
-        # A new link renamed over the old one: rename(2) is atomic, so `current` always
-        # resolves, to the old release or to the new one.
-        host.run(f"ln -sfn {q(self.release_path)} {q(tmp)} && mv -Tf {q(tmp)} {q(self.s.current_path)}")
+        # rename(2) is atomic: `current` always resolves, to the old release or to the new one.
+        host.run(f"mv -Tf {q(self._next_link)} {q(self.s.current_path)}")
         self.report.switched.append(host.name)
+
+    @property
+    def _next_link(self) -> str:
+        return f"{self.s.deploy_to}/.current.{self.release}"
 
     def _after_symlink(self, host: Host) -> None:
         hooks.after_symlink(host, self._inputs(host), self.say)
@@ -224,7 +230,8 @@ class Deploy:
         failed = f"{self.s.deploy_to}/releases_failed"
         host.run(f"mkdir -p {q(failed)} && if [ -d {q(self.release_path)} ]; then "
                  f"mv {q(self.release_path)} {q(failed + '/' + self.release)}; fi; "
-                 f"rm -f {q(self.s.releases_path + '/.' + self.release + '.tar.gz')}")
+                 f"rm -f {q(self.s.releases_path + '/.' + self.release + '.tar.gz')} "
+                 f"{q(self._next_link)}")
 
     # --- the whole deploy -------------------------------------------------------------------
 
@@ -232,7 +239,7 @@ class Deploy:
         started = time.monotonic()
         try:
             try:
-                self.step("lock", self._lock)
+                self._lock_all()
                 self._before_switch()
             except (_StepFailed, KeyboardInterrupt) as exc:
                 self._abort_before_switch(exc)
@@ -254,8 +261,7 @@ class Deploy:
                     self._unlock(self.host(h))
                 except Exception as exc:  # reported, never masks the deploy's own outcome
                     self.say(f"{h}: could not remove the deploy lock: {exc}")
-            for c in self.conns.values():
-                c.close()
+            self.session.close()
 
     def _before_switch(self) -> None:
         self.step("upload", self._upload)
@@ -265,6 +271,7 @@ class Deploy:
         if migrate_hosts:
             self.step("migrate", self._migrate, migrate_hosts)
         self.step("before_symlink", self._before_symlink)
+        self.step("prepare switch", self._prepare_switch)
 
     def _migrate_hosts(self) -> list[str]:
         d = self.s.deploy

@@ -242,8 +242,8 @@ def check_stop_timeout(path: str, installed: str | None, grace_time: int) -> Che
     return Check(name, FAIL, f"in {path}: {detail}: monit gives up (and reports 'Not monitored') "
                              f"while the worker is still draining its job, and ends the wrapper "
                              f"before it can force the worker down",
-                 f"set 'with timeout' on the stop lines above GRACE_TIME (resque.setup renders "
-                 f"GRACE_TIME + 30s)")
+                 "set 'with timeout' on the stop lines above GRACE_TIME (resque.setup renders "
+                 "GRACE_TIME + 30s)")
 
 
 def check_monit(settings: Settings, facts: status_mod.HostFacts) -> Check:

@@ -96,7 +96,7 @@ class Session:
                 return HostResult(host, value=fn(host, self.conns[host]))
             except DeployhooksError as exc:
                 return HostResult(host, exc.exit_code, str(exc))
-            except (OSError, paramiko.SSHException, EOFError) as exc:
+            except Exception as exc:  # ssh errors, a dropped connection; never half a fleet
                 return HostResult(host, EXIT_FAILED, str(explain_connect_error(host, exc, self.settings)))
 
         if not hosts:

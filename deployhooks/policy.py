@@ -12,7 +12,6 @@ idle verdict, both stop only idle workers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from .monit import ServiceStatus

@@ -26,6 +26,12 @@ From a shell (the sandbox)::
     ssh -i /tmp/sandbox/client_ed25519 -o UserKnownHostsFile=/tmp/sandbox/known_hosts root@127.0.10.2
     python -m deployhooks.testing.fleet down --root /tmp/sandbox
 
+``up`` returns once every host answers, leaving a keeper process behind: the hosts' parent, which
+reaps them and owns the private redis started when ``--redis-url`` is not given. ``down`` ends the
+pids recorded in ``fleet.json`` and the keeper exits. On a machine whose PID 1 reaps no orphans the
+keeper then stays a zombie; there, run ``up --foreground &`` from a shell (the shell reaps it) or
+under ``python -m deployhooks.testing.reaper --``.
+
 Layout under ``root``::
 
     fleet.json                  state: every pid started, so ``down`` ends exactly those
@@ -34,6 +40,7 @@ Layout under ``root``::
     <app>.deployhooks.yml       the workstation's config for each app (hosts, ssh, resque)
     hosts/host<N>/              the host's folder (see hostinit: data, run, log, monit, root, ssh)
     hosts/host<N>.log           its init's output
+    keeper.log                  the keeper's output (command line only)
 
 Inside a host, app ``<app>`` is deployed at ``/data/<app>`` (``current`` is a relative link to
 ``releases/<last>``), its pidfiles are under ``/var/run/deployhooks/resque/<app>`` and its monit

@@ -7,10 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from deployhooks.resque.processes import local_processes, workers_from
