@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from typing import Callable, Sequence
 
 from invoke import Context, Exit
@@ -15,8 +16,14 @@ from ..host import Host
 from ..settings import Settings
 
 
+_say_lock = threading.Lock()
+
+
 def say(line: str) -> None:
-    print(line, flush=True)
+    """Print one progress line; whole lines only, as hosts report from parallel threads."""
+    with _say_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def load_settings(config: str | None) -> Settings:

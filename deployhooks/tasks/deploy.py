@@ -39,7 +39,7 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
         archive = deploy_mod.build_archive(_repo_for(settings, repo), ref)
     except DeployhooksError as exc:
         raise Exit(str(exc), code=exc.exit_code) from None
-    say(f"deploying {settings.app} {ref} ({len(archive) // 1024} KiB) to {len(hosts)} host(s): "
+    say(f"deploying {settings.app} {ref} ({len(archive) / 1024:.1f} KiB) to {len(hosts)} host(s): "
         f"{', '.join(hosts)}")
     report = deploy_mod.Deploy(settings, hosts, archive, say=say).run()
     print("\n".join(deploy_mod.summary_lines(report)))
