@@ -19,6 +19,17 @@ _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOK
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"
 
 
+def _fleet_hosts(c, settings, roles) -> list[str]:
+    if getattr(c, "host", None):
+        # Fabric runs a task once per -H host, one after another: that would be N separate
+        # deploys, each switching one host, which is exactly the half-switched fleet this tool
+        # exists to prevent.
+        raise Exit("deploy and rollback run their steps as barriers across all hosts at once, "
+                   "so they do not take -H: list the hosts under 'hosts' in the config and pick "
+                   "them with --roles", code=2)
+    return target_hosts(c, settings, roles, list(settings.hosts))
+
+
 def _repo_for(settings, repo: str | None) -> str:
     """The app's git repository: --repo, deploy.repo, else the folder holding config/."""
     if repo or settings.deploy.repo:
@@ -34,7 +45,7 @@ def _repo_for(settings, repo: str | None) -> str:
 def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
     """Ship REF to every host, run the hooks, switch current atomically, restart workers."""
     settings = load_settings(config)
-    hosts = target_hosts(c, settings, roles, list(settings.hosts))
+    hosts = _fleet_hosts(c, settings, roles)
     try:
         archive = deploy_mod.build_archive(_repo_for(settings, repo), ref)
     except DeployhooksError as exc:
@@ -53,7 +64,7 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
 def rollback(c, roles=None, config=None):
     """Switch current back to the previous release everywhere and restart the workers on it."""
     settings = load_settings(config)
-    hosts = target_hosts(c, settings, roles, list(settings.hosts))
+    hosts = _fleet_hosts(c, settings, roles)
     results = run_each(hosts, settings,
                        lambda name, conn: deploy_mod.rollback_host(Host(conn, settings, name), say))
     finish(results)

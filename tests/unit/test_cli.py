@@ -1,0 +1,59 @@
+"""The two entry points list the same tasks, and usage errors exit 2 before any host is touched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO, fab
+
+TASKS = ["deploy", "rollback", "hooks.after-symlink", "hooks.before-migrate", "hooks.before-symlink",
+         "hooks.deploy-failed", "resque.doctor", "resque.drain", "resque.logs", "resque.pause",
+         "resque.restart", "resque.resume", "resque.setup", "resque.start", "resque.status",
+         "resque.stop"]
+
+
+def names(listing: str) -> list[str]:
+    return sorted(line.split()[0] for line in listing.splitlines()
+                  if line.startswith("  ") and line.split() and not line.startswith("   "))
+
+
+def test_fab_and_the_console_script_list_the_same_tasks_with_descriptions():
+    r = fab("--list")
+    assert r.returncode == 0
+    assert names(r.stdout) == sorted(TASKS)
+    for line in r.stdout.splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and line.strip():
+            assert len(line.split()) > 1, f"task without a description: {line!r}"
+    console = Path(sys.executable).parent / "deployhooks"
+    r2 = subprocess.run([str(console), "--list"], capture_output=True, text=True, cwd="/")
+    assert r2.returncode == 0 and names(r2.stdout) == sorted(TASKS)
+
+
+def test_deploy_refuses_dash_h(tmp_path):
+    cfg = tmp_path / "deployhooks.yml"
+    cfg.write_text("app: shop\nhosts:\n  util: [u1]\n")
+    r = fab("-H", "127.0.0.1", "deploy", "--config", str(cfg))
+    assert r.returncode == 2 and "do not take -H" in r.stderr
+
+
+def test_unknown_role_and_bad_config_exit_2(tmp_path):
+    cfg = tmp_path / "deployhooks.yml"
+    cfg.write_text("app: shop\nhosts:\n  util: [u1]\n")
+    r = fab("resque.status", "--roles", "nosuch", "--config", str(cfg))
+    assert r.returncode == 2 and "role(s) nosuch not under hosts" in r.stderr
+    cfg.write_text("app: shop\nresque:\n  stop: sometimes\n")
+    r = fab("resque.status", "--config", str(cfg))
+    assert r.returncode == 2 and f"{cfg}:3: resque.stop" in r.stderr
+    r = fab("resque.status", "--config", str(tmp_path / "missing.yml"))
+    assert r.returncode == 2 and "cannot read the config file" in r.stderr
+
+
+def test_hook_without_a_release_path_is_a_usage_error(tmp_path):
+    cfg = tmp_path / "deployhooks.yml"
+    cfg.write_text("app: shop\n")
+    r = subprocess.run([str(REPO / "hooks" / "after_symlink"), "--config", str(cfg)],
+                       capture_output=True, text=True,
+                       env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    assert r.returncode == 2 and "no release path" in r.stderr
