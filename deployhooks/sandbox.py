@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -46,17 +45,8 @@ def fab(*args: str, check: bool = True) -> int:
     return run(sys.executable, "-m", "fabric", *args, check=check)
 
 
-def make_repo(path: Path) -> Path:
-    """The example app as a git repository, the thing `fab deploy` ships."""
-    shutil.rmtree(path, ignore_errors=True)
-    shutil.copytree(REPO / "examples" / "shop", path)
-    git = ["git", "-c", "user.email=sandbox@example.invalid", "-c", "user.name=sandbox"]
-    for argv in (["git", "init", "-q"], ["git", "add", "-A"], git + ["commit", "-qm", "example app"]):
-        subprocess.run(argv, cwd=path, check=True)
-    return path
-
-
 def up(root: Path) -> int:
+    from .testing.examplerepo import make_repo
     from .testing.fakeresque import enqueue
     from .testing.fleet import Fleet
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -10,18 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from deployhooks.testing.examplerepo import make_repo  # noqa: F401  (shared with the sandbox)
+
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_APP = REPO / "examples" / "shop"
 
 
-def wait_for(check, timeout, what):
-    """Poll `check` until true, or fail the test saying what did not happen."""
+def wait_for(check, timeout=15.0, what="condition", interval=0.05):
+    """Poll `check` until it returns something truthy and return that; fail the test, saying
+    what did not happen, after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def fab(*args, timeout=180, **popen):
@@ -30,19 +33,6 @@ def fab(*args, timeout=180, **popen):
                             text=True, timeout=timeout, stdin=subprocess.DEVNULL, **popen)
     print(f"--- fab {' '.join(args)} exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
-
-
-def make_repo(path: Path, marker: str = "v1") -> Path:
-    """A git repository holding the example app, with VERSION = marker, committed."""
-    if not path.exists():
-        shutil.copytree(EXAMPLE_APP, path)
-    (path / "VERSION").write_text(marker + "\n")
-    git = ["git", "-c", "user.email=test@example.invalid", "-c", "user.name=test"]
-    if not (path / ".git").exists():
-        subprocess.run(["git", "init", "-q"], cwd=path, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=path, check=True)
-    subprocess.run(git + ["commit", "-qm", marker], cwd=path, check=True)
-    return path
 
 
 def monit_settled(fleet, app: str = "shop", timeout: float = 30) -> None:

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator
 import psutil
 import pytest
 
+from tests.helpers import wait_for as _wait_for
+
 from deployhooks.testing import fakeresque
 from deployhooks.testing.fakeresque import FAILED_KEY, FINISHED_KEY, STARTED_KEY, enqueue
 
@@ -32,16 +34,8 @@ QUEUE = "deploytest"
 # helpers
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+def wait_for(predicate, timeout=5.0, what="condition"):
+    return _wait_for(predicate, timeout, what, interval=0.02)
 
 
 def holds_for(predicate: Callable[[], Any], seconds: float, what: str) -> None:

@@ -13,6 +13,8 @@ import paramiko
 import psutil
 import pytest
 
+from tests.helpers import wait_for
+
 from deployhooks import settings as settings_mod
 from deployhooks.monit import parse_status
 from deployhooks.resque.processes import remote_processes, workers_from
@@ -20,17 +22,6 @@ from deployhooks.testing.fakeresque import enqueue
 from deployhooks.testing.fleet import AppSpec, Fleet, FleetError
 
 RELEASE = "20260102000000"
-
-
-def wait_for(check, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def listeners() -> set[str]:

@@ -437,6 +437,32 @@ class StubbornJob:
             client.rpush(FINISHED_KEY, str(tag))
 
 
+class GateJob:
+    """args ``[tag, max_seconds]``: runs until the test opens its gate (sets the redis key
+    ``resque:test:gate:<tag>``) or ``max_seconds`` pass, then finishes like SleepJob.
+
+    A test that needs a job to be running while it looks does not have to guess how long the
+    look takes on a loaded machine: the job runs exactly until the test lets it end.
+    """
+
+    @staticmethod
+    def perform(client: redis.Redis, tag: Any, max_seconds: float = 120) -> None:
+        client.rpush(STARTED_KEY, str(tag))
+        deadline = time.monotonic() + float(max_seconds)
+        while time.monotonic() < deadline and not client.exists(gate_key(tag)):
+            time.sleep(0.05)
+        client.rpush(FINISHED_KEY, str(tag))
+
+
+def gate_key(tag: Any) -> str:
+    return f"resque:test:gate:{tag}"
+
+
+def open_gate(client: redis.Redis, tag: Any) -> None:
+    """Let the GateJob tagged `tag` finish."""
+    client.set(gate_key(tag), "1")
+
+
 class FailJob:
     """args ``[tag]``: raises RuntimeError, so the job lands in resque:failed."""
 
@@ -448,6 +474,7 @@ class FailJob:
 JOB_CLASSES: dict[str, Any] = {
     "SleepJob": SleepJob,
     "StubbornJob": StubbornJob,
+    "GateJob": GateJob,
     "FailJob": FailJob,
 }
 

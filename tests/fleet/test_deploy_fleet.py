@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from deployhooks.testing.fakeresque import enqueue
+from deployhooks.testing.fakeresque import enqueue, open_gate
 from deployhooks.testing.fleet import AppSpec
 from tests.helpers import REPO, fab, make_repo, monit_settled, wait_for
 
@@ -93,7 +93,7 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
 
 def test_busy_worker_on_one_host_switches_no_host(shop, redis_client):
     f, config, repo = shop
-    enqueue(redis_client, "q_host2", "SleepJob", 5, "busy-host2")
+    enqueue(redis_client, "q_host2", "GateJob", "busy-host2")
     enqueue(redis_client, "deploytest", "SleepJob", 0.2, "quick")
     wait_for(lambda: any(w.busy and w.queue == "q_host2" for w in f.workers(2, "shop")), 10, "host2 busy")
     r = fab("deploy", "--repo", str(repo), "--config", config)
@@ -105,6 +105,7 @@ def test_busy_worker_on_one_host_switches_no_host(shop, redis_client):
         assert len(releases(f, h, "releases_failed")) == 1
     wait_for(lambda: all_running(f, PREV), 30, "every worker running again")
     assert no_lock(f)
+    open_gate(redis_client, "busy-host2")
     wait_for(lambda: "busy-host2" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
     assert jobs_accounted(redis_client, ["busy-host2", "quick"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from deployhooks.testing.fakeresque import enqueue
+from deployhooks.testing.fakeresque import enqueue, open_gate
 from deployhooks.testing.fleet import AppSpec
 from tests.helpers import fab, wait_for
 
@@ -29,19 +29,20 @@ def test_busy_host_refuses_naming_itself_and_the_others_run_again(fleet, redis_c
     f = fleet(3, [SHOP])
     config = str(f.config_path("shop"))
     before = {h.name: sorted(w.pid for w in f.workers(h, "shop")) for h in f.hosts}
-    enqueue(redis_client, "q_host2", "SleepJob", 5, "host2-job")
+    enqueue(redis_client, "q_host2", "GateJob", "host2-job")
     wait_for(lambda: any(w.busy for w in f.workers(2, "shop")), 10, "host2 busy")
 
     r = fab("hooks.before-migrate", "--release-path", new_release(f), "--config", config)
     assert r.returncode == 1
     assert f"{f.host(2).target}: refusing to deploy" in r.stderr
-    assert "q_host2 [SleepJob]" in r.stderr
+    assert "q_host2 [GateJob]" in r.stderr
     for other in (1, 3):
         assert f"{f.host(other).target}: refusing" not in r.stderr
         wait_for(lambda: running(f, other), 30, f"host{other}'s workers running again")
         assert sorted(w.pid for w in f.workers(other, "shop")) != before[f.host(other).name]
     # host2 was only paused and resumed: same workers, and the job ran to its end
     assert sorted(w.pid for w in f.workers(2, "shop")) == before["host2"]
+    open_gate(redis_client, "host2-job")
     wait_for(lambda: "host2-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
     assert redis_client.llen("resque:failed") == 0
 

@@ -6,7 +6,7 @@ import json
 import os
 import signal
 
-from deployhooks.testing.fakeresque import enqueue
+from deployhooks.testing.fakeresque import enqueue, open_gate
 from deployhooks.testing.fleet import AppSpec
 from tests.helpers import fab, monit_settled, wait_for
 
@@ -30,13 +30,13 @@ def test_status_table_json_and_a_host_down(fleet, redis_client):
         assert f"{h.target}  resque_shop_1" in r.stdout
     assert "fleet: 3 host(s): 6 idle" in r.stdout
 
-    enqueue(redis_client, "q_host1", "SleepJob", 4, "status-job")
+    enqueue(redis_client, "q_host1", "GateJob", "status-job")
     wait_for(lambda: any(w.busy for w in f.workers(1, "shop")), 10, "host1 busy")
     r, data = status_json(config, "--check")
     assert r.returncode == 1  # --check: a job is running
     busy = [w for w in data["workers"] if w["state"] == "busy"]
     assert [(w["host"], w["queue"], w["job_class"], w["release_mark"]) for w in busy] == \
-        [(f.host(1).target, "q_host1", "SleepJob", "current")]
+        [(f.host(1).target, "q_host1", "GateJob", "current")]
     assert busy[0]["rss_kb"] > 1000 and busy[0]["busy_for"] >= 0
 
     os.kill(f.host(3).pid, signal.SIGKILL)
@@ -51,7 +51,7 @@ def test_killed_worker_and_a_stale_worker_on_a_deleted_release(fleet, redis_clie
     monit_settled(f)
     config = str(f.config_path("shop"))
     # a busy worker killed behind monit's back: its job child runs on, orphaned
-    enqueue(redis_client, "q_host1", "SleepJob", 6, "orphan-job")
+    enqueue(redis_client, "q_host1", "GateJob", "orphan-job")
     wait_for(lambda: any(w.busy for w in f.workers(1, "shop")), 10, "host1 busy")
     parent = next(w for w in f.workers(1, "shop") if w.busy)
     f.run(1, f"kill -9 {parent.pid}", check=True)
@@ -65,6 +65,7 @@ def test_killed_worker_and_a_stale_worker_on_a_deleted_release(fleet, redis_clie
     # pids are per host (each has its own PID namespace): look at host1's rows only
     host1 = [w for w in data["workers"] if w["host"] == f.host(1).target]
     assert all(w["pid"] != parent.pid for w in host1 if w["state"] != "down")
+    open_gate(redis_client, "orphan-job")
     wait_for(lambda: "orphan-job" in redis_client.lrange("resque:test:finished", 0, -1), 15,
              "the orphaned job to finish")
 
@@ -123,10 +124,11 @@ def test_stop_start_restart_pause_resume_logs(fleet):
 def test_drain_waits_for_jobs_then_stops_or_resumes_on_the_deadline(fleet, redis_client):
     f = fleet(2, [SHOP])
     config = str(f.config_path("shop"))
-    enqueue(redis_client, "q_host1", "SleepJob", 6, "drain-long")
+    enqueue(redis_client, "q_host1", "GateJob", "drain-long")
     wait_for(lambda: any(w.busy for w in f.workers(1, "shop")), 10, "host1 busy")
     r = fab("resque.drain", "--deadline", "2", "--config", config)
     assert r.returncode == 1 and "still running" in r.stderr and "every paused worker was resumed" in r.stdout
+    open_gate(redis_client, "drain-long")
     wait_for(lambda: "drain-long" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
     wait_for(lambda: all(w.state == "idle" for w in f.workers(1, "shop")), 10, "host1 idle again")
 

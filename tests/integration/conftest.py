@@ -61,9 +61,17 @@ class HostUnderTest:
             return len(ws) >= n and all(s.running for s in services.values())
         wait_for(ok, timeout, f"{deployed.app}: {n} workers running")
 
-    def enqueue(self, queue, seconds, tag, job_class="SleepJob"):
+    def enqueue(self, queue, first, second, job_class="SleepJob"):
+        """Queue a job: SleepJob [seconds, tag] by default."""
         self.redis.sadd("resque:queues", queue)
-        self.redis.rpush(f"resque:queue:{queue}", json.dumps({"class": job_class, "args": [seconds, tag]}))
+        self.redis.rpush(f"resque:queue:{queue}", json.dumps({"class": job_class, "args": [first, second]}))
+
+    def gate(self, queue, tag):
+        """Queue a job that runs until `open_gate(tag)`: busy for exactly as long as needed."""
+        self.enqueue(queue, tag, 120, job_class="GateJob")
+
+    def open_gate(self, tag):
+        self.redis.set(f"resque:test:gate:{tag}", "1")
 
     def wait_busy(self, deployed, count=1, timeout=15):
         wait_for(lambda: len([w for w in self.workers(deployed) if w.busy]) >= count, timeout,

@@ -37,14 +37,15 @@ def test_busy_worker_refuses_the_deploy_and_nothing_switches(host, sshd, tmp_pat
     shop = host.add_app("shop", top_extra=top)
     host.start()
     before = os.readlink(shop.layout.current)
-    host.enqueue("deploytest", 4, "deploy-busy")
+    host.gate("deploytest", "deploy-busy")
     host.wait_busy(shop)
     r = fab("deploy", "--repo", str(make_repo(tmp_path / "repo")), "--config", str(shop.config))
     assert r.returncode == 1
-    assert "still running the old code" in r.stderr and "SleepJob" in r.stdout + r.stderr
+    assert "still running the old code" in r.stderr and "GateJob" in r.stdout + r.stderr
     assert os.readlink(shop.layout.current) == before
     failed = os.listdir(shop.layout.deploy_to / "releases_failed")
     assert len(failed) == 1 and failed[0] not in os.listdir(shop.layout.deploy_to / "releases")
+    host.open_gate("deploy-busy")
     wait_for(lambda: "deploy-busy" in host.finished(), 15, "the job")
     wait_for(lambda: len([w for w in host.workers(shop) if w.state == "idle"]) == 2, 10, "workers")
     assert not (shop.layout.deploy_to / "shared" / "deployhooks" / "deploy.lock").exists()

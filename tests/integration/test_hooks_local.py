@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from .conftest import wait_for
@@ -37,16 +38,17 @@ def test_busy_worker_under_quit_refuses_and_the_job_completes(host):
     shop = host.add_app("shop", stop="quit", resque_extra="  on_busy: abort\n")
     host.start()
     before = {s.name: s.pid for s in host.services(shop).values()}
-    host.enqueue("deploytest", 4, "long-job")
+    host.gate("deploytest", "long-job")
     host.wait_busy(shop)
 
     r = host.hook("before_migrate", shop, shop.new_release(NEW))
     assert r.returncode == 1
     busy = [w for w in host.workers(shop) if w.busy]
-    assert f"pid {busy[0].pid} busy on deploytest [SleepJob]" in r.stderr
+    assert f"pid {busy[0].pid} busy on deploytest [GateJob]" in r.stderr
     assert "refusing to deploy" in r.stderr and "resumed" in r.stderr
     # nothing was stopped: same workers, all monitored, and none left paused
     assert {s.name: s.pid for s in host.services(shop).values()} == before
+    host.open_gate("long-job")
     wait_for(lambda: "long-job" in host.finished(), 15, "the job to finish")
     assert host.failed() == []
     wait_for(lambda: all(w.state == "idle" for w in host.workers(shop)), 10, "workers idle again")
@@ -57,24 +59,33 @@ def test_busy_worker_under_quit_refuses_and_the_job_completes(host):
 def test_busy_worker_with_wait_proceeds_after_the_job(host):
     shop = host.add_app("shop", resque_extra="  on_busy: wait\n  wait_timeout: 30\n")
     host.start()
-    host.enqueue("deploytest", 3, "waited-for")
+    host.gate("deploytest", "waited-for")
     host.wait_busy(shop)
-    started = time.monotonic()
-    r = host.hook("before_migrate", shop, shop.new_release(NEW))
+    release = shop.new_release(NEW)
+    result = {}
+    hook = threading.Thread(target=lambda: result.update(r=host.hook("before_migrate", shop, release)))
+    hook.start()
+    # the guard has paused the idle worker and is waiting for the busy one: let the job end
+    wait_for(lambda: any(w.state == "paused" for w in host.workers(shop)), 30, "the guard's pause")
+    time.sleep(1)
+    assert hook.is_alive() and host.workers(shop)  # still waiting, nothing stopped yet
+    host.open_gate("waited-for")
+    hook.join(60)
+    r = result["r"]
     assert r.returncode == 0, r.stderr
     assert "waiting for 1 job(s) to finish" in r.stdout
     assert "waited-for" in host.finished() and host.failed() == []
-    assert time.monotonic() - started >= 1.5
     assert host.workers(shop) == []
 
 
 def test_wait_that_runs_out_refuses_and_resumes(host):
     shop = host.add_app("shop", resque_extra="  on_busy: wait\n  wait_timeout: 2\n")
     host.start()
-    host.enqueue("deploytest", 6, "too-long")
+    host.gate("deploytest", "too-long")
     host.wait_busy(shop)
     r = host.hook("before_migrate", shop, shop.new_release(NEW))
     assert r.returncode == 1 and "wait_timeout" in r.stderr
+    host.open_gate("too-long")
     wait_for(lambda: "too-long" in host.finished(), 15, "the job to finish")
     wait_for(lambda: all(w.state == "idle" for w in host.workers(shop)), 10, "workers idle again")
 
@@ -83,12 +94,13 @@ def test_busy_worker_under_term_refuses_and_stops_nothing(host):
     shop = host.add_app("shop", stop="term")
     host.start()
     pids = sorted(w.pid for w in host.workers(shop))
-    host.enqueue("deploytest", 3, "must-not-die")
+    host.gate("deploytest", "must-not-die")
     host.wait_busy(shop)
     r = host.hook("before_migrate", shop, shop.new_release(NEW))
     assert r.returncode == 1
     assert sorted(w.pid for w in host.workers(shop)) == pids
     assert all(s.running for s in host.services(shop).values())
+    host.open_gate("must-not-die")
     wait_for(lambda: "must-not-die" in host.finished(), 15, "the job to finish")
     assert host.failed() == []
 
@@ -108,7 +120,7 @@ def test_two_apps_on_one_host_are_kept_apart(host):
     shop = host.add_app("shop", workers=("shopq",))
     blog = host.add_app("blog", workers=("blogq",))
     host.start()
-    host.enqueue("shopq", 4, "shop-job")
+    host.gate("shopq", "shop-job")
     host.wait_busy(shop)
     # blog's guard does not see shop's job
     r = host.hook("before_migrate", blog, blog.new_release(NEW))
@@ -116,6 +128,7 @@ def test_two_apps_on_one_host_are_kept_apart(host):
     assert host.workers(blog) == [] and len(host.workers(shop)) == 1
     r = host.hook("before_migrate", shop, shop.new_release(NEW))
     assert r.returncode == 1
+    host.open_gate("shop-job")
     wait_for(lambda: "shop-job" in host.finished(), 15, "shop's job")
 
 

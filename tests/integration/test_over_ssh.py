@@ -24,7 +24,7 @@ def test_psutil_and_ps_over_ssh_agree(host, sshd):
     shop = host.add_app("shop", workers=("shopq", "shopq"), top_extra=top)
     blog = host.add_app("blog", workers=("blogq",), top_extra=top)
     host.start()
-    host.enqueue("shopq", 6, "agree-job")
+    host.gate("shopq", "agree-job")
     host.wait_busy(shop)
     idle = [w for w in host.workers(shop) if not w.busy][0]
     subprocess.run(["kill", "-USR2", str(idle.pid)], check=True)
@@ -41,11 +41,12 @@ def test_psutil_and_ps_over_ssh_agree(host, sshd):
                 break
     finally:
         conn.close()
+        host.open_gate("agree-job")
     assert over_ssh == here
     states = sorted((w.app, w.state) for w in here if w.app)
     assert states == [("blog", "idle"), ("shop", "busy"), ("shop", "paused")]
     busy = next(w for w in here if w.busy)
-    assert (busy.queue, busy.job_class, busy.release) == ("shopq", "SleepJob", "20260102000000")
+    assert (busy.queue, busy.job_class, busy.release) == ("shopq", "GateJob", "20260102000000")
     assert busy.job_pid and busy.busy_since
 
 
@@ -55,11 +56,12 @@ def test_fab_runs_the_hooks_over_ssh_with_the_same_outcomes(host, sshd):
     host.start()
     release = shop.new_release(NEW)
 
-    host.enqueue("deploytest", 3, "ssh-job")
+    host.gate("deploytest", "ssh-job")
     host.wait_busy(shop)
     r = fab("hooks.before-migrate", "--release-path", str(release), "--config", str(shop.config))
     assert r.returncode == 1
-    assert f"{sshd.host}: refusing to deploy" in r.stderr and "SleepJob" in r.stderr
+    assert f"{sshd.host}: refusing to deploy" in r.stderr and "GateJob" in r.stderr
+    host.open_gate("ssh-job")
     wait_for(lambda: "ssh-job" in host.finished(), 15, "the job")
     wait_for(lambda: all(w.state == "idle" for w in host.workers(shop)), 10, "workers idle")
 
@@ -107,19 +109,20 @@ def test_status_over_ssh_shows_jobs_memory_releases_and_checks(host, sshd):
     assert "resque_shop_0" in r.stdout and "20260102000000 (current)" in r.stdout
     assert fab("resque.status", "--check", "--config", str(shop.config)).returncode == 0
 
-    host.enqueue("deploytest", 5, "status-job")
+    host.gate("deploytest", "status-job")
     host.wait_busy(shop)
     r = fab("resque.status", "--json", "--check", "--config", str(shop.config))
     assert r.returncode == 1
     data = json.loads(r.stdout)
     busy = [w for w in data["workers"] if w["state"] == "busy"]
-    assert len(busy) == 1 and busy[0]["job_class"] == "SleepJob" and busy[0]["rss_kb"] > 0
+    assert len(busy) == 1 and busy[0]["job_class"] == "GateJob" and busy[0]["rss_kb"] > 0
     assert busy[0]["monit"] == "OK" and busy[0]["problems"] == ["busy"]
 
     # a new release becomes current without a restart: the workers are now on the old one
     shop.switch_current(shop.new_release(NEW))
     r = fab("resque.status", "--config", str(shop.config))
     assert "20260102000000 (old)" in r.stdout
+    host.open_gate("status-job")
     r = fab("resque.restart", "--config", str(shop.config))
     assert r.returncode == 0, r.stderr
     assert {w.release for w in host.workers(shop)} == {NEW}
