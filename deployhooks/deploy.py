@@ -239,6 +239,7 @@ class Deploy:
         started = time.monotonic()
         try:
             try:
+                self.step("connect", lambda host: host.c.open())
                 self._lock_all()
                 self._before_switch()
             except (_StepFailed, KeyboardInterrupt) as exc:

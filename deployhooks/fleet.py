@@ -20,6 +20,22 @@ from .errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFail
 from .settings import Settings
 
 
+class _Connection(Connection):
+    """A fabric Connection whose socket sends each small packet at once.
+
+    Every command is a few small writes; with Nagle's algorithm on, each waits for the peer's
+    delayed ACK (about 40 ms here: bench/ measured 48 ms per command, 12.6 ms without it), and
+    the guard and a deploy send dozens of commands per host.
+    """
+
+    def open(self):
+        result = super().open()
+        sock = getattr(self.transport, "sock", None)
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return result
+
+
 def connect(host: str, settings: Settings, config: Config | None = None) -> Connection:
     """A lazy Connection to `host` (`[user@]name[:port]`) honouring the config's ssh section."""
     s = settings.ssh
@@ -27,7 +43,7 @@ def connect(host: str, settings: Settings, config: Config | None = None) -> Conn
     if s.identity_file:
         kwargs["key_filename"] = s.identity_file
     user = None if "@" in host else settings.user
-    conn = Connection(host, user=user, config=config or Config(overrides={"run": {"in_stream": False}}),
+    conn = _Connection(host, user=user, config=config or Config(overrides={"run": {"in_stream": False}}),
                       connect_timeout=s.connect_timeout, connect_kwargs=kwargs)
     if s.strict_host_keys:
         conn.client.load_system_host_keys()

@@ -7,8 +7,6 @@ import sys
 from fabric import task
 from invoke import Exit
 
-from .. import doctor as doctor_mod
-from .. import setup as setup_mod
 from ..errors import EXIT_FAILED
 from ..host import Host
 from .common import finish, load_settings, on_hosts, say
@@ -24,6 +22,8 @@ def setup(c, roles=None, config=None):
     Changes nothing when the host already matches the config; prints a diff of each file it
     changes; stops (through monit) the workers removed from the config before dropping them.
     """
+    from .. import setup as setup_mod  # here, not at the top: every fab call imports this file
+
     settings = load_settings(config)
     finish(on_hosts(c, settings, roles, settings.resque.roles,
                     lambda host: setup_mod.setup_host(host, say)))
@@ -35,9 +35,11 @@ def doctor(c, roles=None, config=None):
 
     Exit 0 when everything passes or warns, 1 when a check fails, 3 when a host is unreachable.
     """
+    from .. import doctor as doctor_mod  # here, not at the top: every fab call imports this file
+
     settings = load_settings(config)
 
-    def one(host: Host) -> list[doctor_mod.Check]:
+    def one(host: Host) -> list:
         checks = doctor_mod.run_checks(settings, doctor_mod.gather(host), host.name)
         say(doctor_mod.render(host.name, checks))
         return checks
