@@ -25,12 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from deployhooks.testing.examplerepo import make_repo  # noqa: F401  (used by deploy.py)
 from deployhooks.testing.fleet import AppSpec, Fleet  # noqa: E402
 from deployhooks.testing.redisserver import RedisServer  # noqa: E402
 
 PYTHON = sys.executable
 PS_ARGS = "ps axww -o pid=,ppid=,rss=,stat=,args="
-EXAMPLE_APP = REPO / "examples" / "shop"
 
 
 # --- signals ------------------------------------------------------------------------------------
@@ -218,20 +218,6 @@ def fail_text(t: Timed, lines: int = 6) -> str:
 
 
 # --- a git repo of the example app ------------------------------------------------------------------
-
-def make_repo(path: Path, marker: str = "v1") -> Path:
-    """A git repository holding examples/shop with VERSION = marker, committed (tests.helpers'
-    make_repo, copied so the benchmarks do not import the test suite)."""
-    if not path.exists():
-        shutil.copytree(EXAMPLE_APP, path)
-    (path / "VERSION").write_text(marker + "\n")
-    git = ["git", "-c", "user.email=bench@example.invalid", "-c", "user.name=bench"]
-    if not (path / ".git").exists():
-        subprocess.run(["git", "init", "-q"], cwd=path, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=path, check=True)
-    subprocess.run(git + ["commit", "-qm", marker], cwd=path, check=True)
-    return path
-
 
 # --- parallel work in this process ----------------------------------------------------------------
 

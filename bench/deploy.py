@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
 
     conn_lo = min(min(r["conns"].values()) for r in rows)
     conn_hi = max(max(r["conns"].values()) for r in rows)
-    print(f"\nSSH logins per host per deploy (sshd logs): "
+    print("\nSSH logins per host per deploy (sshd logs): "
           + (f"{conn_lo} on every host in every deploy" if conn_lo == conn_hi else
              f"between {conn_lo} and {conn_hi}; " + "; ".join(bench.fmt_counts(r["conns"]) for r in rows)))
 

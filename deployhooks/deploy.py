@@ -46,6 +46,8 @@ class DeployReport:
     release: str
     steps: list[StepReport] = field(default_factory=list)
     switched: list[str] = field(default_factory=list)
+    previous: dict[str, str] = field(default_factory=dict)   # host -> release current was on
+    pruned: dict[str, list[str]] = field(default_factory=dict)
     code: int = EXIT_OK
     message: str = ""
 
@@ -196,7 +198,9 @@ class Deploy:
     def _prepare_switch(self, host: Host) -> None:
         # The new link is made on every host first, so a host lost now aborts the deploy before
         # any `current` moves; the switch proper is then one rename per host.
-        host.run(f"test -d {q(self.release_path)} && ln -sfn {q(self.release_path)} {q(self._next_link)}")
+        r = host.run(f"test -d {q(self.release_path)} && ln -sfn {q(self.release_path)} "
+                     f"{q(self._next_link)} && readlink -f {q(self.s.current_path)}; true")
+        self.report.previous[host.name] = r.stdout.strip().rsplit("/", 1)[-1] or "(none)"
 
     def _switch(self, host: Host) -> None:
         # rename(2) is atomic: `current` always resolves, to the old release or to the new one.
@@ -223,8 +227,9 @@ class Deploy:
         rel = q(self.s.releases_path)
         current = q(self.release)
         # Oldest first by name (UTC timestamps sort); never the release `current` points at.
-        host.run(f"cd {rel} && ls -1 | grep -E '^[0-9]{{14}}$' | sort | head -n -{keep} | "
-                 f"grep -vx {current} | while read -r r; do rm -rf -- \"$r\"; done; true")
+        r = host.run(f"cd {rel} && ls -1 | grep -E '^[0-9]{{14}}$' | sort | head -n -{keep} | "
+                     f"grep -vx {current} | while read -r r; do rm -rf -- \"$r\" && echo \"$r\"; done; true")
+        self.report.pruned[host.name] = r.stdout.split()
 
     def _move_aside(self, host: Host) -> None:
         failed = f"{self.s.deploy_to}/releases_failed"
@@ -329,6 +334,18 @@ def summary_lines(report: DeployReport) -> list[str]:
     for s in report.steps:
         ok = sum(1 for v in s.hosts.values() if v == "ok")
         lines.append(f"{s.name:<22}{s.seconds:>9.2f}  {ok}/{len(s.hosts)} ok")
+    if report.switched:
+        # What changed, grouped so a fleet of identical hosts reads as one line.
+        moves: dict[str, list[str]] = {}
+        for host in report.switched:
+            moves.setdefault(report.previous.get(host, "?"), []).append(host)
+        for old, hosts in moves.items():
+            lines.append(f"current: {old} -> {report.release} on {', '.join(hosts)}")
+        pruned: dict[str, list[str]] = {}
+        for host, names in report.pruned.items():
+            pruned.setdefault(" ".join(names) or "nothing", []).append(host)
+        for names, hosts in pruned.items():
+            lines.append(f"pruned: {names} on {', '.join(hosts)}")
     return lines
 
 

@@ -15,7 +15,7 @@ from .errors import CommandFailed
 from .host import Host
 
 Say = Callable[[str], None]
-POLL = 0.25
+POLL = 0.1  # each poll is one or two ~10 ms round trips; waits end sooner
 
 
 def _quiet(_: str) -> None:

@@ -1,0 +1,31 @@
+"""The pure parts of fab deploy / rollback: which release rollback picks, what the summary says."""
+
+from deployhooks.deploy import DeployReport, StepReport, previous_release, summary_lines
+
+
+def test_previous_release_is_the_one_before_current():
+    listing = "20260101000000\n20260102000000\n20260103000000\n.20260104000000.tar.gz\n"
+    assert previous_release(listing, "20260103000000") == "20260102000000"
+    assert previous_release(listing, "20260101000000") is None
+    # current pointing somewhere unknown: the newest release is the safe target
+    assert previous_release(listing, None) == "20260103000000"
+    assert previous_release("", None) is None
+
+
+def test_summary_has_timings_and_what_changed_grouped():
+    report = DeployReport("20260103000000", steps=[
+        StepReport("upload", 0.5, {"a": "ok", "b": "ok", "c": "ok"}),
+        StepReport("migrate", 1.0, {"a": "ok"})],
+        switched=["a", "b", "c"], previous={"a": "20260102000000", "b": "20260102000000", "c": "(none)"},
+        pruned={"a": ["20260101000000"], "b": ["20260101000000"], "c": []})
+    lines = summary_lines(report)
+    assert lines[1].split() == ["upload", "0.50", "3/3", "ok"]
+    assert "current: 20260102000000 -> 20260103000000 on a, b" in lines
+    assert "current: (none) -> 20260103000000 on c" in lines
+    assert "pruned: 20260101000000 on a, b" in lines and "pruned: nothing on c" in lines
+
+
+def test_no_change_lines_when_nothing_switched():
+    report = DeployReport("x", steps=[StepReport("lock", 0.1, {"a": "refused"})])
+    assert summary_lines(report)[1].split()[-2:] == ["0/1", "ok"]
+    assert not any(line.startswith("current:") for line in summary_lines(report))
