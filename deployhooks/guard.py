@@ -66,8 +66,12 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
     services = host.monit.status(group)
     managed = {s.pid for s in services.values() if s.pid}
     to_pause = policy.pids_to_pause(host.workers(), managed)
+    # A record left by an earlier guard whose deploy failed without deploy_failed: its group is
+    # still stopped, and that must stay on record until someone starts the workers again.
+    previous = read_record(host)
     record = {"app": host.settings.app, "group": group, "host": host.name, "release": release,
-              "paused": to_pause, "stopped": False, "at": int(time.time())}
+              "paused": to_pause, "stopped": bool(previous and previous.get("stopped")),
+              "at": int(time.time())}
     # Written before the first signal, so that a guard killed half-way can still be undone.
     write_record(host, record)
     try:
@@ -83,7 +87,10 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
         _wait_for_jobs(host, say)
     except BaseException:
         workers.resume(host, to_pause, say)
-        clear_record(host)
+        if previous:
+            write_record(host, previous)
+        else:
+            clear_record(host)
         raise
     try:
         workers.stop_group(host, say)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -222,3 +223,22 @@ def test_engine_yard_environment_and_roles_without_workers(host):
     assert host.workers(shop) == []
     env["EY_DEPLOY_APP"] = "other"
     assert host.hook("before_migrate", shop, None, env=env).returncode == 2
+
+
+def test_a_refusing_guard_keeps_an_earlier_guards_record(host):
+    shop = host.add_app("shop")
+    host.start()
+    assert host.hook("before_migrate", shop, shop.new_release(NEW)).returncode == 0
+    record = shop.layout.deploy_to / "shared" / "deployhooks" / "guard.json"
+    assert json.loads(record.read_text())["stopped"] is True
+    # that deploy died without deploy_failed; someone starts the workers by hand, a job runs,
+    # and the next deploy's guard refuses: the earlier record must survive the refusal
+    host.monit.run("start", "all", "-g", shop.layout.group)
+    host.wait_running(shop)
+    host.gate("deploytest", "later-job")
+    host.wait_busy(shop)
+    assert host.hook("before_migrate", shop, shop.new_release("20260104000000")).returncode == 1
+    assert json.loads(record.read_text())["stopped"] is True
+    host.open_gate("later-job")
+    assert host.hook("deploy_failed", shop).returncode == 0
+    assert not record.exists() and len(host.workers(shop)) == 2
