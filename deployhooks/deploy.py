@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import guard, hooks, workers
+from . import cancel, guard, hooks, workers
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, ConfigError, Refused
 from .fleet import Session, overall_code
 from .host import Host
@@ -248,6 +248,7 @@ class Deploy:
                 self._lock_all()
                 self._before_switch()
             except (_StepFailed, KeyboardInterrupt) as exc:
+                cancel.CANCELLED.clear()  # the cleanup below must be allowed to wait
                 self._abort_before_switch(exc)
                 return self.report
             try:
@@ -256,6 +257,7 @@ class Deploy:
                 self.step("restart app servers", self._restart_app)
                 self.step("cleanup", self._cleanup)
             except (_StepFailed, KeyboardInterrupt) as exc:
+                cancel.CANCELLED.clear()
                 self._fail_after_switch(exc)
                 return self.report
             self.report.message = (f"deployed {self.release} to {len(self.hosts)} host(s) in "

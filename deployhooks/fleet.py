@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import paramiko
 from fabric import Config, Connection
 
+from . import cancel
 from .errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, DeployhooksError
 from .settings import Settings
 
@@ -117,8 +118,17 @@ class Session:
 
         if not hosts:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(hosts))) as pool:
-            return list(pool.map(one, hosts))
+        pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(hosts)))
+        futures = [pool.submit(one, h) for h in hosts]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            # Let every host stop at its next poll, through its own cleanup, then go on up.
+            cancel.CANCELLED.set()
+            wait(futures)
+            raise
+        finally:
+            pool.shutdown(wait=False)
 
     def close(self) -> None:
         for conn in self.conns.values():

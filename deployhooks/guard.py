@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 
-from . import policy, workers
+from . import cancel, policy, workers
 from .errors import CommandFailed, Refused
 from .host import Host
 from .workers import Say, _quiet
@@ -128,6 +128,7 @@ def _wait_for_jobs(host: Host, say: Say) -> None:
                 f"  Nothing was stopped: the workers paused by the guard were resumed, so the old "
                 f"code keeps serving the queues. Deploy again when the jobs have finished"
                 + (", or set resque.on_busy: wait." if r.on_busy == "abort" else "."))
+        cancel.check(host.name)
         if waited - last_report >= 5:
             say(f"{host.name}: waiting for {len(busy)} job(s) to finish "
                 f"({int(waited)}s of {r.wait_timeout}s):\n{_busy_lines(host, busy, now)}")

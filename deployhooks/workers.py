@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
-from . import policy
+from . import cancel, policy
 from .errors import CommandFailed
 from .host import Host
 
@@ -31,6 +31,7 @@ def wait_until(check: Callable[[], bool], timeout: float, *, tick: Callable[[flo
     start = time.monotonic()
     last_tick = start
     while True:
+        cancel.check()
         if check():
             return True
         now = time.monotonic()

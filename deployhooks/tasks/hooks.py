@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fabric import task
+from invoke import Exit
 
-from .. import guard
+from .. import cancel, guard
 from .. import hooks as hooks_mod
+from ..errors import EXIT_FAILED
 from ..fleet import run_each
 from ..host import Host
 from .common import finish, load_settings, on_hosts, on_server, say
@@ -29,7 +31,17 @@ def _run(c, hook, release_path, app, framework_env, roles, config):
         fn(host, inputs, say)
 
     # Every server of the deploy runs the hooks (Engine Yard dispatches them to all).
-    results = on_hosts(c, settings, None, list(settings.hosts), one)
+    try:
+        results = on_hosts(c, settings, None, list(settings.hosts), one)
+    except KeyboardInterrupt:
+        # Each host's guard has already resumed what it paused; hosts that had passed have
+        # stopped their workers, and nothing else would start them again.
+        if hook in GUARD_HOOKS and not on_server(c):
+            cancel.CANCELLED.clear()
+            say("interrupted: starting again the workers the guard stopped")
+            finish(run_each(list(settings.hosts_for(list(settings.hosts))), settings,
+                            lambda name, conn: guard.undo(Host(conn, settings, name), say)))
+        raise Exit("interrupted (Ctrl-C)", code=EXIT_FAILED) from None
     passed = [r.host for r in results if not r.code]
     if hook in GUARD_HOOKS and passed and len(passed) < len(results) and not on_server(c):
         # The deploy stops here for everyone: hosts that passed have stopped their workers, and

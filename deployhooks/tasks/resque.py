@@ -190,4 +190,25 @@ def logs(c, roles=None, lines=20, follow=False, config=None):
         cmd = f"tail -n {int(lines)} {'-F' if follow else ''} {pattern}"
         host.c.run(cmd, hide=False, warn=True, in_stream=False, out_stream=Prefixed(host.name),
                    err_stream=Prefixed(host.name), pty=bool(follow) and host.remote)
-    finish(_each(c, config, roles, one))
+
+    settings = load_settings(config)
+    hosts = Hosts(c, settings, roles, settings.resque.roles)
+    if not follow or hosts.local:
+        # Here invoke itself passes Ctrl-C on to the local `tail`.
+        with hosts:
+            finish(hosts.each(one))
+        return
+    # Following several hosts: the per-host commands run in threads that never see Ctrl-C, so
+    # the main thread waits for it and then closes the connections, which ends every `tail`.
+    results = []
+    runner = threading.Thread(target=lambda: results.extend(hosts.each(one)), daemon=True)
+    runner.start()
+    try:
+        while runner.is_alive():
+            runner.join(0.2)
+    except KeyboardInterrupt:
+        hosts.close()
+        runner.join(5)
+        return
+    hosts.close()
+    finish(results)

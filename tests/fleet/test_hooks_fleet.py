@@ -75,3 +75,38 @@ def test_one_host_down_exits_3_naming_it_and_the_others_are_unharmed(fleet):
     assert f"{f.host(3).target}: cannot connect" in r.stderr
     for h in (1, 2):
         wait_for(lambda: running(f, h), 30, f"host{h}'s workers running again")
+
+
+def test_ctrl_c_while_the_guard_waits_resumes_everything_and_loses_no_job(fleet, redis_client):
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO
+
+    app = AppSpec("shop", workers=("deploytest", "q_{host}"),
+                  resque_extra="  on_busy: wait\n  wait_timeout: 300\n")
+    f = fleet(2, [app])
+    enqueue(redis_client, "q_host2", "GateJob", "held-job")
+    wait_for(lambda: any(w.busy for w in f.workers(2, "shop")), 10, "host2 busy")
+    proc = subprocess.Popen([sys.executable, "-m", "fabric", "hooks.before-migrate", "--release-path",
+                             new_release(f), "--config", str(f.config_path("shop"))], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    seen = ""
+    while "waiting for 1 job(s)" not in seen:
+        line = proc.stdout.readline()
+        assert line, "the guard never said it was waiting"
+        seen += line
+    wait_for(lambda: f.workers(1, "shop") == [], 30, "host1 to pass the guard and stop")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    print(seen + out, err)
+    assert proc.returncode == 3 and "interrupted" in err
+    assert time.monotonic() - started < 20  # not the 300 s wait_timeout
+    for h in (1, 2):
+        wait_for(lambda: running(f, h), 30, f"host{h}'s workers running again")
+    open_gate(redis_client, "held-job")
+    wait_for(lambda: "held-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
+    assert redis_client.llen("resque:failed") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 from deployhooks.testing.fakeresque import enqueue, open_gate
 from deployhooks.testing.fleet import AppSpec
@@ -140,3 +141,33 @@ def test_drain_waits_for_jobs_then_stops_or_resumes_on_the_deadline(fleet, redis
     for h in f.hosts:
         assert f.workers(h, "shop") == []
     assert redis_client.llen("resque:failed") == 0
+
+
+def test_logs_follow_streams_new_lines_until_interrupted(fleet):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    f = fleet(1, [SHOP])
+    monit_settled(f)
+    config = str(f.config_path("shop"))
+    proc = subprocess.Popen([sys.executable, "-m", "fabric", "resque.logs", "--follow", "--lines", "1",
+                             "--config", config], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout.readline().startswith(f"{f.host(1).target} | ")
+        # a new line in a worker's log while we follow: the wrapper logs its actions there
+        f.run(1, "echo deployhooks-follow-marker >> /data/shop/shared/log/resque_0.log", check=True)
+        deadline = time.monotonic() + 15
+        seen = ""
+        while "deployhooks-follow-marker" not in seen and time.monotonic() < deadline:
+            seen = proc.stdout.readline()
+        assert seen.startswith(f"{f.host(1).target} | ") and "deployhooks-follow-marker" in seen
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
