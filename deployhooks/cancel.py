@@ -8,7 +8,10 @@ it paused) instead of being cut off mid-command.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import threading
+from typing import Callable, Iterator
 
 from .errors import CommandFailed
 
@@ -22,3 +25,23 @@ class Cancelled(CommandFailed):
 def check(where: str = "") -> None:
     if CANCELLED.is_set():
         raise Cancelled(f"{where}: interrupted (Ctrl-C)" if where else "interrupted (Ctrl-C)")
+
+
+@contextlib.contextmanager
+def shielded(say: Callable[[str], None]) -> Iterator[None]:
+    """Hold further Ctrl-Cs off while cleanup puts hosts back (workers started again, locks
+    removed): a second Ctrl-C there would leave exactly the half-changed server the first one
+    was meant to avoid. Each one is answered with a line saying why it is ignored. Only the
+    main thread can set signal handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def answer(signum, frame):
+        say("still putting the hosts back (workers, locks); Ctrl-C is ignored until that is done")
+
+    previous = signal.signal(signal.SIGINT, answer)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

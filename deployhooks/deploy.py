@@ -249,7 +249,8 @@ class Deploy:
                 self._before_switch()
             except (_StepFailed, KeyboardInterrupt) as exc:
                 cancel.CANCELLED.clear()  # the cleanup below must be allowed to wait
-                self._abort_before_switch(exc)
+                with cancel.shielded(self.say):
+                    self._abort_before_switch(exc)
                 return self.report
             try:
                 self.step("switch current", self._switch)
@@ -264,11 +265,12 @@ class Deploy:
                                    f"{time.monotonic() - started:.1f}s")
             return self.report
         finally:
-            for h in list(self.locked):
-                try:
-                    self._unlock(self.host(h))
-                except Exception as exc:  # reported, never masks the deploy's own outcome
-                    self.say(f"{h}: could not remove the deploy lock: {exc}")
+            with cancel.shielded(self.say):
+                for h in list(self.locked):
+                    try:
+                        self._unlock(self.host(h))
+                    except Exception as exc:  # reported, never masks the deploy's own outcome
+                        self.say(f"{h}: could not remove the deploy lock: {exc}")
             self.session.close()
 
     def _before_switch(self) -> None:

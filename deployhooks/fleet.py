@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
-from concurrent.futures import ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -107,28 +108,36 @@ class Session:
     def each(self, fn: Callable[[str, Connection], object],
              hosts: Iterable[str] | None = None) -> list[HostResult]:
         hosts = self.hosts if hosts is None else list(hosts)
+        running = _Running()
 
         def one(host: str) -> HostResult:
+            if not running.enter():
+                return HostResult(host, EXIT_FAILED, f"{host}: not started: interrupted (Ctrl-C)")
             try:
                 return HostResult(host, value=fn(host, self.conns[host]))
             except DeployhooksError as exc:
                 return HostResult(host, exc.exit_code, str(exc))
             except Exception as exc:  # ssh errors, a dropped connection; never half a fleet
                 return HostResult(host, EXIT_FAILED, str(explain_connect_error(host, exc, self.settings)))
+            finally:
+                running.leave()
 
         if not hosts:
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.max_workers, len(hosts)))
-        futures = [pool.submit(one, h) for h in hosts]
         try:
+            # Submitting is inside the try: a Ctrl-C between two submits must still wait for
+            # the hosts already started, or the caller's cleanup races their work.
+            futures = [pool.submit(one, h) for h in hosts]
             return [f.result() for f in futures]
         except KeyboardInterrupt:
-            # Let every host stop at its next poll, through its own cleanup, then go on up.
+            # Let every started host stop at its next poll, through its own cleanup; hosts not
+            # started yet never start. Only then go on up to the caller's cleanup.
             cancel.CANCELLED.set()
-            wait(futures)
+            running.close_and_wait()
             raise
         finally:
-            pool.shutdown(wait=False)
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         for conn in self.conns.values():
@@ -139,6 +148,45 @@ class Session:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _Running:
+    """Counts the per-host tasks in progress, so an interrupt can wait for exactly those.
+
+    The pool's own bookkeeping is not enough: a Ctrl-C can land inside `submit` after a thread
+    started but before the pool recorded it, and `shutdown(wait=True)` would not wait for it.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._count = 0
+        self._closed = False
+
+    def enter(self) -> bool:
+        """Count one task in; False once closed (the task must not start)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._cond:
+            self._count -= 1
+            self._cond.notify_all()
+
+    def close_and_wait(self) -> None:
+        """Let no new task start and wait until none runs, through further Ctrl-Cs: a second
+        Ctrl-C must not cut a host off in the middle of putting its workers back."""
+        with self._cond:
+            self._closed = True
+        while True:
+            try:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._count == 0)
+                return
+            except KeyboardInterrupt:
+                continue
 
 
 def run_each(hosts: Iterable[str], settings: Settings, fn: Callable[[str, Connection], object],
