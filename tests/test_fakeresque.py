@@ -94,7 +94,12 @@ class WorkerProcess:
         return wait_for(lambda: self.procline() == expected, timeout, f"procline {expected!r}") and expected
 
     def wait_exit(self, timeout: float = 5.0) -> int:
-        return self.proc.wait(timeout)
+        """The worker's exit status; on a timeout, fail with what the worker logged."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {self.pid} still running after {timeout}s; its log:\n"
+                        f"{self.stdout()}\n{self.stderr()}")
 
     def child(self, timeout: float = 5.0) -> int:
         """The pid of the (single) forked job child."""
@@ -330,11 +335,13 @@ def test_term_or_int_while_busy_kills_the_child_and_records_dirty_exit(spawn_wor
 
 def test_term_child_turns_term_into_term_exception(spawn_worker, redis_client):
     enqueue(redis_client, QUEUE, "SleepJob", 10, "tc")
-    worker = spawn_worker(TERM_CHILD="")  # Ruby truthiness: set, even empty, means on
+    worker = spawn_worker(TERM_CHILD="", VVERBOSE="1")  # Ruby truthiness: set, even empty, means on
     wait_for(lambda: started(redis_client) == ["tc"], what="job start")
 
     worker.send(signal.SIGTERM)
-    assert worker.wait_exit(timeout=3) == 0
+    # Well under the 10 s job; the failure entry below tells TermException from the KILL that
+    # would follow RESQUE_TERM_TIMEOUT (4 s), so a slow machine gets room without hiding that.
+    assert worker.wait_exit(timeout=8) == 0
     [entry] = failures(redis_client)
     assert (entry["exception"], entry["error"]) == ("Resque::TermException", "SIGTERM")
     # The job's own frames only, innermost first, Ruby style; no worker or signal-handler frames.
