@@ -255,7 +255,7 @@ def live_services(host: Host) -> dict[str, monit_mod.ServiceStatus]:
     """monit's view of the group; {} when monit knows no such group yet. The daemon must answer."""
     group = host.settings.resque.monit_group
     argv = _monit_argv(host, "-B", "status", "-g", group)
-    result = host.run(shlex.join(argv), warn=True)
+    result = host.run(monit_mod.shell_command(argv), warn=True)
     if result.exited == 0:
         return monit_mod.parse_status(result.stdout)
     if re.search(r"group '.*' not found", f"{result.stderr}\n{result.stdout}", re.I):
@@ -325,7 +325,7 @@ def check_candidate(host: Host, text: str) -> None:
     q = shlex.quote
     # The whole script runs as root when resque.sudo is on (monit wants its control file
     # owned by the user running it), so monit itself is not prefixed with sudo again.
-    monit_t = shlex.join(_monit_argv(host, "-t", control=f"{tmp}/monitrc", sudo=False))
+    monit_t = monit_mod.shell_command(_monit_argv(host, "-t", control=f"{tmp}/monitrc", sudo=False))
     write_file(host, candidate, text, root=True)
     script = (f"mkdir -m 700 {q(tmp)} && trap 'rm -rf {tmp}' EXIT && "
               f"(umask 077 && printf %s {q(control)} > {q(tmp + '/monitrc')}) && {monit_t} 2>&1")
@@ -352,7 +352,7 @@ def install_monitrc(host: Host, services: Sequence[str]) -> None:
         f"rm -f {q(backup)} && if [ -e {q(path)} ]; then ln {q(path)} {q(backup)} 2>/dev/null "
         f"|| cp -p {q(path)} {q(backup)}; fi && mv -f {q(candidate)} {q(path)}")))
     argv = _monit_argv(host, "-v", "-t")
-    result = host.run(shlex.join(argv) + " 2>&1", warn=True)
+    result = host.run(monit_mod.shell_command(argv) + " 2>&1", warn=True)
     why = check_failure(result.exited, result.stdout + result.stderr, path=path,
                         group=r.monit_group, wanted=services)
     if why is None:
@@ -370,7 +370,7 @@ def stop_services(host: Host, names: Sequence[str], say: Say = _quiet) -> None:
     pids = {before[n].pid for n in names if n in before and before[n].pid}
     for name in names:
         argv = _monit_argv(host, "stop", name)
-        result = host.run(shlex.join(argv), warn=True)
+        result = host.run(monit_mod.shell_command(argv), warn=True)
         if result.exited != 0:
             raise _monit_error(host, result, argv)
     say(f"{host.name}: monit stop {', '.join(names)} (removed from the config)")
@@ -395,14 +395,14 @@ def stop_services(host: Host, names: Sequence[str], say: Say = _quiet) -> None:
 def start_services(host: Host, names: Sequence[str]) -> None:
     """Best effort: give back to monit the services `stop_services` stopped (after a refusal)."""
     for name in names:
-        host.run(shlex.join(_monit_argv(host, "start", name)), warn=True)
+        host.run(monit_mod.shell_command(_monit_argv(host, "start", name)), warn=True)
 
 
 def reload_and_wait(host: Host, services: Sequence[str], say: Say = _quiet) -> None:
     """`monit reload`, then wait until the group lists exactly `services` (reload returns at once)."""
     r = host.settings.resque
     argv = _monit_argv(host, "reload")
-    result = host.run(shlex.join(argv), warn=True)
+    result = host.run(monit_mod.shell_command(argv), warn=True)
     if result.exited != 0:
         raise _monit_error(host, result, argv)
     state: dict = {"names": []}

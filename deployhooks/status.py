@@ -25,7 +25,7 @@ def status_command(settings: Settings) -> str:
     argv = list(r.monit_command) + ["-B", "status", "-g", r.monit_group]
     if r.sudo:
         argv = ["sudo", "-n"] + argv
-    return (f"{PS_COMMAND}; echo {_MARK} monit; {shlex.join(argv)} 2>&1; echo \"{_MARK} rc $?\"; "
+    return (f"{PS_COMMAND}; echo {_MARK} monit; {monit.shell_command(argv)} 2>&1; echo \"{_MARK} rc $?\"; "
             f"echo {_MARK} current; readlink -f {shlex.quote(settings.current_path)}; true")
 
 

@@ -11,6 +11,7 @@ Both produce `RawProcess` rows; `workers_from()` turns rows into `WorkerProcess`
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -168,30 +169,42 @@ def local_processes() -> list[RawProcess]:
 
 # --- adapter 2: one shell command, for any invoke/fabric context --------------------------------
 
-# One round trip: ps for the table, awk to keep the lines that mention resque and are not
-# zombies (state Z, left out as on psutil's side), and readlink for the working directory of
-# those few. Filtering in awk first matters: a shell `read` loop over every process of a host
-# cost three times what ps itself does (bench/status.py).
+# One round trip, three programs whatever the number of workers: ps for the table; awk to keep
+# the lines that mention resque and are not zombies (state Z, left out as on psutil's side),
+# and, once at the end, a single GNU find that prints the working directory link of every kept
+# pid. The earlier form ran a subshell and readlink per process, which cost more than ps itself
+# (bench/status.py). `[r]esque` keeps awk from matching its own command line; fflush() puts
+# the rows before find's output.
+CWD_MARK = "__deployhooks_cwd__"
 PS_COMMAND = (
     "ps axww -o pid=,ppid=,rss=,stat=,args= | "
-    "awk '$4 !~ /^Z/ && /resque/' | "
-    "while read -r pid ppid rss stat args; do "
-    "printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$pid\" \"$ppid\" \"$rss\" "
-    "\"$(readlink /proc/$pid/cwd 2>/dev/null)\" \"$args\"; done"
+    "awk '$4 !~ /^Z/ && /[r]esque/ { print; if ($1 ~ /^[0-9]+$/) p = p \" /proc/\" $1 \"/cwd\" } "
+    f"END {{ print \"{CWD_MARK}\"; fflush(); if (p != \"\") "
+    "system(\"find\" p \" -maxdepth 0 -printf \\\"%p\\\\t%l\\\\n\\\" 2>/dev/null\") }'"
 )
+_CWD_LINE = re.compile(r"/proc/(\d+)/cwd\t(.*)")
 
 
 def parse_ps_output(text: str) -> list[RawProcess]:
-    """Rows from `PS_COMMAND`'s output; lines that do not fit are skipped."""
-    rows = []
+    """Rows from `PS_COMMAND`'s output (ps lines, the mark, then `/proc/<pid>/cwd<TAB>link`
+    lines); lines that do not fit are skipped, and a pid without a cwd line has cwd None."""
+    procs, cwds, in_cwd = [], {}, False
     for line in text.splitlines():
-        parts = line.split("\t", 4)
+        if line.strip() == CWD_MARK:
+            in_cwd = True
+            continue
+        if in_cwd:
+            m = _CWD_LINE.fullmatch(line)
+            if m:
+                cwds[int(m.group(1))] = m.group(2)
+            continue
+        parts = line.split(None, 4)
         if len(parts) != 5 or not parts[0].isdigit() or not parts[1].isdigit():
             continue
-        pid, ppid, rss, cwd, title = parts
-        rows.append(RawProcess(int(pid), int(ppid), int(rss) if rss.isdigit() else 0,
-                               cwd or None, normalize_title(title)))
-    return rows
+        procs.append(parts)
+    return [RawProcess(int(pid), int(ppid), int(rss) if rss.isdigit() else 0,
+                       cwds.get(int(pid)) or None, normalize_title(title))
+            for pid, ppid, rss, _stat, title in procs]
 
 
 def remote_processes(c) -> list[RawProcess]:

@@ -49,11 +49,22 @@ def test_deleted_release_is_marked():
 
 
 def test_ps_output_rows():
-    text = ("10\t1\t2048\t/data/shop/releases/1\tresque-3.0.0: Waiting for a,b\n"
-            "11\t1\t0\t\tgrep resque\n"
-            "garbage line\n")
+    text = ("     10       1  2048 Sl   resque-3.0.0: Waiting for a,b\n"
+            "     11       1     0 S    tail -f  resque.log\n"
+            "garbage line\n"
+            "__deployhooks_cwd__\n"
+            "/proc/10/cwd\t/data/shop/releases/1\n"
+            "/proc/99/cwd\t/somewhere/else\n")
     rows = parse_ps_output(text)
     assert [r.pid for r in rows] == [10, 11]
-    assert rows[1].cwd is None
+    assert (rows[0].ppid, rows[0].rss_kb, rows[0].cwd) == (1, 2048, "/data/shop/releases/1")
+    assert rows[1].cwd is None and rows[1].title == "tail -f resque.log"
     [w] = workers_from(rows, APPS)
     assert w.queues == ("a", "b")
+
+
+def test_ps_output_keeps_a_deleted_release_mark_and_spaces_in_the_path():
+    text = ("  7 1 100 S resque-3.0.0: Paused\n__deployhooks_cwd__\n"
+            "/proc/7/cwd\t/data/shop/releases/old (deleted)\n")
+    [row] = parse_ps_output(text)
+    assert row.cwd == "/data/shop/releases/old (deleted)"
