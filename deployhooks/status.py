@@ -7,26 +7,39 @@ what makes `fab resque.status` cost about what a bare `ps` over SSH costs.
 
 from __future__ import annotations
 
-import shlex
+import posixpath
 import time
 from dataclasses import asdict, dataclass
 
 from . import monit
 from .monit import ServiceStatus
-from .resque.processes import PS_COMMAND, WorkerProcess, parse_ps_output, workers_from
+from .resque.processes import WorkerProcess, parse_links, parse_ps_output, ps_command, workers_from
 from .settings import Settings
 
 _MARK = "__deployhooks_section__"
 
 
 def status_command(settings: Settings) -> str:
-    """One shell command printing processes, `monit -B status -g <group>` and `current`."""
+    """One shell command printing processes (with `current`'s link), then `monit -B status`."""
     r = settings.resque
     argv = list(r.monit_command) + ["-B", "status", "-g", r.monit_group]
     if r.sudo:
         argv = ["sudo", "-n"] + argv
-    return (f"{PS_COMMAND}; echo {_MARK} monit; {monit.shell_command(argv)} 2>&1; echo \"{_MARK} rc $?\"; "
-            f"echo {_MARK} current; readlink -f {shlex.quote(settings.current_path)}; true")
+    return (f"{ps_command(settings.current_path)}; echo {_MARK} monit; "
+            f"{monit.shell_command(argv)} 2>&1; echo \"{_MARK} rc $?\"; true")
+
+
+def release_of(link: str | None, settings: Settings) -> str | None:
+    """The release name `current`'s raw link target names, if it is one of the app's releases.
+
+    The raw target, not `readlink -f`: `current` is written as `<deploy_to>/releases/<r>`
+    (or relative to deploy_to), and resolving a symlinked deploy_to would hide that."""
+    if not link:
+        return None
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(settings.current_path), link))
+    if target.startswith(settings.releases_path + "/"):
+        return target[len(settings.releases_path) + 1:].split("/")[0]
+    return None
 
 
 @dataclass
@@ -63,10 +76,8 @@ def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
         error = str(monit.classify_failure(rc, "", monit_text, group=settings.resque.monit_group,
                                            host=host, command=settings.resque.monit_command,
                                            sudo=settings.resque.sudo))
-    current = next((l.strip() for l in sections.get("current", []) if l.strip()), None)
-    release = None
-    if current and current.startswith(settings.releases_path + "/"):
-        release = current[len(settings.releases_path) + 1:].split("/")[0]
+    release = release_of(parse_links("\n".join(sections["ps"]) + "\n").get(settings.current_path),
+                         settings)
     return HostFacts(workers, services, error, release)
 
 

@@ -1,7 +1,7 @@
 """The resque workers on a host, as records, from either of two adapters that must agree.
 
 - `local_processes()` reads the local process table with psutil (hooks run on the server).
-- `PS_COMMAND` + `parse_ps_output()` do the same over any context in one round trip (`ps` and
+- `ps_command()` + `parse_ps_output()` do the same over any context in one round trip (`ps` and
   `/proc/<pid>/cwd`), so a Fabric connection sees what psutil would see on that host.
 
 Both produce `RawProcess` rows; `workers_from()` turns rows into `WorkerProcess` records. Only
@@ -11,7 +11,7 @@ Both produce `RawProcess` rows; `workers_from()` turns rows into `WorkerProcess`
 from __future__ import annotations
 
 import os
-import re
+import shlex
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -172,39 +172,47 @@ def local_processes() -> list[RawProcess]:
 # One round trip, three programs whatever the number of workers: ps for the table; awk to keep
 # the lines that mention resque and are not zombies (state Z, left out as on psutil's side),
 # and, once at the end, a single GNU find that prints the working directory link of every kept
-# pid. The earlier form ran a subshell and readlink per process, which cost more than ps itself
-# (bench/status.py). `[r]esque` keeps awk from matching its own command line; fflush() puts
-# the rows before find's output.
-CWD_MARK = "__deployhooks_cwd__"
-PS_COMMAND = (
-    "ps axww -o pid=,ppid=,rss=,stat=,args= | "
+# pid (and the one extra link a caller asks for). The earlier form ran a subshell and readlink
+# per process, which cost more than ps itself (bench/status.py). `[r]esque` keeps awk from
+# matching its own command line; fflush() puts the rows before find's output; the extra link
+# travels in the environment, so no quoting of it reaches awk or the shell awk starts.
+LINKS_MARK = "__deployhooks_links__"
+_AWK = (
     "awk '$4 !~ /^Z/ && /[r]esque/ { print; if ($1 ~ /^[0-9]+$/) p = p \" /proc/\" $1 \"/cwd\" } "
-    f"END {{ print \"{CWD_MARK}\"; fflush(); if (p != \"\") "
-    "system(\"find\" p \" -maxdepth 0 -printf \\\"%p\\\\t%l\\\\n\\\" 2>/dev/null\") }'"
+    f"END {{ print \"{LINKS_MARK}\"; fflush(); x = ENVIRON[\"DEPLOYHOOKS_LINK\"] != \"\"; "
+    "if (p != \"\" || x) system(\"find\" p (x ? \" \\\"$DEPLOYHOOKS_LINK\\\"\" : \"\") "
+    "\" -maxdepth 0 -printf \\\"%p\\\\t%l\\\\n\\\" 2>/dev/null\") }'"
 )
-_CWD_LINE = re.compile(r"/proc/(\d+)/cwd\t(.*)")
+
+
+def ps_command(link: str | None = None) -> str:
+    """The process listing command; with `link`, also that symlink's target (see `parse_links`)."""
+    env = f"DEPLOYHOOKS_LINK={shlex.quote(link)} " if link else ""
+    return f"ps axww -o pid=,ppid=,rss=,stat=,args= | {env}{_AWK}"
+
+
+PS_COMMAND = ps_command()
+
+
+def parse_links(text: str) -> dict[str, str]:
+    """`path -> raw symlink target` for the lines after the mark in `ps_command`'s output."""
+    _, mark, rest = text.partition(LINKS_MARK + "\n")
+    return dict(line.split("\t", 1) for line in rest.splitlines() if "\t" in line) if mark else {}
 
 
 def parse_ps_output(text: str) -> list[RawProcess]:
-    """Rows from `PS_COMMAND`'s output (ps lines, the mark, then `/proc/<pid>/cwd<TAB>link`
-    lines); lines that do not fit are skipped, and a pid without a cwd line has cwd None."""
-    procs, cwds, in_cwd = [], {}, False
-    for line in text.splitlines():
-        if line.strip() == CWD_MARK:
-            in_cwd = True
-            continue
-        if in_cwd:
-            m = _CWD_LINE.fullmatch(line)
-            if m:
-                cwds[int(m.group(1))] = m.group(2)
-            continue
+    """Rows from `ps_command`'s output (ps lines, the mark, then `path<TAB>link` lines); lines
+    that do not fit are skipped, and a pid without a cwd line has cwd None."""
+    links = parse_links(text)
+    rows = []
+    for line in text.partition(LINKS_MARK)[0].splitlines():
         parts = line.split(None, 4)
         if len(parts) != 5 or not parts[0].isdigit() or not parts[1].isdigit():
             continue
-        procs.append(parts)
-    return [RawProcess(int(pid), int(ppid), int(rss) if rss.isdigit() else 0,
-                       cwds.get(int(pid)) or None, normalize_title(title))
-            for pid, ppid, rss, _stat, title in procs]
+        pid, ppid, rss, _stat, title = parts
+        rows.append(RawProcess(int(pid), int(ppid), int(rss) if rss.isdigit() else 0,
+                               links.get(f"/proc/{pid}/cwd") or None, normalize_title(title)))
+    return rows
 
 
 def remote_processes(c) -> list[RawProcess]:

@@ -103,9 +103,10 @@ def test_stop_start_restart_pause_resume_logs(fleet):
     assert fab("resque.start", "--config", config).returncode == 0
     for h in f.hosts:
         assert len(f.workers(h, "shop")) == 2
-    before = {w.pid for h in f.hosts for w in f.workers(h, "shop")}
+    # (host, pid): each host has its own pid namespace, so two hosts often reuse the same pids.
+    before = {(h.name, w.pid) for h in f.hosts for w in f.workers(h, "shop")}
     assert fab("resque.restart", "--config", config).returncode == 0
-    after = {w.pid for h in f.hosts for w in f.workers(h, "shop")}
+    after = {(h.name, w.pid) for h in f.hosts for w in f.workers(h, "shop")}
     assert len(after) == 4 and not before & after
 
     assert fab("resque.pause", "--config", config).returncode == 0

@@ -52,7 +52,7 @@ def test_ps_output_rows():
     text = ("     10       1  2048 Sl   resque-3.0.0: Waiting for a,b\n"
             "     11       1     0 S    tail -f  resque.log\n"
             "garbage line\n"
-            "__deployhooks_cwd__\n"
+            "__deployhooks_links__\n"
             "/proc/10/cwd\t/data/shop/releases/1\n"
             "/proc/99/cwd\t/somewhere/else\n")
     rows = parse_ps_output(text)
@@ -64,7 +64,7 @@ def test_ps_output_rows():
 
 
 def test_ps_output_keeps_a_deleted_release_mark_and_spaces_in_the_path():
-    text = ("  7 1 100 S resque-3.0.0: Paused\n__deployhooks_cwd__\n"
+    text = ("  7 1 100 S resque-3.0.0: Paused\n__deployhooks_links__\n"
             "/proc/7/cwd\t/data/shop/releases/old (deleted)\n")
     [row] = parse_ps_output(text)
     assert row.cwd == "/data/shop/releases/old (deleted)"

@@ -1,0 +1,45 @@
+"""The status command's output, parsed: workers, monit's answer and where `current` points."""
+
+from deployhooks import settings
+from deployhooks.status import parse_status_output, release_of
+
+CFG = settings.parse("app: shop\n")
+
+MONIT = """Monit 5.33.0 uptime: 1m
+
+Process 'resque_shop_0'
+  status                       OK
+  monitoring status            Monitored
+  pid                          7
+"""
+
+
+def test_release_of_reads_the_raw_link_absolute_or_relative():
+    assert release_of("/data/shop/releases/20260101000000", CFG) == "20260101000000"
+    assert release_of("releases/20260101000000", CFG) == "20260101000000"
+    assert release_of("./releases/20260101000000/", CFG) == "20260101000000"
+    assert release_of("/elsewhere/releases/1", CFG) is None
+    assert release_of("/data/shop/releases", CFG) is None
+    assert release_of(None, CFG) is None
+
+
+def test_one_output_gives_workers_monit_and_current():
+    text = ("      7       1 31388 Ss   resque-3.0.0: Waiting for default\n"
+            "__deployhooks_links__\n"
+            "/proc/7/cwd\t/data/shop/releases/20260101000000\n"
+            "/data/shop/current\t/data/shop/releases/20260102000000\n"
+            f"__deployhooks_section__ monit\n{MONIT}__deployhooks_section__ rc 0\n")
+    facts = parse_status_output(text, CFG, "web1")
+    [w] = facts.workers
+    assert (w.pid, w.state, w.release) == (7, "idle", "20260101000000")
+    assert facts.current_release == "20260102000000" and facts.monit_error is None
+    assert facts.services["resque_shop_0"].pid == 7
+
+
+def test_no_current_link_and_monit_down():
+    text = ("__deployhooks_links__\n__deployhooks_section__ monit\n"
+            "Cannot connect to the monit daemon. Did you start it with http support?\n"
+            "__deployhooks_section__ rc 1\n")
+    facts = parse_status_output(text, CFG, "web1")
+    assert facts.workers == [] and facts.current_release is None
+    assert "monit daemon is not running" in facts.monit_error
