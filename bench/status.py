@@ -14,7 +14,7 @@ For each fleet size it brings up a private redis and a fleet of simulated hosts 
   pssh-c25519  the same with -o KexAlgorithms=curve25519-sha256@libssh.org: the exchange paramiko
                negotiates with this sshd (OpenSSH 9.2 prefers sntrup761x25519, which costs more CPU)
   group-stcmd  diagnostic, not a baseline: the ThreadingGroup script running deployhooks' own
-               status command (ps + cwd of resque processes + monit -B status + readlink) instead
+               status command (ps + cwd of resque processes and current's link + monit -B status) instead
                of bare ps; it separates the remote command's cost from fab's client side
 
 All of them are subprocesses, so interpreter start and imports count for each. It prints medians,
