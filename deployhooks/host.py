@@ -50,7 +50,9 @@ class Host:
 
     def processes(self) -> list[processes.RawProcess]:
         """Raw process rows that mention resque: psutil here, or one `ps` over SSH."""
-        return processes.remote_processes(self.c) if self.remote else processes.local_processes()
+        root = self.settings.deploy_to
+        return processes.remote_processes(self.c, root) if self.remote else \
+            processes.local_processes(root)
 
     def workers(self) -> list[WorkerProcess]:
         """This app's resque workers on the host (other apps' workers are left out)."""

@@ -7,7 +7,7 @@ import shlex
 
 import yaml
 
-from .errors import ConfigError
+from .errors import CommandFailed, ConfigError
 from .host import Host
 
 
@@ -53,7 +53,14 @@ def link_resque_yml(host: Host, release_path: str) -> str:
     target = f"{config_dir}/resque.yml"
     tmp = f"{config_dir}/.resque.yml.deployhooks-tmp"
     q = shlex.quote
+    release = f"{s.releases_path}/{name}"
     # A new link renamed over the old one: at no instant is config/resque.yml missing.
-    host.run(f"test -d {q(s.releases_path + '/' + name)} && mkdir -p {q(config_dir)} && "
-             f"ln -sfn {q(shared)} {q(tmp)} && mv -Tf {q(tmp)} {q(target)}")
+    r = host.run(f"test -d {q(release)} || exit 5; mkdir -p {q(config_dir)} && "
+                 f"ln -sfn {q(shared)} {q(tmp)} && mv -Tf {q(tmp)} {q(target)}", warn=True)
+    if r.exited == 5:
+        raise ConfigError(f"{host.name}: the release folder {release} does not exist: upload the "
+                          f"release there before running the hooks, or pass its real path")
+    if r.exited != 0:
+        raise CommandFailed(f"{host.name}: could not link {target} -> {shared} "
+                            f"(exit {r.exited}): {(r.stderr or r.stdout).strip()}")
     return f"{host.name}: linked {target} -> {shared}"

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 
 from . import monit
 from .monit import ServiceStatus
-from .resque.processes import WorkerProcess, parse_links, parse_ps_output, ps_command, workers_from
+from .resque.processes import (WorkerProcess, parse_links, parse_ps_output, ps_command, rebase,
+                                workers_from)
 from .settings import Settings
 
 _MARK = "__deployhooks_section__"
@@ -25,7 +26,7 @@ def status_command(settings: Settings) -> str:
     argv = list(r.monit_command) + ["-B", "status", "-g", r.monit_group]
     if r.sudo:
         argv = ["sudo", "-n"] + argv
-    return (f"{ps_command(settings.current_path)}; echo {_MARK} monit; "
+    return (f"{ps_command(settings.current_path, settings.deploy_to)}; echo {_MARK} monit; "
             f"{monit.shell_command(argv)} 2>&1; echo \"{_MARK} rc $?\"; true")
 
 
@@ -65,7 +66,9 @@ def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
                 sections[name] = []
             continue
         sections.setdefault(name, []).append(line)
-    rows = parse_ps_output("\n".join(sections["ps"]))
+    ps_text = "\n".join(sections["ps"]) + "\n"
+    links = parse_links(ps_text)
+    rows = rebase(parse_ps_output(ps_text), links.get(settings.deploy_to), settings.deploy_to)
     workers = [w for w in workers_from(rows, {settings.app: settings.deploy_to})
                if w.app == settings.app]
     monit_text = "\n".join(sections.get("monit", []))
@@ -76,8 +79,7 @@ def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
         error = str(monit.classify_failure(rc, "", monit_text, group=settings.resque.monit_group,
                                            host=host, command=settings.resque.monit_command,
                                            sudo=settings.resque.sudo))
-    release = release_of(parse_links("\n".join(sections["ps"]) + "\n").get(settings.current_path),
-                         settings)
+    release = release_of(links.get(settings.current_path), settings)
     return HostFacts(workers, services, error, release)
 
 

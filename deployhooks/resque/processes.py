@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from . import proclines
@@ -145,8 +145,11 @@ def normalize_title(title: str) -> str:
 
 # --- adapter 1: psutil, for code running on the host itself -------------------------------------
 
-def local_processes() -> list[RawProcess]:
-    """Rows for every local process whose title mentions resque (psutil)."""
+def local_processes(root: str | None = None) -> list[RawProcess]:
+    """Rows for every local process whose title mentions resque (psutil); with `root`, cwds
+    under the folder it resolves to are told under `root` (see `rebase`)."""
+    if root:
+        return rebase(local_processes(), os.path.realpath(root), root)
     import psutil
 
     rows = []
@@ -174,21 +177,26 @@ def local_processes() -> list[RawProcess]:
 # and, once at the end, a single GNU find that prints the working directory link of every kept
 # pid (and the one extra link a caller asks for). The earlier form ran a subshell and readlink
 # per process, which cost more than ps itself (bench/status.py). `[r]esque` keeps awk from
-# matching its own command line; fflush() puts the rows before find's output; the extra link
-# travels in the environment, so no quoting of it reaches awk or the shell awk starts.
+# matching its own command line; fflush() puts the rows before what the END block prints.
+# With a root, the same sh also prints where that folder really is (`pwd -P`, a builtin): the
+# kernel reports a worker's cwd fully resolved, and deploy_to is often a symlink. The link and
+# the root travel in the environment, so no quoting of them reaches awk or the shell it starts.
 LINKS_MARK = "__deployhooks_links__"
-_AWK = (
-    "awk '$4 !~ /^Z/ && /[r]esque/ { print; if ($1 ~ /^[0-9]+$/) p = p \" /proc/\" $1 \"/cwd\" } "
-    f"END {{ print \"{LINKS_MARK}\"; fflush(); x = ENVIRON[\"DEPLOYHOOKS_LINK\"] != \"\"; "
-    "if (p != \"\" || x) system(\"find\" p (x ? \" \\\"$DEPLOYHOOKS_LINK\\\"\" : \"\") "
-    "\" -maxdepth 0 -printf \\\"%p\\\\t%l\\\\n\\\" 2>/dev/null\") }'"
-)
+_AWK_PROGRAM = r"""$4 !~ /^Z/ && /[r]esque/ { print; if ($1 ~ /^[0-9]+$/) p = p " /proc/" $1 "/cwd" }
+END {
+  print "__deployhooks_links__"; fflush(); c = ""; x = ENVIRON["DEPLOYHOOKS_LINK"] != ""
+  if (p != "" || x) c = "find" p (x ? " \"$DEPLOYHOOKS_LINK\"" : "") " -maxdepth 0 -printf \"%p\\t%l\\n\" 2>/dev/null; "
+  if (ENVIRON["DEPLOYHOOKS_ROOT"] != "") c = c "cd \"$DEPLOYHOOKS_ROOT\" 2>/dev/null && printf \"%s\\t\" \"$DEPLOYHOOKS_ROOT\" && pwd -P"
+  if (c != "") system(c)
+}"""
 
 
-def ps_command(link: str | None = None) -> str:
-    """The process listing command; with `link`, also that symlink's target (see `parse_links`)."""
-    env = f"DEPLOYHOOKS_LINK={shlex.quote(link)} " if link else ""
-    return f"ps axww -o pid=,ppid=,rss=,stat=,args= | {env}{_AWK}"
+def ps_command(link: str | None = None, root: str | None = None) -> str:
+    """The process listing command; with `link`, also that symlink's raw target, and with
+    `root`, where that folder resolves to (both in `parse_links`)."""
+    env = "".join(f"{name}={shlex.quote(value)} " for name, value in
+                  (("DEPLOYHOOKS_LINK", link), ("DEPLOYHOOKS_ROOT", root)) if value)
+    return f"ps axww -o pid=,ppid=,rss=,stat=,args= | {env}awk '{_AWK_PROGRAM}'"
 
 
 PS_COMMAND = ps_command()
@@ -215,7 +223,20 @@ def parse_ps_output(text: str) -> list[RawProcess]:
     return rows
 
 
-def remote_processes(c) -> list[RawProcess]:
-    """Rows from any invoke Context or fabric Connection, in one command."""
-    result = c.run(PS_COMMAND, hide=True, warn=True, in_stream=False)
-    return parse_ps_output(result.stdout)
+def rebase(rows: Iterable[RawProcess], resolved: str | None, root: str) -> list[RawProcess]:
+    """Rows whose cwd lies under `resolved` (where `root` really is on the host) told as paths
+    under `root`, so a symlinked deploy_to still owns its workers; other rows unchanged."""
+    rows = list(rows)
+    if not resolved or resolved.rstrip("/") == root.rstrip("/"):
+        return rows
+    prefix, into = resolved.rstrip("/") + "/", root.rstrip("/") + "/"
+    return [replace(r, cwd=into + r.cwd[len(prefix):]) if r.cwd and r.cwd.startswith(prefix) else r
+            for r in rows]
+
+
+def remote_processes(c, root: str | None = None) -> list[RawProcess]:
+    """Rows from any invoke Context or fabric Connection, in one command; with `root`, cwds
+    under the folder it resolves to are told under `root` (see `rebase`)."""
+    text = c.run(ps_command(root=root), hide=True, warn=True, in_stream=False).stdout
+    rows = parse_ps_output(text)
+    return rebase(rows, parse_links(text).get(root), root) if root else rows

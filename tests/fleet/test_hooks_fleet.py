@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 from deployhooks.testing.fakeresque import enqueue, open_gate
 from deployhooks.testing.fleet import AppSpec
-from tests.helpers import fab, wait_for
+from tests.helpers import fab, monit_settled, wait_for
 
 NEW = "20260103000000"
 SHOP = AppSpec("shop", workers=("deploytest", "q_{host}"))
@@ -109,4 +110,40 @@ def test_ctrl_c_while_the_guard_waits_resumes_everything_and_loses_no_job(fleet,
         wait_for(lambda: running(f, h), 30, f"host{h}'s workers running again")
     open_gate(redis_client, "held-job")
     wait_for(lambda: "held-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
+    assert redis_client.llen("resque:failed") == 0
+
+
+def test_a_symlinked_deploy_to_still_sees_the_busy_worker(fleet, redis_client):
+    # Workers' cwd comes from the kernel, fully resolved; deploy_to in the config often is not
+    # (/var/www/app -> /srv/app). The guard must still see the app's busy worker and refuse.
+    f = fleet(1, [SHOP])
+    monit_settled(f)
+    f.run(1, "ln -s /data/shop /data/shop_link", check=True)
+    text = f.config_path("shop").read_text()
+    assert "deploy_to: /data/shop\n" in text
+    config = f.root / "shop_link.deployhooks.yml"
+    config.write_text(text.replace("deploy_to: /data/shop\n", "deploy_to: /data/shop_link\n"))
+    enqueue(redis_client, "q_host1", "GateJob", "link-job")
+    wait_for(lambda: any(w.busy for w in f.workers(1, "shop")), 10, "host1 busy")
+
+    status = fab("resque.status", "--json", "--config", str(config))
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)["workers"]
+    assert sorted((w["service"], w["state"]) for w in rows) == [
+        ("resque_shop_0", "idle"), ("resque_shop_1", "busy")], rows
+    assert {(w["release"], w["release_mark"]) for w in rows} == {("20260102000000", "current")}, rows
+
+    release = f"/data/shop_link/releases/{NEW}"
+    # Not uploaded yet: bad input, said plainly, and nothing touched (the job runs on).
+    r = fab("hooks.before-migrate", "--release-path", release, "--config", str(config))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"the release folder {release} does not exist" in r.stderr
+    assert sorted(w.state for w in f.workers(1, "shop")) == ["busy", "idle"]
+
+    new_release(f)
+    r = fab("hooks.before-migrate", "--release-path", release, "--config", str(config))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "refusing to deploy" in r.stderr and "q_host1 [GateJob]" in r.stderr
+    open_gate(redis_client, "link-job")
+    wait_for(lambda: "link-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
     assert redis_client.llen("resque:failed") == 0

@@ -68,3 +68,28 @@ def test_ps_output_keeps_a_deleted_release_mark_and_spaces_in_the_path():
             "/proc/7/cwd\t/data/shop/releases/old (deleted)\n")
     [row] = parse_ps_output(text)
     assert row.cwd == "/data/shop/releases/old (deleted)"
+
+
+def test_rebase_tells_resolved_cwds_under_the_configured_root():
+    from deployhooks.resque.processes import rebase
+    rows = [row(1, 0, "resque-3.0.0: Paused", cwd="/mnt/data/shop/releases/1"),
+            row(2, 0, "resque-3.0.0: Paused", cwd="/mnt/data/shop/releases/old (deleted)"),
+            row(3, 0, "resque-3.0.0: Paused", cwd="/mnt/data/shopping/releases/1"),
+            row(4, 0, "resque-3.0.0: Paused", cwd=None)]
+    out = rebase(rows, "/mnt/data/shop", "/data/shop/")
+    assert [r.cwd for r in out] == ["/data/shop/releases/1", "/data/shop/releases/old (deleted)",
+                                    "/mnt/data/shopping/releases/1", None]
+    w1, w2 = [w for w in workers_from(out, APPS) if w.app == "shop"]
+    assert (w1.app, w1.release) == ("shop", "1")
+    assert (w2.release, w2.release_deleted) == ("old", True)
+    # Nothing to do when the root is no symlink, or could not be resolved.
+    assert rebase(rows, "/data/shop", "/data/shop") == rows
+    assert rebase(rows, None, "/data/shop") == rows
+
+
+def test_the_root_line_comes_back_in_the_links():
+    from deployhooks.resque.processes import parse_links
+    text = ("  7 1 100 S resque-3.0.0: Paused\n__deployhooks_links__\n"
+            "/proc/7/cwd\t/mnt/data/shop/releases/1\n/data/shop\t/mnt/data/shop\n")
+    assert parse_links(text) == {"/proc/7/cwd": "/mnt/data/shop/releases/1",
+                                 "/data/shop": "/mnt/data/shop"}
