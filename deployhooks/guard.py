@@ -52,7 +52,10 @@ def clear_record(host: Host) -> None:
 
 
 def _busy_lines(host: Host, busy, now: float) -> str:
-    return "\n".join(f"  {host.name}: {w.describe(now)}" for w in busy)
+    return "\n".join(f"  {host.name}: {w.describe(now)}" + (
+        " (app unknown: its working directory could not be read, so it is counted as this "
+        "app's; run the hooks as the workers' user or root)" if w.cwd is None else "")
+        for w in busy)
 
 
 def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
@@ -65,7 +68,7 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
     group = r.monit_group
     services = host.monit.status(group)
     managed = {s.pid for s in services.values() if s.pid}
-    to_pause = policy.pids_to_pause(host.workers(), managed)
+    to_pause = policy.pids_to_pause(host.workers(unplaced=True), managed)
     # A record left by an earlier guard whose deploy failed without deploy_failed: its group is
     # still stopped, and that must stay on record until someone starts the workers again.
     previous = read_record(host)
@@ -80,8 +83,8 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
             say(f"{host.name}: paused {len(to_pause)} worker(s) (USR2): they finish their job "
                 f"and take no new one")
         if not workers.wait_until(
-                lambda: not policy.pause_acknowledged(host.workers(), to_pause), r.pause_timeout):
-            late = policy.pause_acknowledged(host.workers(), to_pause)
+                lambda: not policy.pause_acknowledged(host.workers(unplaced=True), to_pause), r.pause_timeout):
+            late = policy.pause_acknowledged(host.workers(unplaced=True), to_pause)
             raise CommandFailed(f"{host.name}: worker(s) {', '.join(map(str, late))} did not take "
                                 f"the pause (USR2) within {r.pause_timeout}s (resque.pause_timeout)")
         _wait_for_jobs(host, say)
@@ -113,7 +116,7 @@ def _wait_for_jobs(host: Host, say: Say) -> None:
     start = time.monotonic()
     last_report = -1e9
     while True:
-        busy = [w for w in host.workers() if w.busy]
+        busy = [w for w in host.workers(unplaced=True) if w.busy]
         waited = time.monotonic() - start
         verdict = policy.guard_verdict(busy, r.on_busy, waited, r.wait_timeout)
         if verdict == policy.PROCEED:

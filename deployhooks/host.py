@@ -54,11 +54,19 @@ class Host:
         return processes.remote_processes(self.c, root) if self.remote else \
             processes.local_processes(root)
 
-    def workers(self) -> list[WorkerProcess]:
-        """This app's resque workers on the host (other apps' workers are left out)."""
-        apps = {self.settings.app: self.settings.deploy_to}
-        return [w for w in processes.workers_from(self.processes(), apps)
-                if w.app == self.settings.app]
+    def all_workers(self) -> list[WorkerProcess]:
+        """Every resque worker on the host, whatever its app (for "has this pid exited?")."""
+        return processes.workers_from(self.processes(), {self.settings.app: self.settings.deploy_to})
+
+    def workers(self, *, unplaced: bool = False) -> list[WorkerProcess]:
+        """This app's resque workers on the host (other apps' workers are left out).
+
+        With `unplaced`, also the workers whose working directory could not be read (another
+        user's process, or a host whose find lacks -printf): they may be this app's, and the
+        guard must not take a job it cannot place for someone else's.
+        """
+        return [w for w in self.all_workers()
+                if w.app == self.settings.app or (unplaced and w.cwd is None)]
 
     def signal(self, signame: str, pids: Iterable[int]) -> None:
         """Send a signal to pids; pids that have exited meanwhile are not an error."""

@@ -379,7 +379,7 @@ def stop_services(host: Host, names: Sequence[str], say: Say = _quiet) -> None:
     def stopped() -> bool:
         services = live_services(host)
         state["services"] = {n: services[n] for n in names if n in services}
-        state["alive"] = sorted(pids & {w.pid for w in host.workers()})
+        state["alive"] = sorted(pids & {w.pid for w in host.all_workers()})
         return all(s.stopped and not s.pending for s in state["services"].values()) \
             and not state["alive"]
 

@@ -60,7 +60,7 @@ def stop_group(host: Host, say: Say = _quiet) -> None:
 
     def settled() -> bool:
         state["services"] = host.monit.status(group)
-        state["alive"] = sorted(pids & {w.pid for w in host.workers()})
+        state["alive"] = sorted(pids & {w.pid for w in host.all_workers()})
         return policy.stop_settled(state["services"], state["alive"])
 
     tick = lambda t: say(f"{host.name}: waiting for group {group} to stop ({int(t)}s): "
@@ -116,7 +116,7 @@ def resume(host: Host, pids: Iterable[int], say: Say = _quiet) -> list[int]:
 
     Checking the process table first means a pid reused by another process is left alone.
     """
-    ours = {w.pid for w in host.workers()}
+    ours = {w.pid for w in host.workers(unplaced=True)}
     live = sorted(set(pids) & ours)
     if live:
         host.signal("CONT", live)
