@@ -184,11 +184,11 @@ def local_processes(root: str | None = None) -> list[RawProcess]:
 LINKS_MARK = "__deployhooks_links__"
 _AWK_PROGRAM = r"""$4 !~ /^Z/ && /[r]esque/ { print; if ($1 ~ /^[0-9]+$/) p = p " /proc/" $1 "/cwd" }
 END {
-  print "__deployhooks_links__"; fflush(); c = ""; x = ENVIRON["DEPLOYHOOKS_LINK"] != ""
+  print "@MARK@"; fflush(); c = ""; x = ENVIRON["DEPLOYHOOKS_LINK"] != ""
   if (p != "" || x) c = "find" p (x ? " \"$DEPLOYHOOKS_LINK\"" : "") " -maxdepth 0 -printf \"%p\\t%l\\n\" 2>/dev/null; "
   if (ENVIRON["DEPLOYHOOKS_ROOT"] != "") c = c "cd \"$DEPLOYHOOKS_ROOT\" 2>/dev/null && printf \"%s\\t\" \"$DEPLOYHOOKS_ROOT\" && pwd -P"
   if (c != "") system(c)
-}"""
+}""".replace("@MARK@", LINKS_MARK)
 
 
 def ps_command(link: str | None = None, root: str | None = None) -> str:
@@ -202,10 +202,20 @@ def ps_command(link: str | None = None, root: str | None = None) -> str:
 PS_COMMAND = ps_command()
 
 
+def _split_at_mark(text: str) -> tuple[list[str], list[str]]:
+    """`ps_command`'s output as (process lines, link lines). The mark counts only as a whole
+    line: the shell running the command is itself a row when its command line mentions resque
+    (a monit group `<app>_resque`), and that row contains the mark's text."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line == LINKS_MARK:
+            return lines[:i], lines[i + 1:]
+    return lines, []
+
+
 def parse_links(text: str) -> dict[str, str]:
     """`path -> raw symlink target` for the lines after the mark in `ps_command`'s output."""
-    _, mark, rest = text.partition(LINKS_MARK + "\n")
-    return dict(line.split("\t", 1) for line in rest.splitlines() if "\t" in line) if mark else {}
+    return dict(line.split("\t", 1) for line in _split_at_mark(text)[1] if "\t" in line)
 
 
 def parse_ps_output(text: str) -> list[RawProcess]:
@@ -213,7 +223,7 @@ def parse_ps_output(text: str) -> list[RawProcess]:
     that do not fit are skipped, and a pid without a cwd line has cwd None."""
     links = parse_links(text)
     rows = []
-    for line in text.partition(LINKS_MARK)[0].splitlines():
+    for line in _split_at_mark(text)[0]:
         parts = line.split(None, 4)
         if len(parts) != 5 or not parts[0].isdigit() or not parts[1].isdigit():
             continue

@@ -93,3 +93,16 @@ def test_the_root_line_comes_back_in_the_links():
             "/proc/7/cwd\t/mnt/data/shop/releases/1\n/data/shop\t/mnt/data/shop\n")
     assert parse_links(text) == {"/proc/7/cwd": "/mnt/data/shop/releases/1",
                                  "/data/shop": "/mnt/data/shop"}
+
+
+def test_the_mark_inside_a_row_does_not_cut_the_listing():
+    # The shell running the status command is a row (its command line names the monit group
+    # shop_resque) and carries the mark's text; a worker with a higher pid must still be seen.
+    text = ("    50     1  3000 S    bash -c ps axww ... print \"__deployhooks_links__\"; ... -g shop_resque\n"
+            "    90     1  2048 S    resque-3.0.0: Waiting for a\n"
+            "__deployhooks_links__\n"
+            "/proc/90/cwd\t/data/shop/releases/1\n")
+    rows = parse_ps_output(text)
+    assert [r.pid for r in rows] == [50, 90]
+    [w] = workers_from(rows, APPS)
+    assert (w.pid, w.app, w.release) == (90, "shop", "1")
