@@ -9,9 +9,10 @@ it paused) instead of being cut off mid-command.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
-from typing import Callable, Iterator
+from typing import Iterator
 
 from .errors import CommandFailed
 
@@ -28,17 +29,22 @@ def check(where: str = "") -> None:
 
 
 @contextlib.contextmanager
-def shielded(say: Callable[[str], None]) -> Iterator[None]:
+def shielded() -> Iterator[None]:
     """Hold further Ctrl-Cs off while cleanup puts hosts back (workers started again, locks
     removed): a second Ctrl-C there would leave exactly the half-changed server the first one
-    was meant to avoid. Each one is answered with a line saying why it is ignored. Only the
-    main thread can set signal handlers; elsewhere this does nothing."""
+    was meant to avoid. Each one is answered on stderr with why it is ignored, by a bare
+    os.write: the handler may run while the main thread holds the progress printer's lock.
+    Only the main thread can set signal handlers; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def answer(signum, frame):
-        say("still putting the hosts back (workers, locks); Ctrl-C is ignored until that is done")
+        try:
+            os.write(2, b"still putting the hosts back (workers, locks); Ctrl-C is ignored "
+                        b"until that is done\n")
+        except OSError:
+            pass
 
     previous = signal.signal(signal.SIGINT, answer)
     try:

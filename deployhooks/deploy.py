@@ -249,7 +249,7 @@ class Deploy:
                 self._before_switch()
             except (_StepFailed, KeyboardInterrupt) as exc:
                 cancel.CANCELLED.clear()  # the cleanup below must be allowed to wait
-                with cancel.shielded(self.say):
+                with cancel.shielded():
                     self._abort_before_switch(exc)
                 return self.report
             try:
@@ -265,7 +265,7 @@ class Deploy:
                                    f"{time.monotonic() - started:.1f}s")
             return self.report
         finally:
-            with cancel.shielded(self.say):
+            with cancel.shielded():
                 for h in list(self.locked):
                     try:
                         self._unlock(self.host(h))

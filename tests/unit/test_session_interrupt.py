@@ -56,3 +56,14 @@ def test_interrupt_returns_only_after_every_started_host_finished(n, max_workers
 def test_without_interrupt_every_host_gives_a_result():
     results = _session(5).each(lambda host, conn: host.upper())
     assert [r.value for r in results] == [f"H{i}.INVALID" for i in range(5)]
+
+
+def test_shielded_answers_a_second_ctrl_c_and_restores_the_handler(capfd):
+    import signal as _signal
+
+    before = _signal.getsignal(_signal.SIGINT)
+    with cancel.shielded():
+        _signal.raise_signal(_signal.SIGINT)   # would be KeyboardInterrupt without the shield
+        time.sleep(0.01)
+    assert _signal.getsignal(_signal.SIGINT) is before
+    assert "Ctrl-C is ignored until that is done" in capfd.readouterr().err
