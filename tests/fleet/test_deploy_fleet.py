@@ -161,14 +161,21 @@ def test_two_concurrent_deploys_one_wins_the_other_is_refused(shop):
     assert all(current(f, h) == new for h in f.hosts) and all_running(f, new) and no_lock(f)
 
 
-def test_ctrl_c_mid_deploy_leaves_no_lock_and_old_code_serving(shop):
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_mid_deploy_leaves_no_lock_and_old_code_serving(shop, presses):
     f, config, repo = shop
     proc = start_deploy(repo, config)
     read_until(proc, "==> before_migrate")
     proc.send_signal(signal.SIGINT)
+    if presses == 2:
+        # Printed once the abort holds Ctrl-C off: a second press must not cut it short.
+        read_until(proc, "==> aborting before the switch")
+        proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     print(out, err)
     assert proc.returncode != 0
+    if presses == 2:
+        assert "Ctrl-C is ignored until that is done" in err
     assert no_lock(f)
     for h in f.hosts:
         assert current(f, h) == PREV and releases(f, h) == [OLD, PREV]
