@@ -69,8 +69,6 @@ def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
     ps_text = "\n".join(sections["ps"]) + "\n"
     links = parse_links(ps_text)
     rows = rebase(parse_ps_output(ps_text), links.get(settings.deploy_to), settings.deploy_to)
-    workers = [w for w in workers_from(rows, {settings.app: settings.deploy_to})
-               if w.app == settings.app]
     monit_text = "\n".join(sections.get("monit", []))
     services, error = {}, None
     if rc == 0:
@@ -79,6 +77,11 @@ def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
         error = str(monit.classify_failure(rc, "", monit_text, group=settings.resque.monit_group,
                                            host=host, command=settings.resque.monit_command,
                                            sudo=settings.resque.sudo))
+    # A worker whose cwd could not be read is this app's when monit's group runs its pid; shown
+    # without a release rather than its service shown down.
+    managed = {s.pid for s in services.values() if s.pid}
+    workers = [w for w in workers_from(rows, {settings.app: settings.deploy_to})
+               if w.app == settings.app or (w.cwd is None and w.pid in managed)]
     release = release_of(links.get(settings.current_path), settings)
     return HostFacts(workers, services, error, release)
 

@@ -43,3 +43,16 @@ def test_no_current_link_and_monit_down():
     facts = parse_status_output(text, CFG, "web1")
     assert facts.workers == [] and facts.current_release is None
     assert "monit daemon is not running" in facts.monit_error
+
+
+def test_a_monit_managed_worker_with_an_unreadable_cwd_is_shown_not_down():
+    from deployhooks.status import rows_for
+    text = ("      7       1 31388 Ss   resque-3.0.0: Waiting for default\n"
+            "      8       1 31388 Ss   resque-3.0.0: Waiting for other\n"
+            "__deployhooks_links__\n"
+            "/data/shop/current\t/data/shop/releases/20260102000000\n"
+            f"__deployhooks_section__ monit\n{MONIT}__deployhooks_section__ rc 0\n")
+    facts = parse_status_output(text, CFG, "web1")
+    assert [w.pid for w in facts.workers] == [7]          # 8: not monit's, not placeable
+    [row] = rows_for("web1", facts, now=0)
+    assert (row.service, row.pid, row.state, row.release) == ("resque_shop_0", 7, "idle", None)
