@@ -32,6 +32,25 @@ from deployhooks.testing.redisserver import RedisServer  # noqa: E402
 PYTHON = sys.executable
 PS_ARGS = "ps axww -o pid=,ppid=,rss=,stat=,args="
 
+# The bare-Fabric baselines' set-up, shared by their scripts: a ThreadingGroup with the fleet's
+# key, and the known_hosts and RejectPolicy deployhooks.fleet.connect() checks, loaded the way a
+# plain Fabric user does (per connection). Each script appends what it does with `group`.
+GROUP_PRELUDE = r"""
+import sys
+import paramiko
+from fabric import Config, ThreadingGroup
+
+
+def group_of(key, known_hosts, hosts):
+    group = ThreadingGroup(*hosts, config=Config(overrides={"run": {"in_stream": False}}),
+                           connect_timeout=5, connect_kwargs={"key_filename": key})
+    for conn in group:
+        conn.client.load_system_host_keys()
+        conn.client.load_host_keys(known_hosts)
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return group
+"""
+
 
 # --- signals ------------------------------------------------------------------------------------
 

@@ -38,24 +38,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _fleet as bench  # noqa: E402
-from _fleet import AppSpec, BenchFleet, PYTHON, fmt_s  # noqa: E402
+from _fleet import GROUP_PRELUDE, AppSpec, BenchFleet, PYTHON, fmt_s  # noqa: E402
 
 GROUP = "shop_resque"
 MIGRATE_SECONDS = 1.0
 PARAMIKO_KEX = "curve25519-sha256@libssh.org"
 REMOTE_ARCHIVE = "/root/bench-upload.tar.gz"
 
-PUT_SCRIPT = r"""
-import sys
-import paramiko
-from fabric import Config, ThreadingGroup
+PUT_SCRIPT = GROUP_PRELUDE + r"""
 key, known_hosts, local, remote, hosts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-group = ThreadingGroup(*hosts, config=Config(overrides={"run": {"in_stream": False}}),
-                       connect_timeout=5, connect_kwargs={"key_filename": key})
-for conn in group:
-    conn.client.load_system_host_keys()
-    conn.client.load_host_keys(known_hosts)
-    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+group = group_of(key, known_hosts, hosts)
 try:
     results = group.put(local, remote=remote)
 finally:

@@ -33,20 +33,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _fleet as bench  # noqa: E402
-from _fleet import AppSpec, BenchFleet, PS_ARGS, PYTHON, fmt_s  # noqa: E402
+from _fleet import GROUP_PRELUDE, AppSpec, BenchFleet, PS_ARGS, PYTHON, fmt_s  # noqa: E402
 
 # The ThreadingGroup baseline: what deployhooks.fleet.connect() sets up, minus deployhooks.
-GROUP_SCRIPT = r"""
-import sys
-import paramiko
-from fabric import Config, ThreadingGroup
+GROUP_SCRIPT = GROUP_PRELUDE + r"""
 key, known_hosts, command, hosts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-group = ThreadingGroup(*hosts, config=Config(overrides={"run": {"in_stream": False}}),
-                       connect_timeout=5, connect_kwargs={"key_filename": key})
-for conn in group:
-    conn.client.load_system_host_keys()
-    conn.client.load_host_keys(known_hosts)
-    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+group = group_of(key, known_hosts, hosts)
 try:
     results = group.run(command, hide=True, in_stream=False)
 finally:
