@@ -147,3 +147,23 @@ def test_a_symlinked_deploy_to_still_sees_the_busy_worker(fleet, redis_client):
     open_gate(redis_client, "link-job")
     wait_for(lambda: "link-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
     assert redis_client.llen("resque:failed") == 0
+
+
+def test_a_busy_worker_the_guard_cannot_place_refuses_the_deploy(fleet, redis_client):
+    # A host whose find has no -printf (busybox) gives no working directories: the guard cannot
+    # tell which app the busy worker serves, so it counts it as this app's and refuses.
+    f = fleet(1, [SHOP])
+    f.run(1, "mkdir -p /root/fakebin && printf '#!/bin/sh\\necho \"find: unknown predicate "
+             "-printf\" >&2\\nexit 1\\n' > /root/fakebin/find && chmod +x /root/fakebin/find && "
+             "echo 'PATH=/root/fakebin:$PATH' >> /root/.bashrc", check=True)
+    config = str(f.config_path("shop"))
+    enqueue(redis_client, "q_host1", "GateJob", "unplaced-job")
+    wait_for(lambda: any(w.busy for w in f.workers(1, "shop")), 10, "host1 busy")
+
+    r = fab("hooks.before-migrate", "--release-path", new_release(f), "--config", config)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "q_host1 [GateJob]" in r.stderr and "working directory could not be read" in r.stderr
+    assert sorted(w.state for w in f.workers(1, "shop")) == ["busy", "idle"]  # nothing stopped
+    open_gate(redis_client, "unplaced-job")
+    wait_for(lambda: "unplaced-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
+    assert redis_client.llen("resque:failed") == 0
