@@ -100,6 +100,12 @@ def start_group(host: Host, *, restart: bool = False, release: str | None = None
                          f"{_services_line(state.get('services', {}))}")
     if not wait_until(settled, timeout, tick=tick):
         detail = _services_line(state.get("services", {}))
+        running = {s.pid for s in state.get("services", {}).values() if s.pid}
+        blind = sorted(w.pid for w in host.workers(unplaced=True) if w.cwd is None and w.pid in running)
+        if blind:
+            detail += (f"; cannot tell which release pid(s) {', '.join(map(str, blind))} run "
+                       f"from: their working directory could not be read (run as the workers' "
+                       f"user or root; the host's find needs GNU -printf)")
         if release is not None:
             stale = policy.stale_workers(state.get("workers", []), release)
             if stale:
