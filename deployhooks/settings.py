@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +28,13 @@ HOST_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9][A-Za-z0-9.-
 QUEUE_RE = re.compile(r"^(?:\*|[A-Za-z0-9_.:-]+)$")
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
 COMMAND_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+# The user the workers run as: a portable POSIX login name (useradd's default NAME_REGEX, 32 max).
+WORKER_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# One word of resque.worker_command. The words go unquoted on a monit `start program = "..."`
+# line, so nothing a shell or monit's parser would read: no space, quote, #, $ or ;.
+WORKER_TOKEN_RE = re.compile(r"[A-Za-z0-9_./:=@%+,{}-]+")
+CURRENT_PLACEHOLDER = "{current}"
+DEFAULT_WORKER_COMMAND = ("bundle", "exec", "rake", "-f", "{current}/Rakefile", "resque:work")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,13 @@ class ResqueSettings:
     pid_dir: str
     wrapper: str
     totalmem_mb: int | None
+    user: str | None = None
+    worker_command: tuple[str, ...] = DEFAULT_WORKER_COMMAND
+
+    def worker_argv(self, current_path: str) -> tuple[str, ...]:
+        """`worker_command` with each `{current}` replaced by `current_path`."""
+        return tuple(word.replace(CURRENT_PLACEHOLDER, current_path)
+                     for word in self.worker_command)
 
     @property
     def settle_timeout(self) -> int:
@@ -260,6 +275,45 @@ def _monit_command(node: yaml.Node, key: str) -> tuple[str, ...]:
     return words
 
 
+def _worker_user(node: yaml.Node, key: str) -> str:
+    """A worker user name; `root` and `0` are refused: the wrapper runs as root to drop to
+    this user, and a worker left as root would run every job with root's rights."""
+    what = "a user name matching [a-z_][a-z0-9_-]{0,31}"
+    if isinstance(node, yaml.ScalarNode) and node.value in ("root", "0"):
+        raise _Bad(node, "a user other than root: workers never run as root")
+    value = _string(what=what)(node, key)
+    if not WORKER_USER_RE.fullmatch(value):
+        raise _Bad(node, what)
+    return value
+
+
+def _worker_command(node: yaml.Node, key: str) -> tuple[str, ...]:
+    """The worker's argv: a list of words, or a string split as a shell would (shlex).
+
+    Each word full-matches WORKER_TOKEN_RE; braces only as the `{current}` placeholder.
+    """
+    what = ("a command (a list of words or a string) whose words use only letters, digits and "
+            "_ . / : = @ % + , - (and {current})")
+    if isinstance(node, yaml.SequenceNode):
+        # The words as written: YAML must not turn `on` into True or `010` into 8.
+        words = [n.value if isinstance(n, yaml.ScalarNode) else None for n in node.value]
+    elif isinstance(node, yaml.ScalarNode):
+        try:
+            words = shlex.split(node.value)
+        except ValueError:
+            raise _Bad(node, what) from None
+    else:
+        raise _Bad(node, what)
+    if not words:
+        raise _Bad(node, what)
+    for word in words:
+        if word is None or not WORKER_TOKEN_RE.fullmatch(word):
+            raise _Bad(node, what)
+        if "{" in word.replace(CURRENT_PLACEHOLDER, "") or "}" in word.replace(CURRENT_PLACEHOLDER, ""):
+            raise _Bad(node, "no placeholder but {current} in the worker command")
+    return tuple(words)
+
+
 _RESQUE_SCHEMA = {
     "roles": _Spec(_list_of(_string(NAME_RE, "a role name"), "a list of role names"),
                    default=("util", "solo")),
@@ -280,6 +334,10 @@ _RESQUE_SCHEMA = {
     "pid_dir": _Spec(_abs_path),           # default /var/run/deployhooks/resque/<app>
     "wrapper": _Spec(_wrapper, default="deployhooks-resque"),  # resolved on the host if not absolute
     "totalmem_mb": _Spec(_int(1)),         # default none: no memory rule in the monitrc
+    # The user the monit wrapper (root) drops to before it execs the worker. Default: `user`.
+    "user": _Spec(_worker_user),
+    # What the wrapper execs as the worker; {current} is the app's current release path.
+    "worker_command": _Spec(_worker_command, default=DEFAULT_WORKER_COMMAND),
 }
 
 _SSH_SCHEMA = {
@@ -356,6 +414,7 @@ def parse(text: str, source: str = "<string>") -> Settings:
         raise ConfigError(f"{source}: the file is empty; it needs at least 'app: <name>'")
     try:
         raw = _mapping(root, "", _SCHEMA)
+        worker_user = _default_worker_user(root, raw)
     except _Bad as bad:
         line = f":{bad.node.start_mark.line + 1}" if bad.node is not None else ""
         key = bad.key
@@ -364,10 +423,33 @@ def parse(text: str, source: str = "<string>") -> Settings:
             got = f"; got {bad.node.value!r}"
         where = f" {key}:" if key else ""
         raise ConfigError(f"{source}{line}:{where} expected {bad.expected}{got}") from None
-    return _build(raw, source)
+    return _build(raw, source, worker_user)
 
 
-def _build(raw: dict[str, Any], source: str) -> Settings:
+def _value_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
+    """The value node of `key` in a mapping node, for a message that points at its line."""
+    if isinstance(mapping, yaml.MappingNode):
+        for knode, vnode in mapping.value:
+            if isinstance(knode, yaml.ScalarNode) and knode.value == key:
+                return vnode
+    return None
+
+
+def _default_worker_user(root: yaml.Node, raw: dict[str, Any]) -> str | None:
+    """resque.user, else the top-level `user` (held to resque.user's rules, so `user: root`
+    with no resque.user is refused rather than starting workers as root), else None."""
+    if raw["resque"] is not None and raw["resque"]["user"] is not None:
+        return raw["resque"]["user"]
+    if raw["user"] is None:
+        return None
+    try:
+        return _worker_user(_value_node(root, "user"), "user")
+    except _Bad as bad:
+        bad.key = "user (also resque.user's default; set resque.user to another user)"
+        raise
+
+
+def _build(raw: dict[str, Any], source: str, worker_user: str | None = None) -> Settings:
     app = raw["app"]
     r = raw["resque"] if raw["resque"] is not None else _mapping(
         yaml.MappingNode("tag:yaml.org,2002:map", []), "resque", _RESQUE_SCHEMA)
@@ -380,7 +462,8 @@ def _build(raw: dict[str, Any], source: str) -> Settings:
         pause_timeout=r["pause_timeout"], start_timeout=r["start_timeout"],
         monitrc_path=r["monitrc_path"] or f"/etc/monit.d/resque_{app}.monitrc",
         pid_dir=r["pid_dir"] or f"/var/run/deployhooks/resque/{app}",
-        wrapper=r["wrapper"], totalmem_mb=r["totalmem_mb"])
+        wrapper=r["wrapper"], totalmem_mb=r["totalmem_mb"], user=worker_user,
+        worker_command=tuple(r["worker_command"]))
     ssh = SshSettings(**raw["ssh"]) if raw["ssh"] is not None else SshSettings()
     deploy = DeploySettings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                for k, v in raw["deploy"].items()}) \

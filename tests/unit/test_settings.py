@@ -83,3 +83,57 @@ def test_env_var_locates_the_file(tmp_path, monkeypatch):
     path.write_text("app: blog\n")
     monkeypatch.setenv("DEPLOYHOOKS_CONFIG", str(path))
     assert load(root="/nonexistent").app == "blog"
+
+
+# --- resque.user and resque.worker_command ------------------------------------------------------
+
+def test_worker_user_defaults_to_the_top_level_user_else_none():
+    assert parse("app: shop\n").resque.user is None
+    assert parse("app: shop\nuser: deploy\n").resque.user == "deploy"
+    assert parse("app: shop\nuser: deploy\nresque:\n  user: jobs\n").resque.user == "jobs"
+    assert parse("app: shop\nresque:\n  user: _jobs-1\n").resque.user == "_jobs-1"
+
+
+@pytest.mark.parametrize("text,line,needle", [
+    ("app: shop\nresque:\n  user: root\n", 3, "resque.user: expected a user other than root: "
+                                              "workers never run as root"),
+    ("app: shop\nresque:\n  user: 0\n", 3, "workers never run as root"),
+    ("app: shop\nuser: root\n", 2, "user (also resque.user's default; set resque.user"),
+    ("app: shop\nresque:\n  user: Deploy\n", 3, "resque.user: expected a user name"),
+    ("app: shop\nresque:\n  user: 1000\n", 3, "resque.user: expected a user name"),
+    ("app: shop\nresque:\n  user: " + "a" * 33 + "\n", 3, "resque.user: expected a user name"),
+    ("app: shop\nresque:\n  user: [a]\n", 3, "resque.user: expected a user name"),
+])
+def test_worker_user_refusals(text, line, needle):
+    with pytest.raises(ConfigError) as info:
+        parse(text, "config/deployhooks.yml")
+    assert str(info.value).startswith(f"config/deployhooks.yml:{line}:"), str(info.value)
+    assert needle in str(info.value)
+    assert info.value.exit_code == EXIT_CONFIG
+
+
+def test_root_ssh_user_is_fine_when_workers_have_their_own_user():
+    s = parse("app: shop\nuser: root\nresque:\n  user: deploy\n")
+    assert (s.user, s.resque.user) == ("root", "deploy")
+
+
+def test_worker_command_default_list_and_string():
+    default = parse("app: shop\n").resque
+    assert default.worker_command == ("bundle", "exec", "rake", "-f", "{current}/Rakefile",
+                                      "resque:work")
+    assert default.worker_argv("/data/shop/current")[4] == "/data/shop/current/Rakefile"
+    listed = parse("app: shop\nresque:\n  worker_command: [bin/rake, -j, 4, on, 'resque:work']\n")
+    assert listed.resque.worker_command == ("bin/rake", "-j", "4", "on", "resque:work")
+    split = parse("app: shop\nresque:\n  worker_command: 'bundle exec rake resque:work QUEUE=a,b'\n")
+    assert split.resque.worker_command == ("bundle", "exec", "rake", "resque:work", "QUEUE=a,b")
+
+
+@pytest.mark.parametrize("value", [
+    "''", "[]", "'rake \"a b\"'", "'rake a#b'", "'rake $HOME'", "'rake a;b'", "[rake, 'a b']",
+    "[rake, '']", "[rake, [x]]", "'rake \"unclosed'", "'rake {release}/x'", "'rake {current'",
+])
+def test_worker_command_refusals(value):
+    with pytest.raises(ConfigError) as info:
+        parse(f"app: shop\nresque:\n  worker_command: {value}\n", "config/deployhooks.yml")
+    assert str(info.value).startswith("config/deployhooks.yml:3: resque.worker_command: expected")
+    assert info.value.exit_code == EXIT_CONFIG
