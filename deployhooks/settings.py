@@ -1,9 +1,51 @@
 """The one config file, `config/deployhooks.yml`: schema, defaults and validation.
 
 `load(path)` returns frozen `Settings` or raises `ConfigError` naming the file, the line, the key
-and what was expected. Validation happens before anything touches a host, so a bad file changes
-nothing anywhere. The schema is data (`_SCHEMA`) walked over PyYAML's node tree, because only the
-node tree still knows which line each value came from.
+and what was expected, in one line (exit code 2). Validation happens before anything touches a
+host, so a bad file changes nothing anywhere. The schema is data (`_SCHEMA`) walked over PyYAML's
+node tree, because only the node tree still knows which line each value came from.
+
+This module is the reference for the schema. The rules every value is held to:
+
+- The file is UTF-8 (a BOM is fine), at most 1 MiB, one YAML document. A YAML syntax error, a
+  byte that is not UTF-8 or a character YAML forbids is reported with its line.
+- A key written with no value (`grace_time:`, `~`, `null`) is refused: remove the key to get its
+  default. A section (`resque:`, `ssh:`, `deploy:`, `hosts:`) with nothing under it means all
+  its defaults.
+- YAML tags (`!!python/object`, `!!binary`, `!foo`, ...) are refused everywhere.
+- Names, users, hosts, queues, words and paths are taken as the text written, never as YAML 1.1
+  read it (`framework_env: no` is the name "no", not false), and must match their pattern in
+  full: a trailing newline is not part of a name.
+- Names (app, framework_env, roles, monit_group) are letters, digits, `_` and `-`, and do not
+  start with `-` (they become arguments of the worker wrapper).
+- Numbers are whole numbers written in plain decimal digits (quotes allowed): `1:30`
+  (sexagesimal, 90 in YAML 1.1), `0x10`, `010` (octal), `0o10`, `1_000`, `+5`, `5.0` and `1e3`
+  are refused with the text as written. Each has a range:
+
+      keep_releases              1 .. 100
+      resque.grace_time          1 .. 86400 seconds (one day)
+      resque.wait_timeout        1 .. 86400 seconds
+      resque.pause_timeout       1 .. 86400 seconds
+      resque.start_timeout       1 .. 86400 seconds
+      resque.totalmem_mb         1 .. 1048576 (1 TiB)
+      resque.workers             1 .. 64 entries
+      ssh.connect_timeout        1 .. 600 seconds
+      a host's :port             1 .. 65535
+
+- Booleans (resque.sudo, ssh.strict_host_keys) are `true` or `false` (also True/TRUE,
+  False/FALSE). `yes`, `no`, `on` and `off` are refused: YAML 1.1 (Ruby's Psych) reads them as
+  booleans and YAML 1.2 as strings, and a flag that silently means the opposite is worse than
+  a refusal.
+- Paths are absolute, normalized (no `//`, `/./`, `/../`, trailing `/`), not `/`, and use only
+  letters, digits and `_ . / @ + -`: they reach monit lines and shell commands, where `#`, a
+  space, a quote or NUL would be misread. deploy_to and resque.pid_dir are folders this tool
+  fills and cleans, so they may not be a system folder (SYSTEM_FOLDERS: /tmp, /etc, /usr, /var,
+  /home, /var/run, ...) nor lie under /proc, /sys or /dev. resque.monitrc_path is a file written
+  as root: its folder may not be `/` or a system folder (so never /etc/passwd or monit's own
+  /etc/monitrc), and its name may not start with `.` (monit's include globs skip dot files).
+- resque.user is never root (or 0): the wrapper runs as root only to drop to it.
+- resque.worker_command words use only letters, digits and `_ . / : = @ % + , -` and the
+  placeholder `{current}`: they go unquoted on a monit `start program` line.
 """
 
 from __future__ import annotations
@@ -22,19 +64,47 @@ from .errors import ConfigError
 DEFAULT_PATH = "config/deployhooks.yml"
 ENV_VAR = "DEPLOYHOOKS_CONFIG"
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# Every pattern is anchored with \A and \Z (not ^ and $: `$` also matches before a final
+# newline), so `.match` and `.fullmatch` both mean the whole text.
+NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 # user@host:port, host names and IPv4 only: nothing a shell or ssh option parser could misread.
-HOST_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?$")
-QUEUE_RE = re.compile(r"^(?:\*|[A-Za-z0-9_.:-]+)$")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]*\$?$")
-COMMAND_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+HOST_RE = re.compile(
+    r"\A(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(?::(?P<port>[0-9]{1,5}))?\Z")
+QUEUE_RE = re.compile(r"\A(?:\*|[A-Za-z0-9_.:-]+)\Z")
+USER_RE = re.compile(r"\A[a-z_][a-z0-9_-]*\$?\Z")
+COMMAND_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
 # The user the workers run as: a portable POSIX login name (useradd's default NAME_REGEX, 32 max).
-WORKER_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+WORKER_USER_RE = re.compile(r"\A[a-z_][a-z0-9_-]{0,31}\Z")
 # One word of resque.worker_command. The words go unquoted on a monit `start program = "..."`
 # line, so nothing a shell or monit's parser would read: no space, quote, #, $ or ;.
-WORKER_TOKEN_RE = re.compile(r"[A-Za-z0-9_./:=@%+,{}-]+")
+WORKER_TOKEN_RE = re.compile(r"\A[A-Za-z0-9_./:=@%+,{}-]+\Z")
 CURRENT_PLACEHOLDER = "{current}"
 DEFAULT_WORKER_COMMAND = ("bundle", "exec", "rake", "-f", "{current}/Rakefile", "resque:work")
+# A path's characters: monit splits its lines on whitespace and reads `#` as a comment, and
+# paths are pasted into shell commands; this set needs no quoting in either.
+PATH_CHARS_RE = re.compile(r"\A[A-Za-z0-9_./@+-]+\Z")
+# Folders the system owns: never a deploy_to or pid_dir (this tool creates and removes what is
+# inside those: releases, links, pidfiles), never the folder of the monitrc (written as root).
+SYSTEM_FOLDERS = frozenset({
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+    "/lost+found", "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv",
+    "/sys", "/tmp", "/usr", "/var",
+    "/usr/bin", "/usr/lib", "/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/local/sbin",
+    "/usr/sbin", "/usr/share", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/spool",
+    "/var/tmp",
+})
+# Kernel file systems: nothing of an app's lives there.
+VIRTUAL_FOLDERS = ("/proc", "/sys", "/dev")
+
+# The maxima of the numbers (see the module docstring); a larger value is a typo or a unit
+# mistake (milliseconds for seconds), and would only hang a deploy for that long.
+MAX_SECONDS = 86400
+MAX_KEEP_RELEASES = 100
+MAX_WORKERS = 64
+MAX_CONNECT_TIMEOUT = 600
+MAX_TOTALMEM_MB = 1 << 20
+MAX_PORT = 65535
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -156,6 +226,16 @@ class Settings:
 
 # --- validation ---------------------------------------------------------------------------------
 
+_TAG = "tag:yaml.org,2002:"
+_NULL, _MAP, _SEQ, _STR = _TAG + "null", _TAG + "map", _TAG + "seq", _TAG + "str"
+# The tags PyYAML's resolver gives plain scalars. Any other tag was written by hand (`!!binary`,
+# `!!python/object`, `!foo`) and is refused.
+_SCALAR_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "timestamp", "value"))
+_NO_VALUE = "a value (the key is empty: write one after the colon, or remove the key for its default)"
+_DECIMAL_RE = re.compile(r"\A(?:0|[1-9][0-9]*)\Z")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 class _Spec:
     """One key's expectation: a check that returns the Python value or raises `_Bad`."""
 
@@ -165,21 +245,42 @@ class _Spec:
 
 
 class _Bad(Exception):
-    def __init__(self, node: yaml.Node | None, expected: str, key: str | None = None):
+    """A refused value: `node` gives the line, `expected` what would have been accepted."""
+
+    def __init__(self, node: yaml.Node | None, expected: str, key: str | None = None,
+                 show_got: bool = True):
         super().__init__(expected)
-        self.node, self.expected, self.key = node, expected, key
+        self.node, self.expected, self.key, self.show_got = node, expected, key, show_got
 
 
-def _scalar(node: yaml.Node, expected: str) -> Any:
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _NULL
+
+
+def _text(node: yaml.Node, expected: str) -> str:
+    """The scalar's text as written (after YAML's quotes and escapes), never YAML 1.1's reading
+    of it: `no` stays "no", `1:30` stays "1:30". An empty value and a tagged or non-scalar node
+    are refused."""
+    if _is_null(node):
+        raise _Bad(node, _NO_VALUE, show_got=False)
+    if isinstance(node, yaml.ScalarNode) and node.tag not in _SCALAR_TAGS:
+        raise _Bad(node, f"{expected}, without the YAML tag {_show_tag(node.tag)}")
     if not isinstance(node, yaml.ScalarNode):
         raise _Bad(node, expected)
-    return yaml.safe_load(yaml.serialize(node))
+    return node.value
+
+
+def _show_tag(tag: str) -> str:
+    """A tag as it was written: `!!binary` rather than `tag:yaml.org,2002:binary`."""
+    return _shorten("!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag)
 
 
 def _string(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Callable:
+    """A non-empty string; with `pattern`, one it matches in full; without, one free of control
+    characters other than tab and newline (shell commands may span lines)."""
     def check(node: yaml.Node, key: str) -> str:
-        value = _scalar(node, what)
-        if not isinstance(value, str) or not value or (pattern and not pattern.match(value)):
+        value = _text(node, what)
+        if not value or (pattern.fullmatch(value) is None if pattern else _CONTROL_RE.search(value)):
             raise _Bad(node, what)
         return value
     return check
@@ -188,60 +289,140 @@ def _string(pattern: re.Pattern[str] | None = None, what: str = "a string") -> C
 def _choice(*choices: str) -> Callable:
     what = "one of " + ", ".join(choices)
     def check(node: yaml.Node, key: str) -> str:
-        value = _scalar(node, what)
+        value = _text(node, what)
         if value not in choices:
             raise _Bad(node, what)
         return value
     return check
 
 
-def _int(minimum: int) -> Callable:
-    what = f"a whole number >= {minimum}"
+def _yaml11_reading(node: yaml.Node) -> str:
+    """' (YAML 1.1 reads it as 90)' for a plain `1:30`, and so on; '' when YAML reads no number."""
+    if node.style is not None or node.tag not in (_TAG + "int", _TAG + "float"):
+        return ""
+    try:
+        value = yaml.safe_load(node.value)
+    except (yaml.YAMLError, ValueError, OverflowError):
+        return ""
+    return f" (YAML 1.1 reads it as {value!r})" if isinstance(value, (int, float)) else ""
+
+
+def _int(minimum: int, maximum: int) -> Callable:
+    """A whole number in [minimum, maximum] written in plain decimal digits: YAML 1.1 would read
+    `1:30` as 90, `0x10` as 16 and `010` as 8, none of which is what the writer most likely meant."""
+    what = f"a whole number from {minimum} to {maximum}"
     def check(node: yaml.Node, key: str) -> int:
-        value = _scalar(node, what)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        text = _text(node, what)
+        if not _DECIMAL_RE.fullmatch(text):
+            raise _Bad(node, f"{what}, in plain decimal digits{_yaml11_reading(node)}")
+        # The length test first: int() of thousands of digits is slow, and refused beyond 4300.
+        if len(text) > len(str(maximum)) or not minimum <= int(text) <= maximum:
+            raise _Bad(node, what)
+        return int(text)
+    return check
+
+
+_TRUE, _FALSE = ("true", "True", "TRUE"), ("false", "False", "FALSE")
+
+
+def _bool(node: yaml.Node, key: str) -> bool:
+    """`true` or `false` only: yes/no/on/off are booleans in YAML 1.1 and strings in YAML 1.2."""
+    what = "true or false (yes, no, on and off are not accepted)"
+    text = _text(node, what)
+    if text not in _TRUE + _FALSE:
+        raise _Bad(node, what)
+    return text in _TRUE
+
+
+_PATH_WHAT = ("an absolute, normalized path (no //, /./, /../ or trailing /) other than /, of "
+              "letters, digits and _ . / @ + -")
+
+
+def _abs_path(node: yaml.Node, key: str) -> str:
+    """An absolute, normalized path other than `/`, made of PATH_CHARS_RE characters only."""
+    value = _text(node, _PATH_WHAT)
+    if (not value.startswith("/") or value.startswith("//") or value == "/"
+            or not PATH_CHARS_RE.fullmatch(value) or os.path.normpath(value) != value):
+        raise _Bad(node, _PATH_WHAT)
+    return value
+
+
+def _is_system(path: str) -> bool:
+    return path in SYSTEM_FOLDERS or any(path.startswith(v + "/") for v in VIRTUAL_FOLDERS)
+
+
+def _own_folder(node: yaml.Node, key: str) -> str:
+    """A folder this tool fills and prunes (deploy_to, pid_dir): `_abs_path`, and not a system
+    folder (SYSTEM_FOLDERS) nor anything under /proc, /sys or /dev."""
+    value = _abs_path(node, key)
+    if _is_system(value):
+        raise _Bad(node, "a folder of the app's own, not a system folder such as /tmp, /etc, "
+                         "/var or /var/run")
+    return value
+
+
+def _monitrc_file(node: yaml.Node, key: str) -> str:
+    """The monitrc, written as root: `_abs_path`, in a folder that is not `/` or a system
+    folder (never /etc/passwd, nor monit's own /etc/monitrc), with a name not starting with `.`
+    (monit's include globs, glob(3) without GLOB_PERIOD, skip dot files)."""
+    value = _abs_path(node, key)
+    folder, name = os.path.split(value)
+    if folder == "/" or _is_system(folder) or _is_system(value) or name.startswith("."):
+        raise _Bad(node, "a file in a folder monit includes, e.g. "
+                         "/etc/monit.d/resque_<app>.monitrc (not in / or a system folder such as "
+                         "/etc, and not a dot name)")
+    return value
+
+
+def _relative(what: str) -> Callable:
+    """A normalized relative path under a folder of the app (no `..`, no leading `/`)."""
+    def check(node: yaml.Node, key: str) -> str:
+        value = _string(_REL_RE, what)(node, key)
+        if os.path.normpath(value) != value or value == ".":
             raise _Bad(node, what)
         return value
     return check
 
 
-def _bool(node: yaml.Node, key: str) -> bool:
-    value = _scalar(node, "true or false")
-    if not isinstance(value, bool):
-        raise _Bad(node, "true or false")
-    return value
-
-
-def _abs_path(node: yaml.Node, key: str) -> str:
-    what = "an absolute path without spaces or quotes"
-    value = _string(what=what)(node, key)
-    if not value.startswith("/") or re.search(r"[\s'\"\\$`;&|<>]", value) or ".." in value.split("/"):
-        raise _Bad(node, what)
-    return value.rstrip("/") or "/"
-
-
-def _list_of(item: Callable, what: str) -> Callable:
+def _list_of(item: Callable, what: str, maximum: int | None = None,
+             items: str = "items") -> Callable:
+    """A YAML list of `item`s (or "a,b" for one), not empty, at most `maximum` `items` long."""
     def check(node: yaml.Node, key: str) -> tuple:
-        if isinstance(node, yaml.ScalarNode) and isinstance(_scalar(node, what), str):
+        if isinstance(node, yaml.ScalarNode):
             # "a,b" is accepted where a list is expected: resque_N.conf files say QUEUE=a,b.
-            parts = [p.strip() for p in node.value.split(",")]
-            return tuple(item(yaml.ScalarNode("tag:yaml.org,2002:str", p,
-                                              node.start_mark, node.end_mark), key) for p in parts)
-        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            parts = [p.strip() for p in _text(node, what).split(",")]
+            values = tuple(item(yaml.ScalarNode(_STR, p, node.start_mark, node.end_mark), key)
+                           for p in parts)
+        elif isinstance(node, yaml.SequenceNode) and node.tag == _SEQ and node.value:
+            values = tuple(item(n, key) for n in node.value)
+        else:
             raise _Bad(node, what)
-        return tuple(item(n, key) for n in node.value)
+        if maximum is not None and len(values) > maximum:
+            raise _Bad(node, f"at most {maximum} {items}", show_got=False)
+        return values
     return check
 
 
+def _host(node: yaml.Node, key: str) -> str:
+    """[user@]name[:port], the port from 1 to MAX_PORT."""
+    what = f"a host ([user@]name[:port], port 1 to {MAX_PORT})"
+    value = _string(HOST_RE, what)(node, key)
+    port = HOST_RE.fullmatch(value)["port"]
+    if port is not None and not 1 <= int(port) <= MAX_PORT:
+        raise _Bad(node, what)
+    return value
+
+
 def _hosts(node: yaml.Node, key: str) -> dict[str, tuple[str, ...]]:
-    if not isinstance(node, yaml.MappingNode):
+    if _is_null(node):
+        return {}
+    if not isinstance(node, yaml.MappingNode) or node.tag != _MAP:
         raise _Bad(node, "a mapping of role name to a list of hosts")
     hosts: dict[str, tuple[str, ...]] = {}
     for knode, vnode in node.value:
         role = _string(NAME_RE, "a role name (letters, digits, _ and -)")(knode, key)
         try:
-            hosts[role] = _list_of(_string(HOST_RE, "a host ([user@]name[:port])"),
-                                   "a list of hosts ([user@]name[:port])")(vnode, key)
+            hosts[role] = _list_of(_host, "a list of hosts ([user@]name[:port])")(vnode, key)
         except _Bad as bad:
             bad.key = f"{key}.{role}"
             raise
@@ -259,14 +440,14 @@ def _wrapper(node: yaml.Node, key: str) -> str:
     value = _string(what=what)(node, key)
     if value.startswith("/"):
         return _abs_path(node, key)
-    if not COMMAND_NAME_RE.match(value):
+    if not COMMAND_NAME_RE.fullmatch(value):
         raise _Bad(node, what)
     return value
 
 
 def _monit_command(node: yaml.Node, key: str) -> tuple[str, ...]:
     what = "a command (a string or a list of words), e.g. monit or [monit, -c, /etc/monitrc]"
-    if isinstance(node, yaml.SequenceNode):
+    if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
         words = tuple(_string(what=what)(n, key) for n in node.value)
     else:
         words = tuple(_string(what=what)(node, key).split())
@@ -279,9 +460,9 @@ def _worker_user(node: yaml.Node, key: str) -> str:
     """A worker user name; `root` and `0` are refused: the wrapper runs as root to drop to
     this user, and a worker left as root would run every job with root's rights."""
     what = "a user name matching [a-z_][a-z0-9_-]{0,31}"
-    if isinstance(node, yaml.ScalarNode) and node.value in ("root", "0"):
+    value = _text(node, what)
+    if value in ("root", "0"):
         raise _Bad(node, "a user other than root: workers never run as root")
-    value = _string(what=what)(node, key)
     if not WORKER_USER_RE.fullmatch(value):
         raise _Bad(node, what)
     return value
@@ -294,16 +475,15 @@ def _worker_command(node: yaml.Node, key: str) -> tuple[str, ...]:
     """
     what = ("a command (a list of words or a string) whose words use only letters, digits and "
             "_ . / : = @ % + , - (and {current})")
-    if isinstance(node, yaml.SequenceNode):
+    if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
         # The words as written: YAML must not turn `on` into True or `010` into 8.
-        words = [n.value if isinstance(n, yaml.ScalarNode) else None for n in node.value]
-    elif isinstance(node, yaml.ScalarNode):
+        words = [n.value if isinstance(n, yaml.ScalarNode) and n.tag in _SCALAR_TAGS else None
+                 for n in node.value]
+    else:
         try:
-            words = shlex.split(node.value)
+            words = shlex.split(_text(node, what))
         except ValueError:
             raise _Bad(node, what) from None
-    else:
-        raise _Bad(node, what)
     if not words:
         raise _Bad(node, what)
     for word in words:
@@ -314,26 +494,30 @@ def _worker_command(node: yaml.Node, key: str) -> tuple[str, ...]:
     return tuple(words)
 
 
+def _seconds(maximum: int = MAX_SECONDS) -> Callable:
+    return _int(1, maximum)
+
+
 _RESQUE_SCHEMA = {
     "roles": _Spec(_list_of(_string(NAME_RE, "a role name"), "a list of role names"),
                    default=("util", "solo")),
     "stop": _Spec(_choice("quit", "term"), default="quit"),
-    "grace_time": _Spec(_int(1), default=60),
+    "grace_time": _Spec(_seconds(), default=60),
     "monit_group": _Spec(_string(NAME_RE, "a monit group name (letters, digits, _ and -)")),
-    "workers": _Spec(_list_of(_worker_entry, "a list of workers, each {queues: [...]}"),
-                     default=(("*",),)),
+    "workers": _Spec(_list_of(_worker_entry, "a list of workers, each {queues: [...]}",
+                              maximum=MAX_WORKERS, items="workers"), default=(("*",),)),
     "on_busy": _Spec(_choice("abort", "wait"), default="abort"),
-    "wait_timeout": _Spec(_int(1), default=600),
+    "wait_timeout": _Spec(_seconds(), default=600),
     "guard_at": _Spec(_choice("before_migrate", "before_symlink"), default="before_migrate"),
     "sudo": _Spec(_bool, default=False),
     "monit_command": _Spec(_monit_command, default=("monit",)),
-    "pause_timeout": _Spec(_int(1), default=15),
-    "start_timeout": _Spec(_int(1), default=60),
+    "pause_timeout": _Spec(_seconds(), default=15),
+    "start_timeout": _Spec(_seconds(), default=60),
     # resque.setup / resque.doctor: where the monitrc goes and what it runs. None = per app.
-    "monitrc_path": _Spec(_abs_path),      # default /etc/monit.d/resque_<app>.monitrc
-    "pid_dir": _Spec(_abs_path),           # default /var/run/deployhooks/resque/<app>
+    "monitrc_path": _Spec(_monitrc_file),  # default /etc/monit.d/resque_<app>.monitrc
+    "pid_dir": _Spec(_own_folder),         # default /var/run/deployhooks/resque/<app>
     "wrapper": _Spec(_wrapper, default="deployhooks-resque"),  # resolved on the host if not absolute
-    "totalmem_mb": _Spec(_int(1)),         # default none: no memory rule in the monitrc
+    "totalmem_mb": _Spec(_int(1, MAX_TOTALMEM_MB)),  # default none: no memory rule in the monitrc
     # The user the monit wrapper (root) drops to before it execs the worker. Default: `user`.
     "user": _Spec(_worker_user),
     # What the wrapper execs as the worker; {current} is the app's current release path.
@@ -344,16 +528,16 @@ _SSH_SCHEMA = {
     "known_hosts": _Spec(_abs_path),
     "strict_host_keys": _Spec(_bool, default=True),
     "identity_file": _Spec(_abs_path),
-    "connect_timeout": _Spec(_int(1), default=10),
+    "connect_timeout": _Spec(_seconds(MAX_CONNECT_TIMEOUT), default=10),
 }
 
-_REL_RE = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_.][A-Za-z0-9_./-]*$")
+_REL_RE = re.compile(r"\A(?!/)(?!.*\.\.)[A-Za-z0-9_.][A-Za-z0-9_./-]*\Z")
 
 _DEPLOY_SCHEMA = {
     "repo": _Spec(_abs_path),
-    "shared_files": _Spec(_list_of(_string(_REL_RE, "a file name under shared/config"),
+    "shared_files": _Spec(_list_of(_relative("a file name under shared/config"),
                                    "a list of file names"), default=DeploySettings.shared_files),
-    "shared_dirs": _Spec(_list_of(_string(_REL_RE, "a relative folder, e.g. log or tmp/pids"),
+    "shared_dirs": _Spec(_list_of(_relative("a relative folder, e.g. log or tmp/pids"),
                                   "a list of relative folders"), default=DeploySettings.shared_dirs),
     # A shell command run in the release (e.g. "bundle exec rake db:migrate"); written by the
     # operator of this file, so it is passed to the shell as written.
@@ -364,31 +548,53 @@ _DEPLOY_SCHEMA = {
                            default=DeploySettings.restart_roles),
 }
 
+
+def _section(schema: dict[str, "_Spec"]) -> Callable:
+    """A section of keys; written empty (`resque:` with nothing under it) it means its defaults."""
+    def check(node: yaml.Node, key: str) -> dict[str, Any] | None:
+        return None if _is_null(node) else _mapping(node, key, schema)
+    return check
+
+
+_NAME_WHAT = "(letters, digits, _ and -, not starting with -)"
+
 _SCHEMA = {
-    "app": _Spec(_string(NAME_RE, "an app name (letters, digits, _ and -)"), required=True),
-    "framework_env": _Spec(_string(NAME_RE, "an environment name (letters, digits, _ and -)"),
+    "app": _Spec(_string(NAME_RE, f"an app name {_NAME_WHAT}"), required=True),
+    "framework_env": _Spec(_string(NAME_RE, f"an environment name {_NAME_WHAT}"),
                            default="production"),
-    "deploy_to": _Spec(_abs_path),
+    "deploy_to": _Spec(_own_folder),
     "user": _Spec(_string(USER_RE, "a user name")),
-    "keep_releases": _Spec(_int(1), default=3),
+    "keep_releases": _Spec(_int(1, MAX_KEEP_RELEASES), default=3),
     "hosts": _Spec(_hosts, default={}),
-    "resque": _Spec(lambda n, k: _mapping(n, k, _RESQUE_SCHEMA), default=None),
-    "ssh": _Spec(lambda n, k: _mapping(n, k, _SSH_SCHEMA), default=None),
-    "deploy": _Spec(lambda n, k: _mapping(n, k, _DEPLOY_SCHEMA), default=None),
+    "resque": _Spec(_section(_RESQUE_SCHEMA), default=None),
+    "ssh": _Spec(_section(_SSH_SCHEMA), default=None),
+    "deploy": _Spec(_section(_DEPLOY_SCHEMA), default=None),
 }
 
 
+def _show_key(key: str) -> str:
+    """A key as it can be printed on one line: as is when it is a plain word, else quoted."""
+    return key if re.fullmatch(r"[A-Za-z0-9_.<-]{1,60}", key) else repr(key[:60])
+
+
 def _mapping(node: yaml.Node, prefix: str, schema: dict[str, _Spec]) -> dict[str, Any]:
-    if not isinstance(node, yaml.MappingNode):
+    if not isinstance(node, yaml.MappingNode) or node.tag != _MAP:
         raise _Bad(node, "a mapping of " + ", ".join(schema))
     values: dict[str, Any] = {}
     for knode, vnode in node.value:
-        key = knode.value if isinstance(knode, yaml.ScalarNode) else "?"
-        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(knode, yaml.ScalarNode) and knode.tag == _TAG + "merge":
+            raise _Bad(knode, "no YAML merge key (<<): write the keys out", key=prefix or None,
+                       show_got=False)
+        if not isinstance(knode, yaml.ScalarNode) or knode.tag not in _SCALAR_TAGS:
+            raise _Bad(knode, f"a plain key, one of {', '.join(schema)}", key=prefix or None,
+                       show_got=False)
+        key = knode.value
+        path = f"{prefix}.{_show_key(key)}" if prefix else _show_key(key)
         if key not in schema:
-            raise _Bad(knode, f"one of the known keys ({', '.join(schema)})", key=f"{path} (unknown key)")
+            raise _Bad(knode, f"one of the known keys ({', '.join(schema)})",
+                       key=f"{path} (unknown key)", show_got=False)
         if key in values:
-            raise _Bad(knode, f"'{path}' only once")
+            raise _Bad(knode, f"'{path}' only once", show_got=False)
         try:
             values[key] = schema[key].check(vnode, path)
         except _Bad as bad:
@@ -402,27 +608,51 @@ def _mapping(node: yaml.Node, prefix: str, schema: dict[str, _Spec]) -> dict[str
     return values
 
 
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _bad_message(bad: _Bad, source: str) -> str:
+    """`file:line: key: expected ...; got '...'`, on one line."""
+    line = f":{bad.node.start_mark.line + 1}" if bad.node is not None else ""
+    got = ""
+    if bad.show_got and isinstance(bad.node, yaml.ScalarNode):
+        got = f"; got {_shorten(bad.node.value)!r}"
+    where = f" {bad.key}:" if bad.key else ""
+    return f"{source}{line}:{where} expected {bad.expected}{got}"
+
+
+def _yaml_message(exc: yaml.YAMLError, text: str, source: str) -> str:
+    """`file:line: not valid YAML: <what PyYAML said>`, on one line."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        line = f":{mark.line + 1}"
+    elif isinstance(getattr(exc, "position", None), int):  # a ReaderError: a forbidden character
+        line = f":{text.count(chr(10), 0, exc.position) + 1}"
+    else:
+        line = ""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        what = ", ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
+    else:
+        what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{source}{line}: not valid YAML: {' '.join(what.split())}"
+
+
 def parse(text: str, source: str = "<string>") -> Settings:
     """Validate config text and return `Settings`; `ConfigError` says where and what is wrong."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(_yaml_message(exc, text, source)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML for deployhooks: nested too deeply") from None
     if root is None:
         raise ConfigError(f"{source}: the file is empty; it needs at least 'app: <name>'")
     try:
         raw = _mapping(root, "", _SCHEMA)
         worker_user = _default_worker_user(root, raw)
     except _Bad as bad:
-        line = f":{bad.node.start_mark.line + 1}" if bad.node is not None else ""
-        key = bad.key
-        got = ""
-        if isinstance(bad.node, yaml.ScalarNode) and not (key or "").endswith("(unknown key)"):
-            got = f"; got {bad.node.value!r}"
-        where = f" {key}:" if key else ""
-        raise ConfigError(f"{source}{line}:{where} expected {bad.expected}{got}") from None
+        raise ConfigError(_bad_message(bad, source)) from None
     return _build(raw, source, worker_user)
 
 
@@ -481,12 +711,32 @@ def locate(explicit: str | None = None, root: str | os.PathLike = ".") -> Path:
 
 
 def load(explicit: str | None = None, root: str | os.PathLike = ".") -> Settings:
-    """Read and validate the config file; a missing or unreadable file is a `ConfigError`."""
+    """Read and validate the config file; a missing, unreadable, oversized or non-UTF-8 file is
+    a `ConfigError` (exit 2) like any bad value in it."""
     path = locate(explicit, root)
+    return parse(_decode(_read(path), path), str(path))
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes, reading at most MAX_CONFIG_BYTES + 1 (so /dev/zero cannot fill memory)."""
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             f"{path}: cannot read the config file ({exc.strerror}); pass --config PATH or set "
             f"{ENV_VAR}") from None
-    return parse(text, str(path))
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: the config file is larger than {MAX_CONFIG_BYTES} bytes; "
+                          f"is --config pointing at the right file?")
+    return data
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """The text of a UTF-8 file (YAML itself skips a BOM); else the line and byte at fault."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8: byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}; save the file as UTF-8") from None
