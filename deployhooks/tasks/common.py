@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import threading
@@ -10,7 +11,7 @@ from typing import Callable, Sequence
 from invoke import Context, Exit
 
 from .. import settings as settings_mod
-from ..errors import DeployhooksError
+from ..errors import EXIT_CONFIG, DeployhooksError
 from ..fleet import HostResult, Session, overall_code
 from ..host import Host
 from ..settings import Settings
@@ -24,6 +25,50 @@ def say(line: str) -> None:
     with _say_lock:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+# Task options are checked before the config is read and before any host is reached, with the
+# config file's rules: plain ASCII decimals (str.isdigit() would take '٥'), a bound on each.
+_WHOLE_RE = re.compile(r"\A(?:0|[1-9][0-9]*)\Z")
+_DECIMAL_RE = re.compile(r"\A(?:0|[1-9][0-9]*)(?:\.[0-9]+)?\Z")
+_ROLE_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
+
+
+def usage_error(option: str, expected: str, value: object) -> Exit:
+    """The Exit (code 2) for a bad option: `--option: expected ...; got 'value'`, one line."""
+    shown = repr(value if not isinstance(value, str) or len(value) <= 60 else value[:60] + "...")
+    return Exit(f"{option}: expected {expected}; got {shown}", code=EXIT_CONFIG)
+
+
+def whole_number(option: str, value: object, minimum: int, maximum: int) -> int:
+    """`value` (an option's text) as a whole number in [minimum, maximum], else a usage error."""
+    text = str(value)
+    expected = f"a whole number from {minimum} to {maximum}"
+    # The length test first: int() of thousands of digits is slow, and refused beyond 4300.
+    if not _WHOLE_RE.fullmatch(text) or len(text) > len(str(maximum)) \
+            or not minimum <= int(text) <= maximum:
+        raise usage_error(option, expected, value)
+    return int(text)
+
+
+def seconds(option: str, value: object, maximum: int) -> float:
+    """`value` as seconds above 0 and at most `maximum` (plain decimal: no nan, inf or 1e3)."""
+    text = str(value)
+    expected = f"seconds, a plain decimal number above 0 and at most {maximum}"
+    if not _DECIMAL_RE.fullmatch(text) or len(text) > 32 or not 0 < float(text) <= maximum:
+        raise usage_error(option, expected, value)
+    return float(text)
+
+
+def role_names(roles: str | None) -> str | None:
+    """`--roles` checked: comma-separated role names (letters, digits, _ and -), or None."""
+    if roles is None:
+        return None
+    names = roles.split(",")
+    if not any(names) or not all(_ROLE_RE.fullmatch(n) for n in names if n):
+        raise usage_error("--roles", "comma-separated role names (letters, digits, _ and -)",
+                          roles)
+    return roles
 
 
 def load_settings(config: str | None) -> Settings:
@@ -40,6 +85,7 @@ def on_server(c) -> bool:
 
 def target_hosts(c, settings: Settings, roles: str | None, default_roles: Sequence[str]) -> list[str]:
     """Hosts to act on from a workstation: -H wins, then --roles, then `default_roles`."""
+    role_names(roles)
     if getattr(c, "host", None):  # fab -H: the executor already made one call per host
         return [c.original_host]
     wanted = [r for r in (roles.split(",") if roles else default_roles) if r]

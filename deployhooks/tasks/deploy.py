@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from .. import deploy as deploy_mod
 from ..errors import DeployhooksError
 from ..fleet import run_each
 from ..host import Host
-from .common import finish, load_settings, say, target_hosts
+from .common import finish, load_settings, say, target_hosts, usage_error
 
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"
@@ -30,6 +31,19 @@ def _fleet_hosts(c, settings, roles) -> list[str]:
     return target_hosts(c, settings, roles, list(settings.hosts))
 
 
+# What git could take for the ref: no leading '-' (git would read an option, e.g. --output=),
+# no whitespace or control character; git itself judges the rest (HEAD~2, v1.0, origin/main).
+_REF_RE = re.compile(r"\A[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]*\Z")
+
+
+def _ref(ref: str) -> str:
+    """`--ref` checked for what git must never see as an option or as several words."""
+    if not _REF_RE.fullmatch(str(ref)):
+        raise usage_error("--ref", "a git ref (a branch, tag or commit; not starting with -, "
+                                   "no spaces)", ref)
+    return ref
+
+
 def _repo_for(settings, repo: str | None) -> str:
     """The app's git repository: --repo, deploy.repo, else the folder holding config/."""
     if repo or settings.deploy.repo:
@@ -44,6 +58,7 @@ def _repo_for(settings, repo: str | None) -> str:
             "roles": _ROLES, "config": _CONFIG})
 def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
     """Ship REF to every host, run the hooks, switch current atomically, restart workers."""
+    ref = _ref(ref)
     settings = load_settings(config)
     hosts = _fleet_hosts(c, settings, roles)
     try:

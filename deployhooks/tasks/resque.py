@@ -16,7 +16,8 @@ from .. import policy, workers
 from ..errors import EXIT_REFUSED, CommandFailed
 from ..fleet import HostResult
 from ..host import Host
-from .common import Hosts, finish, load_settings, on_hosts, say
+from ..settings import MAX_SECONDS
+from .common import Hosts, finish, load_settings, on_hosts, say, seconds, whole_number
 
 class HostRefused(CommandFailed):
     """A host that could not do what was asked without ending a job (exit 1, not 3)."""
@@ -125,15 +126,17 @@ def resume(c, roles=None, config=None):
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG,
-            "deadline": "seconds to wait for jobs in flight (default resque.wait_timeout)"})
+            "deadline": f"seconds to wait for jobs in flight (default resque.wait_timeout, "
+                        f"at most {MAX_SECONDS})"})
 def drain(c, roles=None, deadline=None, config=None):
     """Pause, wait for every job in flight to finish, then stop; resume and exit 1 on the deadline.
 
     The whole fleet drains together: workers stop only once no host has a job left, and on
     the deadline every host is resumed, so no host is left stopped while others serve.
     """
+    limit = None if deadline is None else seconds("--deadline", deadline, MAX_SECONDS)
     settings = load_settings(config)
-    limit = float(deadline) if deadline else settings.resque.wait_timeout
+    limit = settings.resque.wait_timeout if limit is None else limit
     started = time.monotonic()
     with Hosts(c, settings, roles, settings.resque.roles) as hosts:
         paused = hosts.each(_pause)
@@ -164,10 +167,18 @@ def drain(c, roles=None, deadline=None, config=None):
         finish(hosts.each(lambda host: workers.stop_group(host, say)))
 
 
-@task(help={"roles": _ROLES, "config": _CONFIG, "lines": "lines per worker log (default 20)",
+# The most lines `logs` prints per worker log: enough for any look back, and a bound on what a
+# typo (an extra digit or two) can pour out of every host at once.
+MAX_LOG_LINES = 100000
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG,
+            "lines": f"lines per worker log (default 20, at most {MAX_LOG_LINES})",
             "follow": "keep printing new lines (Ctrl-C to stop)"})
-def logs(c, roles=None, lines=20, follow=False, config=None):
+def logs(c, roles=None, lines=None, follow=False, config=None):
     """The last lines of each worker's log, prefixed by host; --follow keeps streaming."""
+    # No int default: invoke would then convert --lines itself, and 'abc' would be a traceback.
+    count = 20 if lines is None else whole_number("--lines", lines, 0, MAX_LOG_LINES)
     lock = threading.Lock()
 
     class Prefixed:
@@ -187,7 +198,7 @@ def logs(c, roles=None, lines=20, follow=False, config=None):
 
     def one(host: Host):
         pattern = f"{shlex.quote(host.settings.shared_path + '/log')}/resque_*.log"
-        cmd = f"tail -n {int(lines)} {'-F' if follow else ''} {pattern}"
+        cmd = f"tail -n {count} {'-F' if follow else ''} {pattern}"
         host.c.run(cmd, hide=False, warn=True, in_stream=False, out_stream=Prefixed(host.name),
                    err_stream=Prefixed(host.name), pty=bool(follow) and host.remote)
 
