@@ -114,6 +114,35 @@ class Deploy:
 
     # --- steps ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _lock_fields(content: str | None) -> tuple[str, str, str] | None:
+        """(by, since, release) from a lock's info file as `_lock` writes it, or None for
+        anything else: another tool's file, a partial write, or an info file not yet written
+        (the lock folder is made first)."""
+        try:
+            who = json.loads(content) if content else None
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(who, dict):
+            return None
+        fields = (who.get("by"), who.get("since"), who.get("release", "?"))
+        # Printable single-line strings only: they go into a one-line message.
+        if not all(isinstance(f, str) and f and len(f) <= 200 and f.isprintable() for f in fields):
+            return None
+        return fields
+
+    def _lock_holder(self, content: str | None) -> str:
+        """Who holds the deploy lock, for the refusal: 'another deploy of <app> holds the lock
+        (by, since ..., release ...)' when the info file is ours, else 'deploy lock held by an
+        unknown holder (file content ...)', the content shortened to one line."""
+        fields = self._lock_fields(content)
+        if fields is not None:
+            return (f"another deploy of {self.s.app} holds the lock ({fields[0]}, since "
+                    f"{fields[1]}, release {fields[2]})")
+        shown = "none: no info file" if content is None else repr(
+            content if len(content) <= 80 else content[:80] + "...")
+        return f"deploy lock held by an unknown holder (file content {shown})"
+
     def _lock(self, host: Host) -> None:
         lock = f"{self.s.shared_path}/deployhooks/deploy.lock"
         info = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
@@ -123,15 +152,9 @@ class Deploy:
         r = host.run(f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} && "
                      f"printf %s {q(info)} > {q(lock + '/info')}", warn=True)
         if r.exited != 0:
-            holder = host.read_file(lock + "/info") or "{}"
-            try:
-                who = json.loads(holder)
-            except ValueError:
-                who = {}
-            raise Refused(f"{host.name}: another deploy of {self.s.app} holds the lock "
-                          f"({who.get('by', 'unknown')}, since {who.get('since', 'unknown')}, "
-                          f"release {who.get('release', '?')}). If that deploy is dead, remove "
-                          f"{lock} on {host.name}")
+            holder = self._lock_holder(host.read_file(lock + "/info"))
+            raise Refused(f"{host.name}: {holder}. If that deploy is dead, remove {lock} on "
+                          f"{host.name}")
         self.locked.append(host.name)
 
     def _lock_all(self) -> None:
@@ -356,8 +379,10 @@ def summary_lines(report: DeployReport) -> list[str]:
 # --- rollback -------------------------------------------------------------------------------
 
 def previous_release(listing: str, current: str | None) -> str | None:
-    """The release before `current` in a `ls releases` listing (names sort by time)."""
-    names = sorted(n for n in listing.split() if n.isdigit() and len(n) == 14)
+    """The release before `current` in a `ls releases` listing (names sort by time); only names
+    of 14 ASCII digits (a UTC YYYYMMDDHHMMSS) count, as `_cleanup` counts them."""
+    # isascii() first: isdigit() alone takes full-width or Arabic-Indic digits ('２０２６...').
+    names = sorted(n for n in listing.split() if n.isascii() and n.isdigit() and len(n) == 14)
     if current not in names:
         return names[-1] if names else None
     i = names.index(current)
