@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 
 import yaml
@@ -10,20 +11,49 @@ import yaml
 from .errors import CommandFailed, ConfigError
 from .host import Host
 
+# A release's folder name: its UTC deploy time, YYYYMMDDHHMMSS, in ASCII digits, as Engine Yard,
+# Capistrano and `fab deploy` name them; deploy's cleanup and rollback only count such names.
+RELEASE_NAME_RE = re.compile(r"\A[0-9]{14}\Z")
+
 
 def release_name(host: Host, release_path: str) -> str:
-    """The release's folder name; the path must be `<deploy_to>/releases/<name>`.
+    """The release's folder name; the path must be `<deploy_to>/releases/<name>`, the name 14
+    ASCII digits (RELEASE_NAME_RE).
 
     Workers are matched to releases by that name (their working directory), so a release
-    elsewhere could never be recognised as the one workers should run from.
+    elsewhere could never be recognised as the one workers should run from; and a release not
+    named by its time would never be pruned or rolled back to.
     """
     releases = host.settings.releases_path
     path = os.path.normpath(release_path)
     parent, name = os.path.split(path)
-    if not os.path.isabs(release_path) or parent != releases or not name or name.startswith("."):
-        raise ConfigError(f"release path {release_path!r} is not {releases}/<name> "
-                          f"(deploy_to is {host.settings.deploy_to}, from {host.settings.source})")
+    if not os.path.isabs(release_path) or parent != releases or not RELEASE_NAME_RE.fullmatch(name):
+        raise ConfigError(f"release path {_shorten(release_path)!r} is not {releases}/<name> with a "
+                          f"14-digit UTC timestamp name (YYYYMMDDHHMMSS) (deploy_to is "
+                          f"{host.settings.deploy_to}, from {host.settings.source})")
     return name
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _yaml_problem(exc: Exception, text: str) -> tuple[str, str]:
+    """(':line' or '', what is wrong) for a YAML error, on one line whatever PyYAML said."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        line = f":{mark.line + 1}"
+    elif isinstance(getattr(exc, "position", None), int):  # a ReaderError: a forbidden character
+        line = f":{text.count(chr(10), 0, exc.position) + 1}"
+    else:
+        line = ""
+    if isinstance(exc, RecursionError):
+        what = "nested too deeply"
+    elif isinstance(exc, yaml.MarkedYAMLError):
+        what = ", ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
+    else:
+        what = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return line, " ".join(what.split())
 
 
 def link_resque_yml(host: Host, release_path: str) -> str:
@@ -40,11 +70,9 @@ def link_resque_yml(host: Host, release_path: str) -> str:
                           f"'{s.framework_env}:' entry pointing at your redis (host:port)")
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{host.name}: {shared}{line} is not valid YAML: "
-                          f"{getattr(exc, 'problem', exc)}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        line, what = _yaml_problem(exc, text)
+        raise ConfigError(f"{host.name}: {shared}{line} is not valid YAML: {what}") from None
     if not isinstance(data, dict) or data.get(s.framework_env) in (None, ""):
         raise ConfigError(f"{host.name}: {shared} has no entry for the framework env "
                           f"'{s.framework_env}': add '{s.framework_env}: <redis host:port>'")
