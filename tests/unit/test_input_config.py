@@ -247,3 +247,21 @@ def test_names_are_the_text_as_written(text, attr, value):
 def test_long_values_are_cut_in_the_message():
     message = refused("app: shop\nframework_env: '" + "x;" * 500 + "'\n")
     assert len(message) < 400, message
+
+
+# --- end to end: the command line shows the one line and exits 2 -----------------------------
+
+@pytest.mark.parametrize("data,needle", [
+    (b"app: shop\nresque:\n  grace_time:\n", ":3: resque.grace_time: expected a value"),
+    (b"app: shop\nframework_env: caf\xe9\n", ":2: not UTF-8: byte 0xe9 at offset 28"),
+    (b"app: shop\nframework_env: !!python/object:os.system x\n", ":2: framework_env: expected"),
+    (b"app: shop\nresque:\n  grace_time: 1:30\n", ":3: resque.grace_time: expected a whole number"),
+])
+def test_fab_prints_one_line_and_exits_2(tmp_path, data, needle):
+    from tests.helpers import fab
+
+    path = tmp_path / "deployhooks.yml"
+    path.write_bytes(data)
+    r = fab("resque.status", "--config", str(path), timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and str(path) + needle in r.stderr
