@@ -12,9 +12,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from . import monit
+from .errors import CommandFailed
 from .monit import ServiceStatus
-from .resque.processes import (WorkerProcess, parse_links, parse_ps_output, ps_command, rebase,
-                                workers_from)
+from .resque.processes import WorkerProcess, parse_listing, ps_command, rebase, workers_from
 from .settings import Settings
 
 _MARK = "__deployhooks_section__"
@@ -53,22 +53,36 @@ class HostFacts:
     current_release: str | None
 
 
-def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
-    sections: dict[str, list[str]] = {"ps": []}
-    name, rc = "ps", 0
-    for line in text.splitlines():
+def _sections(rest: str) -> tuple[dict[str, list[str]], int]:
+    """The sections that follow the process listing (`name -> lines`) and the exit code the
+    `rc` mark reports (0 when there is no such mark, 1 when it is unreadable)."""
+    sections: dict[str, list[str]] = {}
+    name, rc = None, 0
+    for line in rest.splitlines():
         if line.startswith(_MARK):
             words = line.split()
-            if words[1] == "rc":
+            if len(words) > 1 and words[1] == "rc":
                 rc = int(words[2]) if len(words) > 2 and words[2].isdigit() else 1
-            else:
+            elif len(words) > 1:
                 name = words[1]
                 sections[name] = []
             continue
-        sections.setdefault(name, []).append(line)
-    ps_text = "\n".join(sections["ps"]) + "\n"
-    links = parse_links(ps_text)
-    rows = rebase(parse_ps_output(ps_text), links.get(settings.deploy_to), settings.deploy_to)
+        if name is not None:
+            sections[name].append(line)
+    return sections, rc
+
+
+def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
+    """What `status_command` printed on `host`, as facts. A process listing that is cut short
+    or names a pid twice raises `CommandFailed` naming the host: the listing is parsed by its
+    own NUL-separated framing first, so no folder name can reach the section marks below."""
+    try:
+        listing = parse_listing(text)
+    except CommandFailed as exc:
+        raise CommandFailed(f"{host}: {exc}") from None
+    links = listing.links
+    rows = rebase(listing.rows, links.get(settings.deploy_to), settings.deploy_to)
+    sections, rc = _sections(listing.rest)
     monit_text = "\n".join(sections.get("monit", []))
     services, error = {}, None
     if rc == 0:

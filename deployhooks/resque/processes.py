@@ -1,8 +1,9 @@
 """The resque workers on a host, as records, from either of two adapters that must agree.
 
 - `local_processes()` reads the local process table with psutil (hooks run on the server).
-- `ps_command()` + `parse_ps_output()` do the same over any context in one round trip (`ps` and
-  `/proc/<pid>/cwd`), so a Fabric connection sees what psutil would see on that host.
+- `ps_command()` + `parse_listing()` do the same over any context in one round trip (`ps` and
+  `/proc/<pid>/cwd`), so a Fabric connection sees what psutil would see on that host. Paths
+  come back NUL-separated, so no folder's name can add or move a line of the listing.
 
 Both produce `RawProcess` rows; `workers_from()` turns rows into `WorkerProcess` records. Only
 `workers_from()` decides anything, so both adapters are held to the same rules.
@@ -15,6 +16,7 @@ import shlex
 from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
+from ..errors import CommandFailed
 from . import proclines
 from .proclines import FORKED, IDLE, PAUSED, PROCESSING, STARTING
 
@@ -161,7 +163,8 @@ def local_processes(root: str | None = None) -> list[RawProcess]:
         try:
             # The raw link, as `readlink` shows it: psutil.cwd() strips the kernel's
             # " (deleted)" mark, and a path check from here would misjudge processes that live
-            # in another mount namespace.
+            # in another mount namespace. One link per call, so a newline in it is just a
+            # character: nothing here or downstream splits a cwd into lines.
             cwd = os.readlink(f"/proc/{info['pid']}/cwd")
         except OSError:
             cwd = None
@@ -178,22 +181,28 @@ def local_processes(root: str | None = None) -> list[RawProcess]:
 # pid (and the one extra link a caller asks for). The earlier form ran a subshell and readlink
 # per process, which cost more than ps itself (bench/status.py). `[r]esque` keeps awk from
 # matching its own command line; fflush() puts the rows before what the END block prints.
-# With a root, the same sh also prints where that folder really is (`pwd -P`, a builtin): the
-# kernel reports a worker's cwd fully resolved, and deploy_to is often a symlink. The link and
-# the root travel in the environment, so no quoting of them reaches awk or the shell it starts.
+# With a root, the same sh also prints where that folder really is (`cd -P` sets $PWD to it):
+# the kernel reports a worker's cwd fully resolved, and deploy_to is often a symlink. The link
+# and the root travel in the environment, so no quoting of them reaches awk or the shell.
+#
+# Paths are anyone's to name: a folder called "x\n/proc/<pid>/cwd\t/elsewhere" would add a
+# line that moves another process. So after the mark every record ends with NUL, the one byte
+# no path holds, and an end record closes the listing; ps itself prints no newline inside a
+# row (procps shows control characters in args as '?' or a space).
 LINKS_MARK = "__deployhooks_links__"
+LINKS_END = "__deployhooks_end__"
 _AWK_PROGRAM = r"""$4 !~ /^Z/ && /[r]esque/ { print; if ($1 ~ /^[0-9]+$/) p = p " /proc/" $1 "/cwd" }
 END {
   print "@MARK@"; fflush(); c = ""; x = ENVIRON["DEPLOYHOOKS_LINK"] != ""
-  if (p != "" || x) c = "find" p (x ? " \"$DEPLOYHOOKS_LINK\"" : "") " -maxdepth 0 -printf \"%p\\t%l\\n\" 2>/dev/null; "
-  if (ENVIRON["DEPLOYHOOKS_ROOT"] != "") c = c "cd \"$DEPLOYHOOKS_ROOT\" 2>/dev/null && printf \"%s\\t\" \"$DEPLOYHOOKS_ROOT\" && pwd -P"
-  if (c != "") system(c)
-}""".replace("@MARK@", LINKS_MARK)
+  if (p != "" || x) c = "find" p (x ? " \"$DEPLOYHOOKS_LINK\"" : "") " -maxdepth 0 -printf \"%p\\t%l\\0\" 2>/dev/null; "
+  if (ENVIRON["DEPLOYHOOKS_ROOT"] != "") c = c "cd -P \"$DEPLOYHOOKS_ROOT\" 2>/dev/null && printf \"%s\\t%s\\0\" \"$DEPLOYHOOKS_ROOT\" \"$PWD\"; "
+  system(c "printf \"@END@\\0\"")
+}""".replace("@MARK@", LINKS_MARK).replace("@END@", LINKS_END)
 
 
 def ps_command(link: str | None = None, root: str | None = None) -> str:
     """The process listing command; with `link`, also that symlink's raw target, and with
-    `root`, where that folder resolves to (both in `parse_links`)."""
+    `root`, where that folder resolves to (both in `parse_listing`'s links)."""
     env = "".join(f"{name}={shlex.quote(value)} " for name, value in
                   (("DEPLOYHOOKS_LINK", link), ("DEPLOYHOOKS_ROOT", root)) if value)
     return f"ps axww -o pid=,ppid=,rss=,stat=,args= | {env}awk '{_AWK_PROGRAM}'"
@@ -202,35 +211,93 @@ def ps_command(link: str | None = None, root: str | None = None) -> str:
 PS_COMMAND = ps_command()
 
 
-def _split_at_mark(text: str) -> tuple[list[str], list[str]]:
-    """`ps_command`'s output as (process lines, link lines). The mark counts only as a whole
-    line: the shell running the command is itself a row when its command line mentions resque
-    (a monit group `<app>_resque`), and that row contains the mark's text."""
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line == LINKS_MARK:
-            return lines[:i], lines[i + 1:]
-    return lines, []
+@dataclass(frozen=True)
+class Listing:
+    """`ps_command`'s output, parsed: the rows, `path -> raw link target` for every record
+    (cwds, the asked link, the asked root), and `rest`, whatever the same output carried
+    after the listing (`status_command` puts monit's answer there)."""
+
+    rows: list[RawProcess]
+    links: dict[str, str]
+    rest: str
 
 
-def parse_links(text: str) -> dict[str, str]:
-    """`path -> raw symlink target` for the lines after the mark in `ps_command`'s output."""
-    return dict(line.split("\t", 1) for line in _split_at_mark(text)[1] if "\t" in line)
+def _split_at_mark(text: str) -> tuple[str, str]:
+    """(ps rows, what follows the mark line). The mark counts only as a whole line: the shell
+    running the command is itself a row when its command line mentions resque (a monit group
+    `<app>_resque`), and that row contains the mark's text. Rows come before any record, so
+    the first whole-line mark is the real one."""
+    at = ("\n" + text).find("\n" + LINKS_MARK + "\n")
+    if at < 0:
+        raise CommandFailed("the process listing has no links mark: ps or awk did not run")
+    return text[:at], text[at + len(LINKS_MARK) + 1:]
 
 
-def parse_ps_output(text: str) -> list[RawProcess]:
-    """Rows from `ps_command`'s output (ps lines, the mark, then `path<TAB>link` lines); lines
-    that do not fit are skipped, and a pid without a cwd line has cwd None."""
-    links = parse_links(text)
-    rows = []
-    for line in _split_at_mark(text)[0]:
+def _split_records(text: str) -> tuple[list[str], str]:
+    """(NUL-terminated records up to the end record, what follows it). No record can be the
+    end record by accident: a record starts with its path, /proc/<pid>/cwd or a caller's."""
+    records = []
+    start = 0
+    while True:
+        stop = text.find("\0", start)
+        if stop < 0:
+            raise CommandFailed("the process listing was cut short (no end record)")
+        record = text[start:stop]
+        start = stop + 1
+        if record == LINKS_END:
+            return records, text[start:]
+        records.append(record)
+
+
+def _links(records: list[str]) -> dict[str, str]:
+    """`path -> target` from `path<TAB>target` records. Only the first tab separates: the path
+    is /proc/<pid>/cwd or a configured path, a target may hold tabs. A path seen twice is an
+    error: letting the last record win is how a forged record would move a worker."""
+    links: dict[str, str] = {}
+    for record in records:
+        if "\t" not in record:
+            continue
+        path, target = record.split("\t", 1)
+        if path in links:
+            raise CommandFailed(f"the process listing gives {path} twice")
+        links[path] = target
+    return links
+
+
+def _rows(ps_text: str, links: Mapping[str, str]) -> list[RawProcess]:
+    """Rows from the ps lines (lines that do not fit are skipped); a pid without a cwd record,
+    or with an empty one (unreadable), has cwd None. A pid seen twice is an error."""
+    rows: dict[int, RawProcess] = {}
+    for line in ps_text.split("\n"):
         parts = line.split(None, 4)
         if len(parts) != 5 or not parts[0].isdigit() or not parts[1].isdigit():
             continue
         pid, ppid, rss, _stat, title = parts
-        rows.append(RawProcess(int(pid), int(ppid), int(rss) if rss.isdigit() else 0,
-                               links.get(f"/proc/{pid}/cwd") or None, normalize_title(title)))
-    return rows
+        if int(pid) in rows:
+            raise CommandFailed(f"the process listing shows pid {int(pid)} twice")
+        rows[int(pid)] = RawProcess(int(pid), int(ppid), int(rss) if rss.isdigit() else 0,
+                                    links.get(f"/proc/{pid}/cwd") or None, normalize_title(title))
+    return list(rows.values())
+
+
+def parse_listing(text: str) -> Listing:
+    """`ps_command`'s output as rows, links and the rest. Raises `CommandFailed` (naming no
+    host: the caller knows it) when the listing is cut short or names a pid or a path twice,
+    since either would let the guard see fewer busy workers than there are."""
+    ps_text, after = _split_at_mark(text)
+    records, rest = _split_records(after)
+    links = _links(records)
+    return Listing(_rows(ps_text, links), links, rest)
+
+
+def parse_links(text: str) -> dict[str, str]:
+    """`path -> raw symlink target` for the records in `ps_command`'s output."""
+    return parse_listing(text).links
+
+
+def parse_ps_output(text: str) -> list[RawProcess]:
+    """The rows of `ps_command`'s output (see `parse_listing`)."""
+    return parse_listing(text).rows
 
 
 def rebase(rows: Iterable[RawProcess], resolved: str | None, root: str) -> list[RawProcess]:
@@ -248,5 +315,5 @@ def remote_processes(c, root: str | None = None) -> list[RawProcess]:
     """Rows from any invoke Context or fabric Connection, in one command; with `root`, cwds
     under the folder it resolves to are told under `root` (see `rebase`)."""
     text = c.run(ps_command(root=root), hide=True, warn=True, in_stream=False).stdout
-    rows = parse_ps_output(text)
-    return rebase(rows, parse_links(text).get(root), root) if root else rows
+    listing = parse_listing(text)
+    return rebase(listing.rows, listing.links.get(root), root) if root else listing.rows

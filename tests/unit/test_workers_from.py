@@ -53,8 +53,8 @@ def test_ps_output_rows():
             "     11       1     0 S    tail -f  resque.log\n"
             "garbage line\n"
             "__deployhooks_links__\n"
-            "/proc/10/cwd\t/data/shop/releases/1\n"
-            "/proc/99/cwd\t/somewhere/else\n")
+            "/proc/10/cwd\t/data/shop/releases/1\0"
+            "/proc/99/cwd\t/somewhere/else\0__deployhooks_end__\0")
     rows = parse_ps_output(text)
     assert [r.pid for r in rows] == [10, 11]
     assert (rows[0].ppid, rows[0].rss_kb, rows[0].cwd) == (1, 2048, "/data/shop/releases/1")
@@ -65,7 +65,7 @@ def test_ps_output_rows():
 
 def test_ps_output_keeps_a_deleted_release_mark_and_spaces_in_the_path():
     text = ("  7 1 100 S resque-3.0.0: Paused\n__deployhooks_links__\n"
-            "/proc/7/cwd\t/data/shop/releases/old (deleted)\n")
+            "/proc/7/cwd\t/data/shop/releases/old (deleted)\0__deployhooks_end__\0")
     [row] = parse_ps_output(text)
     assert row.cwd == "/data/shop/releases/old (deleted)"
 
@@ -90,7 +90,8 @@ def test_rebase_tells_resolved_cwds_under_the_configured_root():
 def test_the_root_line_comes_back_in_the_links():
     from deployhooks.resque.processes import parse_links
     text = ("  7 1 100 S resque-3.0.0: Paused\n__deployhooks_links__\n"
-            "/proc/7/cwd\t/mnt/data/shop/releases/1\n/data/shop\t/mnt/data/shop\n")
+            "/proc/7/cwd\t/mnt/data/shop/releases/1\0/data/shop\t/mnt/data/shop\0"
+            "__deployhooks_end__\0")
     assert parse_links(text) == {"/proc/7/cwd": "/mnt/data/shop/releases/1",
                                  "/data/shop": "/mnt/data/shop"}
 
@@ -101,7 +102,7 @@ def test_the_mark_inside_a_row_does_not_cut_the_listing():
     text = ("    50     1  3000 S    bash -c ps axww ... print \"__deployhooks_links__\"; ... -g shop_resque\n"
             "    90     1  2048 S    resque-3.0.0: Waiting for a\n"
             "__deployhooks_links__\n"
-            "/proc/90/cwd\t/data/shop/releases/1\n")
+            "/proc/90/cwd\t/data/shop/releases/1\0__deployhooks_end__\0")
     rows = parse_ps_output(text)
     assert [r.pid for r in rows] == [50, 90]
     [w] = workers_from(rows, APPS)
