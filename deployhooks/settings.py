@@ -594,7 +594,7 @@ def _mapping(node: yaml.Node, prefix: str, schema: dict[str, _Spec]) -> dict[str
             raise _Bad(knode, f"one of the known keys ({', '.join(schema)})",
                        key=f"{path} (unknown key)", show_got=False)
         if key in values:
-            raise _Bad(knode, f"'{path}' only once", show_got=False)
+            raise _Bad(knode, f"'{path}' only once", key=path, show_got=False)
         try:
             values[key] = schema[key].check(vnode, path)
         except _Bad as bad:

@@ -75,6 +75,11 @@ def test_yaml_tags_are_refused(value):
     assert message.startswith(f"{SRC}:2: framework_env: expected "), message
 
 
+def test_a_repeated_key_is_named_with_its_section():
+    message = refused(resque("stop: quit\nstop: term"))
+    assert message.startswith(f"{SRC}:4: resque.stop: expected 'resque.stop' only once"), message
+
+
 def test_aliases_resolve_to_the_anchored_value():
     assert parse("app: &a shop\nframework_env: *a\n").framework_env == "shop"
 
