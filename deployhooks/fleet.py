@@ -49,6 +49,15 @@ class _Connection(Connection):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return result
 
+    def close(self):
+        """Close the connection and the ProxyJump gateways fabric made for it alone
+        (Connection.get_gateway), which fabric's Connection.close leaves open. A gateway given
+        in the config may serve other connections; it is left to whoever made it."""
+        super().close()
+        if "proxyjump" in self.ssh_config:
+            for hop in _gateways(self):
+                hop.close()
+
 
 # --- Host keys -------------------------------------------------------------------------------
 

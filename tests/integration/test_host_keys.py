@@ -89,7 +89,10 @@ def test_known_gateway_key_from_the_users_hashed_known_hosts_is_accepted(home, s
     gateway, target = servers
     (home / ".ssh" / "known_hosts").write_text(_line(gateway, hashed=True))
     cfg = _settings(target, target.known_hosts, strict=True)
-    assert _echo(connect(f"{target.user}@target", cfg)) == "ok"
+    conn = connect(f"{target.user}@target", cfg)
+    assert _echo(conn) == "ok"
+    # Closing the connection closes the gateway it opened (fabric's Connection.close does not).
+    assert not conn.gateway.is_connected
 
 
 def test_changed_gateway_key_is_refused_naming_the_file_that_holds_it(home, servers, tmp_path):
