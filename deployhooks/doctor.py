@@ -19,6 +19,7 @@ import yaml
 
 from . import setup as setup_mod
 from . import status as status_mod
+from . import trust
 from .errors import CommandFailed, ConfigError
 from .host import Host
 from .resque.supervisor import WORKER_CMDLINE_RE
@@ -159,6 +160,29 @@ def check_wrapper(configured: str, resolved: str | None, source: str) -> Check:
                                   f"(monit runs programs with a minimal PATH)",
                  f"install deployhooks on this host, or set resque.wrapper in {source} to the "
                  f"absolute path of deployhooks-resque; then run resque.setup")
+
+
+def check_ownership(chains: Mapping[str, tuple[str, list[trust.PathEntry]]], source: str) -> list[Check]:
+    """Root runs the wrapper (and its interpreter), reads the monitrc and writes in pid_dir:
+    each must be something only root can change (see deployhooks.trust)."""
+    subjects = [("root owns wrapper", ("wrapper", "interpreter"), "file", setup_mod.WRAPPER_TRUST_FIX),
+                ("root owns pid_dir", ("pid_dir",), "folder",
+                 f"chown root:root and chmod 755 the folder and each parent, or set resque.pid_dir "
+                 f"in {source} to a folder under /run or /var/run"),
+                ("root owns monitrc", ("monitrc",), "file",
+                 "chown root:root and chmod 644 (or 600) the file; chmod go-w each parent folder")]
+    checks = []
+    for name, labels, kind, fix in subjects:
+        present = [chains[label] for label in labels if label in chains]
+        if not present:
+            continue
+        why = [p for path, entries in present for p in trust.problems(path, entries, kind=kind)]
+        if name == "root owns monitrc" and any(f"{present[0][0]} does not exist" == w for w in why):
+            continue  # no monitrc yet: the monitrc check says so
+        shown = ", ".join(path for path, _ in present)
+        checks.append(Check(name, FAIL, "; ".join(why), fix) if why else
+                      Check(name, PASS, f"{shown}: root's, not writable by others"))
+    return checks
 
 
 def check_confs(settings: Settings, confs: Mapping[int, str]) -> Check:
@@ -448,6 +472,7 @@ class Facts:
     status: status_mod.HostFacts
     pidfiles: list[PidFile] = field(default_factory=list)
     rake_files: dict[str, str] = field(default_factory=dict)
+    chains: dict[str, tuple[str, list[trust.PathEntry]]] = field(default_factory=dict)
 
 
 def _read(host: Host, path: str, root: bool = False) -> str | None:
@@ -467,16 +492,20 @@ def gather(host: Host) -> Facts:
         r = host.run(ping_command(target), warn=True)
         redis = (r.exited, r.stdout + r.stderr)
     try:
-        wrapper = setup_mod.resolve_wrapper(host)
+        wrapper = setup_mod.find_wrapper(host)
     except CommandFailed:
         wrapper = None
+    subjects = {"pid_dir": s.resque.pid_dir, "monitrc": s.resque.monitrc_path}
+    chain_cmd = trust.wrapper_chain_command(wrapper, subjects) if wrapper else trust.chain_command(subjects)
+    chains = trust.parse_chain(host.run(chain_cmd, warn=True).stdout)
     status = status_mod.parse_status_output(host.run(status_mod.status_command(s), warn=True).stdout,
                                             s, host.name)
     return Facts(
         resque_yml=yml, redis=redis, wrapper=wrapper, confs=setup_mod.read_confs(host),
         monitrc=_read(host, s.resque.monitrc_path, root=True), status=status,
         pidfiles=parse_pidfiles(host.run(pidfiles_command(s), warn=True).stdout),
-        rake_files=parse_rake_files(host.run(rake_files_command(s), warn=True).stdout))
+        rake_files=parse_rake_files(host.run(rake_files_command(s), warn=True).stdout),
+        chains=chains)
 
 
 def run_checks(settings: Settings, facts: Facts, host: str) -> list[Check]:
@@ -490,6 +519,7 @@ def run_checks(settings: Settings, facts: Facts, host: str) -> list[Check]:
         checks.append(check_redis(target, *facts.redis, host=host, path=yml_path,
                                   env=settings.framework_env))
     checks.append(check_wrapper(r.wrapper, facts.wrapper, settings.source))
+    checks += check_ownership(facts.chains, settings.source)
     checks.append(check_confs(settings, facts.confs))
     desired = None
     if facts.wrapper:

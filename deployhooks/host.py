@@ -8,6 +8,7 @@ and with one `ps` command remotely, is kept here.
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 import socket
 from typing import Iterable
@@ -69,11 +70,27 @@ class Host:
                 if w.app == self.settings.app or (unplaced and w.cwd is None)]
 
     def signal(self, signame: str, pids: Iterable[int]) -> None:
-        """Send a signal to pids; pids that have exited meanwhile are not an error."""
+        """Send a signal to pids; pids that have exited meanwhile are not an error.
+
+        The workers run as `resque.user`, so a login that is that user (or root) signals them
+        with a plain `kill`: a deploy user's sudo needs no rule for it. With `resque.sudo` and any
+        other login, `sudo -n -u <resque.user> kill`: the narrowest rule that reaches them, never
+        a kill as root that could signal any process (`sudo -n kill` only when resque.user is unset).
+        """
+        import os
+        import pwd
+
         pids = sorted(set(pids))
         if not pids:
             return
-        sudo = "sudo -n " if self.settings.resque.sudo else ""
+        r = self.settings.resque
+        if self.remote:
+            login = self.c.user
+        else:
+            login = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        sudo = ""
+        if r.sudo and login not in ("root", r.user):
+            sudo = f"sudo -n -u {shlex.quote(r.user)} " if r.user else "sudo -n "
         # One kill per pid, so one pid that exited in between does not hide the others' result.
         self.run(" ; ".join(f"{sudo}kill -{signame} {int(p)} 2>/dev/null" for p in pids) + " ; true")
 
@@ -88,11 +105,32 @@ class Host:
             raise CommandFailed(f"{self.name}: cannot read {path}: {result.stderr.strip()}")
         return result.stdout
 
-    def write_file(self, path: str, text: str) -> None:
-        """Write a file atomically (a temporary file renamed over it), creating its folder."""
-        q, tmp = shlex.quote(path), shlex.quote(path + ".tmp")
-        folder = shlex.quote(path.rsplit("/", 1)[0] or "/")
-        self.run(f"mkdir -p {folder} && printf %s {shlex.quote(text)} > {tmp} && mv -f {tmp} {q}")
+    def write_file(self, path: str, text: str, *, sudo: bool = False, mode: int = 0o644) -> None:
+        """Replace `path` with `text` atomically, creating its folder; `sudo`: through `sudo -n`.
+
+        The temporary file is made by `mktemp` (O_EXCL, so no planted link is written through)
+        in the target's folder and renamed over it. When the writer is root and the nearest
+        existing folder on the way is someone else's (the deploy user's `shared/`), the whole
+        write runs with that owner's uid and gid (`setpriv`): root then does nothing there the
+        owner could not, and a link the owner planted leads nowhere they could not write.
+        """
+        folder = posixpath.dirname(path) or "/"
+        name = posixpath.basename(path)
+        writer = (f'mkdir -p -- "$1" && t=$(mktemp -- "$1/.$3.XXXXXX") && cat > "$t" && '
+                  f'chmod {mode:o} "$t" && mv -f -- "$t" "$2"')
+        script = (
+            f"d={shlex.quote(folder)}; a=$d; while [ ! -e \"$a\" ] && [ ! -L \"$a\" ]; do a=$(dirname -- \"$a\"); done; "
+            f"o=$(stat -c '%u %g' -- \"$a\") || exit 1; set -- ${{o% *}} ${{o#* }}; "
+            f"if [ \"$(id -u)\" = 0 ] && [ \"$1\" != 0 ]; then "
+            f"set -- setpriv --reuid=$1 --regid=$2 --clear-groups --; else set --; fi; "
+            f"printf %s {shlex.quote(text)} | \"$@\" sh -c {shlex.quote(writer)} sh \"$d\" "
+            f"{shlex.quote(path)} {shlex.quote(name)}")
+        command = f"sudo -n sh -c {shlex.quote(script)}" if sudo else script
+        result = self.run(command, warn=True)
+        if result.exited != 0:
+            why = (result.stderr or result.stdout).strip().splitlines()
+            raise CommandFailed(f"{self.name}: cannot write {path}: "
+                                f"{why[-1] if why else f'exit {result.exited}'}")
 
     def remove_file(self, path: str) -> None:
         self.run(f"rm -f {shlex.quote(path)}")

@@ -6,6 +6,11 @@ workers), makes host2 busy with a long job, then deploys the example app twice: 
 `on_busy: abort` (the guard refuses and nothing changes), once with `on_busy: wait` (the guard
 waits for the job, then the deploy switches every host and restarts the workers on the new
 release). The sandbox stays up to explore; `down` takes it away.
+
+`fab` reaches the hosts as it reaches production ones: the SSH login is the deploy user (the one
+the workers run as; root cannot log in), whose sudo allows monit and nothing else
+(/etc/sudoers.d/deployhooks-test, installed by script/setup), and the config says
+`resque.sudo: true`.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ def fab(*args: str, check: bool = True) -> int:
 
 
 def up(root: Path) -> int:
+    from .testing.applayout import test_user
     from .testing.examplerepo import make_repo
     from .testing.fakeresque import enqueue
     from .testing.fleet import Fleet
@@ -59,9 +65,11 @@ def up(root: Path) -> int:
     step("1. Three hosts on this machine")
     say("Each host is a set of Linux namespaces (PID, mount, hostname) with its own sshd on\n"
         "127.0.10.N:22, its own /data, and its own monit supervising two resque workers of the\n"
-        "app 'shop' through deployhooks-resque (the monit wrapper). Nothing leaves loopback.")
+        "app 'shop' through deployhooks-resque (the monit wrapper). Nothing leaves loopback.\n"
+        f"fab logs in as '{test_user()}', as on production hosts: root cannot log in over SSH, and\n"
+        f"{test_user()}'s sudo runs monit and nothing else (resque.sudo: true in the config).")
     run(sys.executable, "-m", "deployhooks.testing.fleet", "up", "--root", str(fleet_root), "-n", "3",
-        "--app", "shop:deploytest+q_{host}")
+        "--app", "shop:deploytest+q_{host}", "--login", test_user())
     fleet = Fleet.from_state(fleet_root)
     fleet.wait_workers(timeout=60)
 
@@ -109,7 +117,7 @@ def up(root: Path) -> int:
     say(f"  .venv/bin/fab deploy --repo {os.path.relpath(repo, REPO)} --config {cfg}")
     say(f"  .venv/bin/fab rollback --config {cfg}")
     say(f"  .venv/bin/fab resque.logs --config {cfg}")
-    say(f"  ssh -i {fleet.client_key} -o UserKnownHostsFile={fleet.known_hosts} root@{fleet.host(2).address}")
+    say(f"  ssh -i {fleet.client_key} -o UserKnownHostsFile={fleet.known_hosts} {fleet.host(2).target}")
     say("Take it down:")
     say("  script/sandbox down")
     return 0

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from . import monit as monit_mod
+from . import trust
 from .errors import CommandFailed, ConfigError
 from .host import Host
 from .resque.monitrc import render_monit_control, render_monitrc
@@ -62,11 +63,15 @@ def conf_text(queues: Sequence[str]) -> str:
 def desired_monitrc(settings: Settings, wrapper: str) -> str:
     """The monitrc the config asks for, with `wrapper` already resolved to an absolute path."""
     r = settings.resque
+    if r.user is None:
+        raise ConfigError(f"{settings.source}: resque.user: not set: name the user the workers run "
+                          f"as (the monit wrapper runs as root and drops to it; never root)")
     try:
         return render_monitrc(
             settings.app, settings.framework_env, r.monit_group, len(r.workers), wrapper=wrapper,
             deploy_to=settings.deploy_to, pid_dir=r.pid_dir, stop_action=r.stop,
-            grace_time=r.grace_time, start_timeout=r.start_timeout, totalmem_mb=r.totalmem_mb)
+            grace_time=r.grace_time, start_timeout=r.start_timeout, totalmem_mb=r.totalmem_mb,
+            user=r.user, worker_command=r.worker_command)
     except ValueError as exc:
         raise ConfigError(f"{settings.source}: cannot render the monitrc: {exc}") from None
 
@@ -235,6 +240,23 @@ def _monit_error(host: Host, result, argv: list[str]) -> Exception:
 
 
 def resolve_wrapper(host: Host) -> str:
+    """The wrapper's absolute path on the host, once it is known to be safe for root to run
+    (see :mod:`deployhooks.trust`); ConfigError naming each problem otherwise."""
+    found = find_wrapper(host)
+    chain = trust.parse_chain(host.run(trust.wrapper_chain_command(found), warn=True).stdout)
+    why = [p for label, (path, entries) in chain.items() for p in trust.problems(path, entries)]
+    if why:
+        raise ConfigError(
+            f"{host.name}: the worker wrapper {found} is not safe for root's monit to run: "
+            f"{'; '.join(why)}. {WRAPPER_TRUST_FIX}")
+    return found
+
+
+WRAPPER_TRUST_FIX = ("Install deployhooks where only root can change it (e.g. a root-owned "
+                     "virtualenv under /opt) and set resque.wrapper to its deployhooks-resque")
+
+
+def find_wrapper(host: Host) -> str:
     """The wrapper's absolute path on the host: monit runs programs with a minimal PATH."""
     wrapper = host.settings.resque.wrapper
     q = shlex.quote(wrapper)
@@ -278,9 +300,13 @@ def read_confs(host: Host) -> dict[int, str]:
 
 
 def read_root_file(host: Host, path: str) -> str | None:
-    """A system file's text (through sudo when configured), or None when absent."""
+    """A system file's text, or None when absent. Read as the login when it may (a monitrc is
+    world-readable, so a deploy user whose sudo allows only monit reads it too); only a file it
+    may not read goes through `sudo -n cat` (resque.sudo), whose refusal is the error."""
     q = shlex.quote(path)
-    result = host.run(_as_root(host, f"if [ -e {q} ]; then cat {q}; else exit 4; fi"), warn=True)
+    unreadable = f"sudo -n cat {q}" if host.settings.resque.sudo else f"cat {q}"
+    result = host.run(f"if [ ! -e {q} ]; then exit 4; elif [ -r {q} ]; then cat {q}; "
+                      f"else {unreadable}; fi", warn=True)
     if result.exited == 4:
         return None
     if result.exited != 0:
@@ -290,20 +316,15 @@ def read_root_file(host: Host, path: str) -> str | None:
 
 
 def write_file(host: Host, path: str, text: str, *, root: bool = False) -> None:
-    """Write `path` atomically (a hidden temporary renamed over it), mode 0644, creating its
-    folder; `root`: through sudo when resque.sudo is on. A failure names the file, not the text."""
-    q = shlex.quote
-    tmp = _hidden(path, "deployhooks-tmp")
-    script = (f"mkdir -p {q(os.path.dirname(path) or '/')} && printf %s {q(text)} > {q(tmp)} && "
-              f"chmod 644 {q(tmp)} && mv -f {q(tmp)} {q(path)}")
-    result = host.run(_as_root(host, script) if root else script, warn=True)
-    if result.exited != 0:
-        host.run(_as_root(host, f"rm -f {q(tmp)}") if root else f"rm -f {q(tmp)}", warn=True)
-        why = (result.stderr or result.stdout).strip().splitlines()
-        hint = "" if host.settings.resque.sudo or not root else \
+    """Write `path` atomically, mode 0644, creating its folder (see `Host.write_file`); `root`:
+    a system file, through sudo when resque.sudo is on. A failure names the file, not the text."""
+    sudo = root and host.settings.resque.sudo
+    try:
+        host.write_file(path, text, sudo=sudo)
+    except CommandFailed as exc:
+        hint = "" if sudo or not root else \
             " (run as root, or set resque.sudo: true to write it through sudo -n)"
-        raise CommandFailed(f"{host.name}: cannot write {path}: "
-                            f"{why[-1] if why else f'exit {result.exited}'}{hint}")
+        raise CommandFailed(f"{exc}{hint}") from None
 
 
 def _hidden(path: str, suffix: str) -> str:

@@ -19,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from deployhooks.testing.applayout import fake_worker_command, make_app
+from deployhooks.testing.applayout import fake_worker_argv, make_app
 from tests.fixtures.monit import WRAPPER, gone, job_child, pidfile_worker, procline, wait_for, write_app_monitrc
 
 GRACE = 2.0
@@ -34,6 +34,15 @@ def wrapper(layout, action, n=0, *options, env=None, timeout=60):
         [WRAPPER, *layout.wrapper_args(action, n, *options)],
         capture_output=True, text=True, env=full_env, timeout=timeout,
     )
+
+
+def script_command(folder, body, *args):
+    """A worker command running the shell script `body` (root's file, which others may run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / f"worker{len(list(folder.iterdir()))}.sh"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return (str(script), *args)
 
 
 def _ignore_quit_and_int():
@@ -149,12 +158,14 @@ def _processes_in(deploy_to):
 
 def _old_log_line(layout):
     layout.logfile(0).write_text("line from an earlier worker\n")
+    user = pwd.getpwnam(layout.user)
+    os.chown(layout.logfile(0), user.pw_uid, user.pw_gid)
 
 
-def test_start_under_monit_then_start_again_refuses(deployed, redis_client):
+def test_start_under_monit_then_start_again_refuses(deployed, redis_client, tmp_path):
     # The procline overwrites /proc/<pid>/environ, so the worker's environment is dumped by a shell
     # that then execs the worker (pid unchanged, as with `bundle exec`).
-    command = f"sh -c 'env > worker.env; exec \"$0\" \"$@\"' {fake_worker_command()}"
+    command = script_command(tmp_path / "bin", 'env > worker.env; exec "$@"', *fake_worker_argv())
     monit, layouts, workers = deployed(
         {"shop": ["start_q"]}, worker_command=command, extra_env={"VERBOSE": "1"}, before_start=_old_log_line
     )
@@ -205,7 +216,7 @@ def test_start_refusals_launch_nothing(tmp_path, redis_server):
 
 
 def test_worker_dying_at_start_fails_with_its_log(tmp_path, redis_server):
-    command = f"{sys.executable} -c \"print('rake aborted! No Rakefile found'); raise SystemExit(3)\""
+    command = script_command(tmp_path / "bin", "echo 'rake aborted! No Rakefile found'; exit 3", "resque:work")
     layout = make_app(tmp_path, "shop", workers=["q"], redis_url=redis_server.url, worker_command=command)
     result = wrapper(layout, "start")
     assert result.returncode == 1
@@ -227,7 +238,7 @@ def test_start_replaces_stale_pidfile_of_unrelated_process(tmp_path, redis_serve
         stopped = wrapper(layout, "stop", 0, "--grace-time", str(GRACE))
         assert stopped.returncode == 0, stopped.stderr
         assert reaper.wait(timeout=10) == 0, (tmp_path / "start.out").read_text()
-        assert "not a live resque worker; removing it" in (tmp_path / "start.out").read_text()
+        assert "which is not this app's worker (it is not a resque worker)" in (tmp_path / "start.out").read_text()
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -236,31 +247,31 @@ def test_start_replaces_stale_pidfile_of_unrelated_process(tmp_path, redis_serve
             reaper.wait(timeout=10)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
-def test_root_starts_worker_as_owner_of_current_with_default_signals(tmp_path, redis_server):
-    """As root the worker runs as the owner of current, and QUIT works even if our caller ignored it.
-
-    The worker is a shell (this venv's python is not readable by nobody); a non-interactive shell
-    cannot un-ignore a signal ignored on entry, so only the wrapper's reset lets QUIT end it.
-    """
-    nobody = pwd.getpwnam("nobody")
-    command = "sh -c 'id -un > whoami; env > worker.env; while :; do sleep 0.1; done' resque:work"
+def test_root_starts_worker_as_the_monitrc_user_with_default_signals(tmp_path, redis_server):
+    """As root the worker runs as --user (not the owner of current), and QUIT works even if our
+    caller ignored it: a non-interactive shell cannot un-ignore a signal ignored on entry, so
+    only the wrapper's reset lets QUIT end it."""
+    assert os.geteuid() == 0, "the wrapper's privilege drop can only be tested as root"
+    command = script_command(tmp_path / "bin", "id -un > whoami; env > worker.env; while :; do sleep 0.1; done",
+                             "resque:work")
     layout = make_app(tmp_path, "shop", workers=["q"], redis_url=redis_server.url, worker_command=command)
-    os.chown(layout.releases[-1], nobody.pw_uid, nobody.pw_gid)
+    user = pwd.getpwnam(layout.user)
+    os.chown(layout.releases[-1], 0, 0)  # the owner of current no longer says who the worker is
+    os.chmod(layout.releases[-1], 0o777)
     reaper = wrapper_under_reaper(layout, "start", 0, tmp_path / "start.out", ignore_quit=True)
     try:
         whoami = layout.releases[-1] / "whoami"
         wait_for(lambda: whoami.exists() and whoami.read_text().strip(), what="worker writing whoami")
-        assert whoami.read_text().strip() == "nobody"
+        assert whoami.read_text().strip() == layout.user
         worker = psutil.Process(int(layout.pidfile(0).read_text()))
-        assert worker.uids().real == nobody.pw_uid and worker.gids().real == nobody.pw_gid
+        assert worker.uids().real == user.pw_uid and worker.gids().real == user.pw_gid
         env_file = layout.releases[-1] / "worker.env"
         # whoami is written before worker.env; wait for the second file to be complete.
         wait_for(lambda: "USER=" in (env_file.read_text() if env_file.exists() else ""),
                  what="worker writing its environment")
         env = env_file.read_text().splitlines()
-        assert f"HOME={nobody.pw_dir}" in env and "USER=nobody" in env
-        assert (layout.log_dir / "resque_0.log").stat().st_uid == 0  # opened by the wrapper, as root
+        assert f"HOME={user.pw_dir}" in env and f"USER={layout.user}" in env
+        assert (layout.log_dir / "resque_0.log").stat().st_uid == user.pw_uid  # opened as the user
 
         stopped = wrapper(layout, "quit", 0, "--grace-time", "5")
         assert stopped.returncode == 0, stopped.stderr

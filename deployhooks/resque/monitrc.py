@@ -30,6 +30,7 @@ STOP_ACTIONS = ("stop", "quit", "term", "kill")
 
 # Same rule as the wrapper applies to app and framework_env; anything else it would refuse.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 # Characters that would split a monit token, end it early, or start a comment.
 _BAD_TOKEN_RE = re.compile(r"""[\s'"`#\x00-\x1f\x7f]""")
 
@@ -50,7 +51,7 @@ def _path(what: str, value: object) -> str:
 
 def _name(what: str, value: object) -> str:
     text = str(value)
-    if not _NAME_RE.match(text):
+    if not _NAME_RE.fullmatch(text):
         raise ValueError(f"{what} {text!r} may only contain letters, digits, '_' and '-'")
     return text
 
@@ -92,6 +93,8 @@ def render_monitrc(
     start_timeout: int = 30,
     margin: int = 30,
     totalmem_mb: int | None = None,
+    user: str | None = None,
+    worker_command: Iterable[str] | None = None,
 ) -> str:
     """Return monitrc text with one ``check process resque_<app>_<N>`` stanza per worker N.
 
@@ -100,8 +103,10 @@ def render_monitrc(
     resque_<N>.conf`` with ``start_timeout``; its stop program runs the wrapper with
     ``--grace-time <grace_time>`` and ``stop_action``, with a timeout of ``ceil(grace_time +
     margin)`` seconds so monit never ends the wrapper while it is still waiting for a job to drain.
-    ``totalmem_mb`` adds a restart rule on memory used for 2 cycles. Raises ValueError for a value
-    monit or the wrapper would misread (see the module docstring).
+    ``totalmem_mb`` adds a restart rule on memory used for 2 cycles. ``user`` (``--user``) is who
+    the wrapper runs the worker as, and ``worker_command`` what it execs (after ``--``): both
+    must come from here, the file root owns, and never from files under ``deploy_to``. Raises
+    ValueError for a value monit or the wrapper would misread (see the module docstring).
     """
     app = _name("app", app)
     framework_env = _name("framework_env", framework_env)
@@ -123,7 +128,13 @@ def render_monitrc(
     ):
         raise ValueError(f"totalmem_mb must be a positive whole number of MB, not {totalmem_mb!r}")
 
-    paths = f"--deploy-to {deploy_to} --pid-dir {pid_dir}"
+    if user is not None and (not _USER_RE.fullmatch(str(user)) or user == "root"):
+        raise ValueError(f"user {user!r} must be a user name other than root")
+    command = [_token("worker_command", t) for t in worker_command] if worker_command is not None else []
+    if worker_command is not None and not command:
+        raise ValueError("worker_command must not be empty")
+    paths = (f"--user {user} " if user else "") + f"--deploy-to {deploy_to} --pid-dir {pid_dir}"
+    exec_part = (" -- " + " ".join(command)) if command else ""
     lines = [
         f"# Resque workers of {app} ({framework_env}), rendered by deployhooks; do not edit by hand.",
         f"# Stop timeout {stop_timeout} s = grace time {grace} s + margin: monit must outwait the drain.",
@@ -133,7 +144,7 @@ def render_monitrc(
         lines += [
             "",
             f"check process resque_{app}_{n} with pidfile {pid_dir}/resque_{n}.pid",
-            f'  start program = "{wrapper} {paths} {app} start {framework_env} {conf}"'
+            f'  start program = "{wrapper} {paths} {app} start {framework_env} {conf}{exec_part}"'
             f" with timeout {start_timeout} seconds",
             f'  stop program = "{wrapper} {paths} --grace-time {grace} {app} {stop_action} {framework_env} {conf}"'
             f" with timeout {stop_timeout} seconds",

@@ -2,8 +2,8 @@
 
 A drop-in for Engine Yard's ``/engineyard/bin/resque`` wrapper::
 
-    deployhooks-resque [--deploy-to DIR] [--pid-dir DIR] [--grace-time SECONDS] [--term-wait SECONDS]
-                       <app> <action> <framework_env> <conf>
+    deployhooks-resque [--user USER] [--deploy-to DIR] [--pid-dir DIR] [--grace-time SECONDS]
+                       [--term-wait SECONDS] <app> <action> <framework_env> <conf> [-- COMMAND...]
 
 ``<conf>`` names ``<deploy_to>/shared/config/<conf>`` (e.g. ``resque_0.conf``); its stem
 (``resque_0``) names the worker: pidfile ``<pid_dir>/resque_0.pid``, lock ``<pid_dir>/resque_0.lock``,
@@ -12,16 +12,32 @@ log ``<deploy_to>/shared/log/resque_0.log``.
 Defaults: ``--deploy-to`` = $DEPLOYHOOKS_DEPLOY_TO or ``/data/<app>``; ``--pid-dir`` =
 $DEPLOYHOOKS_PID_DIR or ``/var/run/deployhooks/resque/<app>``; ``--grace-time`` = $GRACE_TIME or 60;
 ``--term-wait`` = 5. $DEPLOYHOOKS_LOCK_TIMEOUT (default 10) is how long to wait for the lock.
+``COMMAND`` (after ``--``) is what the worker execs, ``{current}`` standing for the release path;
+default ``bundle exec rake -f {current}/Rakefile resque:work``.
+
+Trust. monit runs this program as root, and the deploy user owns ``<deploy_to>``. So:
+
+- The worker's user is ``--user`` (the monitrc line, which root owns), required when running
+  as root and never root itself; Engine Yard took the owner of ``current``, which the deploy user
+  can point anywhere (``ln -sfn /usr/share current`` made it root).
+- The command comes from the monitrc line, never from files under ``<deploy_to>``. The conf and
+  ``env.custom`` / ``env.cloud`` are read by the worker's process *after* it has become the
+  user, as ``KEY=VALUE`` data; ``RESQUE_WORKER_COMMAND`` there is refused, ``PATH`` and ``LD_*``
+  ignored with a warning (see :mod:`deployhooks.resque.envfile`).
+- ``pid_dir`` must be a folder only root can change (created 0755 if missing; see
+  :mod:`deployhooks.resque.safefs`); the lock is opened without following links and the
+  pidfile is written through an exclusively created temporary file.
+- The worker's log is opened by the worker's process as the user. The wrapper's own lines go
+  to it only if it is a regular file owned by that user, with one link, reached without a
+  symlink at its name.
+- A pid read from the pidfile is signalled only if it is a live Resque worker of this app: a
+  Resque command line, the worker's user, and a working directory under ``<deploy_to>``.
 
 Actions:
 
-- ``start``: launch the worker unless one is running. Reads QUEUE/QUEUES (required) and any other
-  KEY=VALUE from the conf file, and the optional ``env.custom`` then ``env.cloud`` beside it (later
-  files win; they may set RESQUE_WORKER_COMMAND, default
-  ``bundle exec rake -f {current}/Rakefile resque:work``, ``{current}`` being replaced). The worker
-  runs in ``<deploy_to>/current`` (so its cwd is the release directory), as the owner of
-  ``current`` when we are root, in its own session, with stdout and stderr appended to its log, and
-  with APP_ROOT, RAILS_ENV, RACK_ENV set. The pidfile gets the worker's own pid.
+- ``start``: launch the worker unless one is running, as above, in its own session, with stdout
+  and stderr appended to its log, and APP_ROOT, RAILS_ENV, RACK_ENV set. QUEUE/QUEUES are
+  required in the conf. The pidfile gets the worker's own pid.
 - ``stop`` / ``quit``: QUIT (finish the job, then exit); after ``--grace-time`` seconds KILL the job
   child and the worker. ``term`` / ``kill``: TERM (Resque kills the job at once); after
   ``--term-wait`` seconds the same forced end. Both return once the worker is gone and remove the
@@ -30,10 +46,9 @@ Actions:
 - ``pause`` (USR2: take no new job), ``cont`` (CONT: resume), ``abort`` (USR1: kill the current job,
   keep the worker).
 
-A pid from the pidfile is trusted only if that process is alive, not a zombie, and its command
-line is a Resque worker's (``resque-<digit>``, ``resque: Starting`` or ``resque:work``): after a
-crash or reboot the number may belong to anything. Otherwise the pidfile is stale: it is removed
-and nothing is signalled.
+A pidfile naming a process that is not this app's live worker (after a crash or a reboot the
+number may belong to anything) is stale: it is removed, nothing is signalled, and the action
+goes on as if no worker ran.
 
 Differences from Engine Yard's shipped script (ey-cookbooks-stable-v6/v7):
 
@@ -46,19 +61,17 @@ Differences from Engine Yard's shipped script (ey-cookbooks-stable-v6/v7):
 - The lock is an flock on a file in the app's pid directory. EY's ``/tmp/<worker>.monit-lock`` was
   shared by every app on the host and went stale when a wrapper died.
 - There is a ``restart`` action; an unknown action is a usage error (EY: exit 1).
-- Env files are parsed, not sourced: only ``[export] KEY=VALUE`` lines (shell quoting, ``#``
-  comments; ``$NAME`` / ``${NAME}`` expand from the environment built so far unless the line
-  contains a single quote).
+- Env files are parsed as the worker's user, not sourced by root.
 
 Every step is logged to syslog (tag ``deployhooks-resque``; silently skipped without /dev/log) and
-appended, timestamped, to the worker's log file.
+appended, timestamped, to the worker's log file (under the rule above).
 
 Exit codes:
 
 - 0: done (including "nothing to signal": no pidfile, stale pidfile).
-- 1: refused or failed: already running, lock busy, conf missing or without QUEUE/QUEUES,
-  ``current`` missing, bad env file, worker died at start, worker would not die.
-- 2: usage error (bad option, action, app, framework_env or conf name).
+- 1: refused or failed: already running, lock busy, unsafe pid_dir, conf missing or without
+  QUEUE/QUEUES, ``current`` missing, bad env file, worker died at start, worker would not die.
+- 2: usage error (bad option, action, app, framework_env, conf name or user; no --user as root).
 """
 
 from __future__ import annotations
@@ -67,11 +80,8 @@ import argparse
 import contextlib
 import fcntl
 import os
-import pwd
 import re
-import shlex
 import signal
-import subprocess
 import sys
 import syslog
 import time
@@ -79,6 +89,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from . import safefs
+from .launch import LaunchFailed, LaunchSpec, WorkerUser, resolve_user, spawn
 
 PROG = "deployhooks-resque"
 
@@ -89,18 +102,20 @@ EXIT_USAGE = 2
 DEFAULT_GRACE_TIME = 60.0
 DEFAULT_TERM_WAIT = 5.0
 DEFAULT_LOCK_TIMEOUT = 10.0
+MAX_SECONDS = 86400.0  # a day: longer is a typo, and monit's timeouts are whole seconds anyway
 START_CHECK_SECONDS = 0.3
 KILL_WAIT_SECONDS = 10.0
 LOG_TAIL_LINES = 15
-DEFAULT_WORKER_COMMAND = "bundle exec rake -f {current}/Rakefile resque:work"
+DEFAULT_WORKER_COMMAND = ("bundle", "exec", "rake", "-f", "{current}/Rakefile", "resque:work")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-CONF_RE = re.compile(r"^[A-Za-z0-9_.-]+\.conf$")
+NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+CONF_RE = re.compile(r"[A-Za-z0-9_.-]+\.conf")
+PID_RE = re.compile(r"[0-9]{1,10}")
 # Resque's own liveness test (worker.rb linux_worker_pids) greps for the same three shapes:
 # rake before the procline is set, the startup title, and every "resque-<version>: ..." title.
 WORKER_CMDLINE_RE = re.compile(r"resque-\d|resque: Starting|resque:work")
-_ASSIGN_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
-_VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+DELETED_SUFFIX = " (deleted)"
 
 ACTIONS = ("start", "stop", "quit", "term", "kill", "restart", "pause", "cont", "abort")
 SIGNAL_ACTIONS = {"pause": signal.SIGUSR2, "cont": signal.SIGCONT, "abort": signal.SIGUSR1}
@@ -112,13 +127,15 @@ class ActionFailed(Exception):
 
 @dataclass
 class Worker:
-    """One worker of one app: the names and paths every action uses."""
+    """One worker of one app: who runs it, what it runs, and the paths every action uses."""
 
     app: str
     framework_env: str
     conf: str
     deploy_to: Path
     pid_dir: Path
+    user: WorkerUser | None = None  # None: root without --user (stop/signal of a legacy line)
+    command: tuple[str, ...] = DEFAULT_WORKER_COMMAND
 
     @property
     def stem(self) -> str:
@@ -156,27 +173,42 @@ class Log:
         except Exception:
             pass
 
-    def _emit(self, priority: int, message: str, stream) -> None:
+    def _emit(self, priority: int, message: str, stream, fd: int | None = None) -> None:
         line = f"{self.prefix}: {message}"
         try:
             # glibc drops the message when /dev/log is missing; never let logging fail an action.
             syslog.syslog(priority, line)
         except Exception:
             pass
-        self.append_to_worker_log(line)
+        self.append_to_worker_log(line, fd)
         print(f"{PROG}: {line}", file=stream, flush=True)
 
-    def append_to_worker_log(self, line: str) -> None:
-        # Only inside an existing deploy tree: never create /data/<typo> for a mistyped app.
-        if not self.worker.deploy_to.is_dir():
-            return
+    def append_to_worker_log(self, line: str, fd: int | None = None) -> None:
+        """Append to `fd`, else to the worker's log if root may write it (see the module
+        docstring); never create it: the worker's process does that as its user."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        data = f"[{stamp}] {PROG}[{os.getpid()}]: {line}\n".encode("utf-8", "replace")
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(fd, data)
+            return
+        owner = self.worker.user.uid if self.worker.user else os.geteuid()
+        if owner == 0:
+            return  # root without --user: no user whose file it could safely be
+        fd = safefs.open_append_owned(str(self.worker.log_path), owner)
+        if fd is None:
+            return
         try:
-            self.worker.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.worker.log_path, "a", encoding="utf-8") as fh:
-                fh.write(f"[{stamp}] {PROG}[{os.getpid()}]: {line}\n")
+            os.write(fd, data)
         except OSError:
             pass
+        finally:
+            os.close(fd)
+
+    def child_say(self, message: str, fd: int, warning: bool) -> None:
+        """For the launching child: a line into the log fd it opened as the user."""
+        self._emit(syslog.LOG_WARNING if warning else syslog.LOG_INFO, message,
+                   sys.stderr if warning else sys.stdout, fd)
 
     def info(self, message: str) -> None:
         self._emit(syslog.LOG_INFO, message, sys.stdout)
@@ -188,68 +220,52 @@ class Log:
         self._emit(syslog.LOG_ERR, message, sys.stderr)
 
 
-# --- env files -------------------------------------------------------------------------------
-
-
-def read_env_file(path: Path, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Parse ``[export] KEY=VALUE ...`` lines of ``path`` into a dict (in file order).
-
-    Shell quoting and ``#`` comments are honoured (shlex). ``$NAME``/``${NAME}`` in a value expand
-    from ``base`` updated with the assignments read so far, unless the line holds a single quote
-    (single quotes mean "literal" in the shell). Raises FileNotFoundError if the file is missing
-    and ActionFailed, naming file and line, for anything that is not an assignment.
-    """
-    scope = dict(base or {})
-    result: dict[str, str] = {}
-    text = path.read_text(encoding="utf-8", errors="replace")
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        try:
-            tokens = shlex.split(raw, comments=True)
-        except ValueError as exc:
-            raise ActionFailed(f"{path}:{lineno}: cannot parse {raw.strip()!r}: {exc}") from None
-        if tokens and tokens[0] == "export":
-            tokens = tokens[1:]
-        for token in tokens:
-            match = _ASSIGN_RE.match(token)
-            if not match:
-                raise ActionFailed(
-                    f"{path}:{lineno}: {raw.strip()!r} is not a KEY=VALUE assignment "
-                    "(env files are parsed, not run by a shell)"
-                )
-            key, value = match.groups()
-            if "'" not in raw:
-                value = _VAR_RE.sub(lambda m: scope.get(m.group(1) or m.group(2), ""), value)
-            result[key] = value
-            scope[key] = value
-    return result
-
-
 # --- processes -------------------------------------------------------------------------------
 
 
 def read_pid(pidfile: Path) -> int | None:
-    """The pid in ``pidfile``, or None if it is missing, empty or not a positive number."""
+    """The pid in ``pidfile``, or None if it is missing, unreadable, or not a positive ASCII number."""
     try:
-        text = pidfile.read_text().strip()
-    except FileNotFoundError:
+        text = pidfile.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    except OSError:
-        return None
-    if not text.isdigit() or int(text) <= 0:
+    if not PID_RE.fullmatch(text) or int(text) <= 0:
         return None
     return int(text)
 
 
-def resque_process(pid: int) -> psutil.Process | None:
-    """The live, non-zombie process ``pid`` if its command line is a Resque worker's, else None."""
+def _cwd_of(proc: psutil.Process) -> str | None:
     try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        cmdline = " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        cwd = os.readlink(f"/proc/{proc.pid}/cwd")
+    except OSError:
         return None
-    return proc if WORKER_CMDLINE_RE.search(cmdline) else None
+    return cwd[: -len(DELETED_SUFFIX)] if cwd.endswith(DELETED_SUFFIX) else cwd
+
+
+def why_not_ours(proc: psutil.Process, worker: Worker) -> str | None:
+    """None if ``proc`` is a live Resque worker of this app, else why not (for the log).
+
+    Ours means: alive and not a zombie, a Resque command line, the worker's user (when known),
+    and a working directory under ``deploy_to`` as the kernel resolves it.
+    """
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return "it is a zombie"
+        cmdline = " ".join(proc.cmdline())
+        uid = proc.uids().real
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return "it is not running"
+    except psutil.AccessDenied:
+        return "it cannot be inspected"
+    if not WORKER_CMDLINE_RE.search(cmdline):
+        return "it is not a resque worker"
+    if worker.user is not None and uid != worker.user.uid:
+        return f"it runs as uid {uid}, not {worker.user.name}"
+    cwd = _cwd_of(proc)
+    root = os.path.realpath(worker.deploy_to).rstrip("/") + "/"
+    if cwd is None or not (cwd + "/").startswith(root):
+        return f"its working directory {cwd or '(unreadable)'} is not under {worker.deploy_to}"
+    return None
 
 
 def is_gone(proc: psutil.Process) -> bool:
@@ -284,31 +300,43 @@ def remove_pidfile(worker: Worker) -> None:
 
 def write_pidfile(worker: Worker, pid: int) -> None:
     """Write ``pid`` to the pidfile atomically: monit must never read a half-written number."""
-    tmp = worker.pid_dir / f".{worker.stem}.pid.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        fh.write(f"{pid}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, worker.pidfile)
+    safefs.write_atomic(str(worker.pidfile), f"{pid}\n".encode())
 
 
 def running_worker(worker: Worker, log: Log) -> psutil.Process | None:
-    """The worker named by the pidfile if it is a live Resque worker; a stale pidfile is removed."""
+    """The worker named by the pidfile if it is this app's live Resque worker, else None; a
+    pidfile naming anything else is removed (it is ours, in our pid_dir) and nothing signalled."""
     pid = read_pid(worker.pidfile)
     if pid is None:
         if worker.pidfile.exists():
             log.warning(f"removing unreadable pidfile {worker.pidfile}")
             remove_pidfile(worker)
         return None
-    proc = resque_process(pid)
-    if proc is None:
-        log.warning(f"pidfile {worker.pidfile} names pid {pid}, which is not a live resque worker; removing it")
+    try:
+        proc = psutil.Process(pid)
+        reason = why_not_ours(proc, worker)
+    except psutil.NoSuchProcess:
+        proc, reason = None, "it is not running"
+    if reason is not None:
+        log.warning(f"pidfile {worker.pidfile} names pid {pid}, which is not this app's worker "
+                    f"({reason}); removing the pidfile and signalling nothing")
         remove_pidfile(worker)
+        return None
     return proc
 
 
 # --- lock ------------------------------------------------------------------------------------
+
+
+def prepare_pid_dir(worker: Worker) -> None:
+    """Create ``pid_dir`` if missing and check that only root (or we) can change it."""
+    try:
+        safefs.ensure_trusted_dir(str(worker.pid_dir))
+    except safefs.UnsafePath as exc:
+        raise ActionFailed(
+            f"pid_dir {worker.pid_dir} is not safe: {exc}. Use a folder only root can change "
+            f"(chown root:root and chmod 755 it and each parent, or set resque.pid_dir and run "
+            f"resque.setup)") from None
 
 
 @contextlib.contextmanager
@@ -319,8 +347,8 @@ def action_lock(worker: Worker, timeout: float):
     unlinked: a waiter that already opened it would lock an orphaned inode while a newcomer locks
     a fresh file, and both would run.
     """
-    worker.pid_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(worker.lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    prepare_pid_dir(worker)
+    fd = safefs.open_lock(str(worker.lockfile))
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -344,114 +372,47 @@ def action_lock(worker: Worker, timeout: float):
 # --- actions ---------------------------------------------------------------------------------
 
 
-def _reset_signals() -> None:
-    # monit, nohup or a non-interactive shell may have left SIGINT/SIGQUIT ignored, and ignored
-    # dispositions survive fork and exec. Resque traps QUIT only once booted; until then (bundler,
-    # rake, a Rails app loading) and in any shell or wrapper in between, an ignored QUIT would make
-    # `stop` wait out the whole grace time and end in KILL.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-
-
-def _log_tail(path: Path, offset: int) -> str:
+def _log_tail(worker: Worker) -> str:
+    """The last lines of the worker's log, read only if root may (see the module docstring)."""
+    owner = worker.user.uid if worker.user else os.geteuid()
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
+        fd = os.open(worker.log_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return ""
-    lines = data.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-    return "\n".join(lines)
-
-
-def _run_as(current: Path, env: dict[str, str], log: Log) -> dict:
-    """Popen keyword arguments that drop root to the owner of ``current`` (nothing otherwise)."""
-    if os.geteuid() != 0:
-        return {}
-    st = os.stat(current)  # follows the symlink: the owner of the release, like EY's `stat -L`
-    if st.st_uid == 0:
-        return {}
-    try:
-        pw = pwd.getpwuid(st.st_uid)
-    except KeyError:
-        log.warning(f"owner uid {st.st_uid} of {current} has no passwd entry; running as uid {st.st_uid}")
-        return {"user": st.st_uid, "group": st.st_gid, "extra_groups": []}
-    env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
-    return {
-        "user": pw.pw_uid,
-        "group": pw.pw_gid,
-        "extra_groups": os.getgrouplist(pw.pw_name, pw.pw_gid),
-    }
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if st.st_uid != owner or st.st_nlink != 1 or not (st.st_mode & 0o170000 == 0o100000):
+            return ""
+        fh.seek(max(0, st.st_size - 64 * 1024))
+        data = fh.read()
+    return "\n".join(data.decode(errors="replace").splitlines()[-LOG_TAIL_LINES:])
 
 
 def start(worker: Worker, log: Log) -> None:
     """Launch the worker (see the module docstring); ActionFailed if refused or it dies at once."""
-    conf_path = worker.config_dir / worker.conf
-    try:
-        conf_vars = read_env_file(conf_path)
-    except FileNotFoundError:
-        raise ActionFailed(f"config file {conf_path} is missing") from None
-    if not (conf_vars.get("QUEUE") or conf_vars.get("QUEUES")):
-        raise ActionFailed(f"QUEUE or QUEUES must be set in {conf_path}")
-    current = worker.current
-    if not current.exists():
-        raise ActionFailed(f"{current} does not exist; nothing is deployed")
+    if worker.user is None:
+        raise ActionFailed("no worker user: pass --user")
     proc = running_worker(worker, log)
     if proc is not None:
         raise ActionFailed(f"already running with pid {proc.pid}; not starting another")
-
-    # monit hands its programs MONIT_SERVICE, MONIT_EVENT, ... describing this one start; they mean
-    # nothing to a worker that lives on for days.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MONIT_")}
-    for name in ("env.custom", "env.cloud"):
-        try:
-            env.update(read_env_file(worker.config_dir / name, base=env))
-        except FileNotFoundError:
-            pass
-    # A QUEUES inherited from monit's or a shell's environment would beat the conf's QUEUE in Resque.
-    env.pop("QUEUE", None)
-    env.pop("QUEUES", None)
-    env.update(conf_vars)
-    env.update(APP_ROOT=str(current), RAILS_ENV=worker.framework_env, RACK_ENV=worker.framework_env)
-    command_text = env.get("RESQUE_WORKER_COMMAND") or DEFAULT_WORKER_COMMAND
+    spec = LaunchSpec(
+        user=worker.user, argv=worker.command, current=worker.current,
+        conf=worker.config_dir / worker.conf,
+        env_files=(worker.config_dir / "env.custom", worker.config_dir / "env.cloud"),
+        log_path=worker.log_path, framework_env=worker.framework_env)
     try:
-        argv = shlex.split(command_text.replace("{current}", str(current)))
-    except ValueError as exc:
-        raise ActionFailed(f"cannot parse RESQUE_WORKER_COMMAND {command_text!r}: {exc}") from None
-    if not argv:
-        raise ActionFailed("RESQUE_WORKER_COMMAND is empty")
-    user_kwargs = _run_as(current, env, log)
-
-    worker.log_path.parent.mkdir(parents=True, exist_ok=True)
-    queues = conf_vars.get("QUEUES") or conf_vars.get("QUEUE")
-    log.info(f"starting worker: {shlex.join(argv)} (cwd {current}, queues {queues})")
-    with open(worker.log_path, "ab") as logfh:
-        offset = logfh.seek(0, os.SEEK_END)
-        try:
-            child = subprocess.Popen(
-                argv,
-                cwd=current,  # chdir resolves the symlink: the worker keeps this release as its cwd
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=logfh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # no signal meant for monit or a terminal reaches the worker
-                close_fds=True,  # above all the lock fd: the worker must not hold the lock
-                preexec_fn=_reset_signals,
-                **user_kwargs,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise ActionFailed(f"cannot run {argv[0]!r}: {exc}") from None
-    write_pidfile(worker, child.pid)
+        pid = spawn(spec, log.child_say)
+    except LaunchFailed as exc:
+        raise ActionFailed(str(exc)) from None
+    write_pidfile(worker, pid)
     time.sleep(START_CHECK_SECONDS)
-    status = child.poll()
-    if status is not None:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
         remove_pidfile(worker)
-        tail = _log_tail(worker.log_path, offset)
-        raise ActionFailed(
-            f"worker pid {child.pid} exited at once with status {status}; last lines of {worker.log_path}:\n{tail}"
-        )
-    log.info(f"started worker pid {child.pid}; pidfile {worker.pidfile}")
+        code = os.waitstatus_to_exitcode(status)
+        raise ActionFailed(f"worker pid {pid} exited at once with status {code}; last lines of "
+                           f"{worker.log_path}:\n{_log_tail(worker)}")
+    log.info(f"started worker pid {pid} as {worker.user.name}; pidfile {worker.pidfile}")
 
 
 def _force_end(worker: Worker, proc: psutil.Process, log: Log) -> None:
@@ -513,11 +474,13 @@ def send(worker: Worker, log: Log, sig: signal.Signals) -> None:
 
 def _seconds(text: str) -> float:
     try:
-        value = float(text)
+        value = float(text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) else None
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative number of seconds")
+        value = None
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (like 60 or 2.5)")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_SECONDS:g} seconds")
     return value
 
 
@@ -527,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start, stop or signal one Resque worker (monit wrapper; Engine Yard drop-in).",
         epilog="Exit codes: 0 done, 1 refused or failed, 2 usage error.",
     )
+    parser.add_argument("--user", metavar="USER",
+                        help="the worker's user (required as root; never root)")
     parser.add_argument("--deploy-to", metavar="DIR", help="app root (default $DEPLOYHOOKS_DEPLOY_TO or /data/<app>)")
     parser.add_argument(
         "--pid-dir", metavar="DIR",
@@ -545,21 +510,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("action", choices=ACTIONS)
     parser.add_argument("framework_env")
     parser.add_argument("conf")
+    parser.add_argument("command", nargs="*", metavar="-- COMMAND",
+                        help="what the worker execs ({current} = the release); "
+                        "default: " + " ".join(DEFAULT_WORKER_COMMAND))
     return parser
+
+
+def _abs_dir(parser: argparse.ArgumentParser, what: str, value: str) -> Path:
+    if not value.startswith("/") or "\x00" in value or "\n" in value:
+        parser.error(f"bad {what} {value!r}: an absolute path")
+    path = os.path.normpath(value)
+    if path == "/":
+        parser.error(f"bad {what} {value!r}: not the root folder")
+    return Path(path)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Worker]:
     """Parse and validate; exits 2 with a message naming the bad argument."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not NAME_RE.match(args.app):
+    if not NAME_RE.fullmatch(args.app):
         parser.error(f"bad app {args.app!r}: use letters, digits, '_' and '-'")
-    if not NAME_RE.match(args.framework_env):
+    if not NAME_RE.fullmatch(args.framework_env):
         parser.error(f"bad framework_env {args.framework_env!r}: use letters, digits, '_' and '-'")
-    if not CONF_RE.match(args.conf):
+    if not CONF_RE.fullmatch(args.conf):
         parser.error(
             f"bad conf {args.conf!r}: a file name like resque_0.conf (letters, digits, '_', '.', '-'; no slashes)"
         )
+    if args.user is not None and not USER_RE.fullmatch(args.user):
+        parser.error(f"bad --user {args.user!r}: a user name (lower-case letters, digits, '_', '-')")
     if args.grace_time is None:
         env_grace = os.environ.get("GRACE_TIME", "").strip()
         try:
@@ -571,14 +550,22 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Worker]:
         args.lock_timeout = _seconds(lock_env) if lock_env else DEFAULT_LOCK_TIMEOUT
     except argparse.ArgumentTypeError as exc:
         parser.error(f"bad DEPLOYHOOKS_LOCK_TIMEOUT: {exc}")
+    user = None
+    if args.user is not None or os.geteuid() != 0 or args.action in ("start", "restart"):
+        try:
+            user = resolve_user(args.user)
+        except LaunchFailed as exc:
+            parser.error(str(exc))
     deploy_to = args.deploy_to or os.environ.get("DEPLOYHOOKS_DEPLOY_TO") or f"/data/{args.app}"
     pid_dir = args.pid_dir or os.environ.get("DEPLOYHOOKS_PID_DIR") or f"/var/run/deployhooks/resque/{args.app}"
     worker = Worker(
         app=args.app,
         framework_env=args.framework_env,
         conf=args.conf,
-        deploy_to=Path(os.path.abspath(deploy_to)),
-        pid_dir=Path(os.path.abspath(pid_dir)),
+        deploy_to=_abs_dir(parser, "deploy_to", os.path.abspath(deploy_to)),
+        pid_dir=_abs_dir(parser, "pid_dir", os.path.abspath(pid_dir)),
+        user=user,
+        command=tuple(args.command) or DEFAULT_WORKER_COMMAND,
     )
     return args, worker
 

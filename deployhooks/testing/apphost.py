@@ -77,7 +77,8 @@ class AppHost:
         monitrc.write_text(render_monitrc(
             app, "production", layout.group, len(workers), wrapper=wrapper_path(),
             deploy_to=str(layout.deploy_to), pid_dir=str(layout.pid_dir), stop_action=stop,
-            grace_time=grace_time, start_timeout=30))
+            grace_time=grace_time, start_timeout=30, user=layout.user,
+            worker_command=layout.worker_command))
         config = self.root / f"{app}.deployhooks.yml"
         worker_lines = "".join(f"    - queues: [{q}]\n" for q in workers)
         config.write_text(
@@ -85,6 +86,7 @@ class AppHost:
             f"deploy_to: {layout.deploy_to}\n"
             f"{top_extra}"
             f"resque:\n"
+            f"{layout.resque_yaml()}"
             f"  stop: {stop}\n"
             f"  grace_time: {grace_time}\n"
             f"  workers:\n{worker_lines}"

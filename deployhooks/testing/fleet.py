@@ -26,6 +26,13 @@ From a shell (the sandbox)::
     ssh -i /tmp/sandbox/client_ed25519 -o UserKnownHostsFile=/tmp/sandbox/known_hosts root@127.0.10.2
     python -m deployhooks.testing.fleet down --root /tmp/sandbox
 
+With ``login="deploy"`` (``up --login deploy``) the hosts are reached as production reaches them:
+sshd lets in only ``deploy`` (never root), whose home on each host is a folder of its own holding
+the fleet's client key, and the apps' configs say ``deploy@127.0.10.N`` and ``resque.sudo: true``.
+What the toolkit then does as root goes through ``sudo -n``, which the machine's sudoers must
+allow (script/setup installs ``deploy ALL=(root) NOPASSWD: /usr/bin/monit``). The fleet's own
+helpers (:meth:`Fleet.run`, :meth:`Fleet.monit`) still act as root, through nsenter, not SSH.
+
 ``up`` returns once every host answers, leaving a keeper process behind: the hosts' parent, which
 reaps them and owns the private redis started when ``--redis-url`` is not given. ``down`` ends the
 pids recorded in ``fleet.json`` and the keeper exits. On a machine whose PID 1 reaps no orphans the
@@ -35,10 +42,10 @@ under ``python -m deployhooks.testing.reaper --``.
 Layout under ``root``::
 
     fleet.json                  state: every pid started, so ``down`` ends exactly those
-    client_ed25519[.pub]        the key every host accepts for root
+    client_ed25519[.pub]        the key every host accepts for its login (root, or ``login``)
     known_hosts                 every host's key, for strict host-key checking
     <app>.deployhooks.yml       the workstation's config for each app (hosts, ssh, resque)
-    hosts/host<N>/              the host's folder (see hostinit: data, run, log, monit, root, ssh)
+    hosts/host<N>/              the host's folder (see hostinit: data, run, log, monit, root, home, ssh)
     hosts/host<N>.log           its init's output
     keeper.log                  the keeper's output (command line only)
 
@@ -59,6 +66,7 @@ import errno
 import ipaddress
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -75,7 +83,7 @@ import psutil
 from ..resque.monitrc import render_monitrc
 from ..resque.processes import (PS_COMMAND, RawProcess, WorkerProcess, normalize_title, parse_ps_output,
                                 workers_from)
-from .applayout import make_app
+from .applayout import fake_worker_argv, make_app, test_user
 from .apphost import wrapper_path
 
 __all__ = ["AppSpec", "Fleet", "FleetHost", "FleetError", "main"]
@@ -146,10 +154,16 @@ class AppSpec:
     def group(self) -> str:
         return f"{self.name}_resque"
 
+    @property
+    def monitrc_path(self) -> str:
+        """Where every host's monit reads the app's stanzas (the config says so too)."""
+        return f"/etc/monit/conf.d/resque_{self.name}.monitrc"
+
 
 @dataclass
 class FleetHost:
-    """One host: ``name`` hostN, ``address`` 127.0.10.N, ``pid`` the machine's pid of its init."""
+    """One host: ``name`` hostN, ``address`` 127.0.10.N, ``pid`` the machine's pid of its init;
+    ``user`` the SSH login, and ``home`` where the host sees that login's home unless it is root."""
 
     index: int
     name: str
@@ -157,6 +171,7 @@ class FleetHost:
     folder: Path
     port: int = 22
     user: str = "root"
+    home: str | None = None
     pid: int | None = None
     pid_started: float | None = None
     pidns: int | None = None
@@ -164,7 +179,7 @@ class FleetHost:
 
     @property
     def target(self) -> str:
-        """``root@127.0.10.N`` (with ``:port`` unless 22), as a deployhooks.yml lists hosts."""
+        """``<user>@127.0.10.N`` (with ``:port`` unless 22), as a deployhooks.yml lists hosts."""
         port = "" if self.port == 22 else f":{self.port}"
         return f"{self.user}@{self.address}{port}"
 
@@ -175,21 +190,23 @@ class FleetHost:
     def path(self, inside: str) -> Path:
         """The machine's path of ``inside`` (``/data/shop/current`` -> ``<folder>/data/shop/current``)."""
         inside = os.path.normpath(inside)
-        for prefix, sub in _INSIDE:
+        bound = _INSIDE + (((self.home, "home"),) if self.home else ())
+        for prefix, sub in bound:
             if inside == prefix or inside.startswith(prefix + "/"):
                 return self.folder / sub / os.path.relpath(inside, prefix)
-        raise ValueError(f"{inside} is not a per-host path (/data, /run, /var/log, /etc/monit, /root)")
+        home = f", {self.home}" if self.home else ""
+        raise ValueError(f"{inside} is not a per-host path (/data, /run, /var/log, /etc/monit, /root{home})")
 
     def to_state(self) -> dict:
         return {"index": self.index, "name": self.name, "address": self.address, "port": self.port,
-                "folder": str(self.folder), "pid": self.pid, "pid_started": self.pid_started,
-                "pidns": self.pidns, "launcher_pid": self.launcher_pid}
+                "user": self.user, "home": self.home, "folder": str(self.folder), "pid": self.pid,
+                "pid_started": self.pid_started, "pidns": self.pidns, "launcher_pid": self.launcher_pid}
 
     @classmethod
     def from_state(cls, data: dict) -> "FleetHost":
         return cls(index=data["index"], name=data["name"], address=data["address"], port=data["port"],
-                   folder=Path(data["folder"]), pid=data["pid"], pid_started=data["pid_started"],
-                   pidns=data["pidns"], launcher_pid=data["launcher_pid"])
+                   user=data.get("user", "root"), home=data.get("home"), folder=Path(data["folder"]),
+                   pid=data["pid"], pid_started=data["pid_started"], pidns=data["pidns"], launcher_pid=data["launcher_pid"])
 
 
 def _pidns(pid: int) -> int | None:
@@ -252,6 +269,22 @@ def _address_lock(timeout: float = 60.0):
         sock.close()
 
 
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    """Give ``path`` and everything under it to ``uid:gid`` (links themselves, never followed)."""
+    names = [path]
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path):
+            names += [Path(folder, n) for n in dirs + files]
+    for name in names:
+        os.lchown(name, uid, gid)
+
+
+def _give_to_owner_of(parent: Path, path: Path) -> None:
+    """Give ``path`` (and what is under it) to the owner of ``parent``."""
+    st = parent.stat()
+    _chown_tree(path, st.st_uid, st.st_gid)
+
+
 def _keygen(path: Path) -> subprocess.Popen:
     path.unlink(missing_ok=True)
     Path(f"{path}.pub").unlink(missing_ok=True)
@@ -266,7 +299,8 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _root_bashrc() -> str:
+def _login_bashrc() -> str:
+    """A plain Debian .bashrc for a host's login (root, or ``login``), with this venv on PATH."""
     try:
         base = Path("/usr/share/base-files/dot.bashrc").read_text()
     except OSError:
@@ -284,11 +318,15 @@ class Fleet:
     runs do not collide. ``roles`` (role -> host numbers, default ``{"util": all}``) fills the
     ``hosts:`` section of the apps' configs. With ``die_with_parent`` the hosts are torn down
     (SIGTERM to each init) if the thread that started them dies without calling ``stop()``.
+    ``login`` is the one user the hosts' sshd lets in (default root); any other user is the
+    machine's (``deploy``, made by script/setup): then root cannot log in, and the configs say
+    ``<login>@host`` and ``resque.sudo: true`` (see the module docstring).
     """
 
     def __init__(self, root: Path, n: int, *, redis_url: str, apps: Iterable[AppSpec] = (),
                  address_base: str | None = DEFAULT_ADDRESS_BASE, roles: Mapping[str, Sequence[int]] | None = None,
-                 port: int = 22, die_with_parent: bool = True, ready_timeout: float = 30.0):
+                 port: int = 22, die_with_parent: bool = True, ready_timeout: float = 30.0,
+                 login: str = "root"):
         if not 1 <= n <= 250:
             raise ValueError(f"a fleet has 1 to 250 hosts, not {n}")
         self.root = Path(root).absolute()
@@ -307,6 +345,8 @@ class Fleet:
             if bad:
                 raise ValueError(f"role {role} names hosts {bad}; hosts are numbered 1..{n}")
         self.port = port
+        self.login = login
+        self.login_home = self._home_of(login)
         self.die_with_parent = die_with_parent
         self.ready_timeout = ready_timeout
         self.hosts: list[FleetHost] = []
@@ -316,6 +356,18 @@ class Fleet:
         # refused because ``root`` already runs a fleet must leave that fleet's record alone.
         self._owns_state = False
         self.timings: dict[str, float] = {}
+
+    @staticmethod
+    def _home_of(login: str) -> str | None:
+        """The login's home as the machine's passwd has it (None for root: hosts have their own
+        /root); ValueError naming the fix when the machine has no such user."""
+        if login == "root":
+            return None
+        try:
+            return pwd.getpwnam(login).pw_dir
+        except KeyError:
+            raise ValueError(f"login {login!r} is not a user of this machine (script/setup creates "
+                             f"deploy)") from None
 
     # --- paths and config text ----------------------------------------------------------------
 
@@ -345,8 +397,8 @@ class Fleet:
                 f"  connect_timeout: 5\n")
 
     def hosts_yaml(self, roles: Mapping[str, Sequence[int]] | None = None) -> str:
-        """A ``hosts:`` section: role -> ``root@127.0.10.N`` of the given host numbers (default: the
-        fleet's roles)."""
+        """A ``hosts:`` section: role -> ``<login>@127.0.10.N`` of the given host numbers (default:
+        the fleet's roles)."""
         roles = self.roles if roles is None else roles
         lines = ["hosts:"]
         for role, numbers in roles.items():
@@ -398,7 +450,8 @@ class Fleet:
         t0 = time.monotonic()
         with _address_lock():
             base = self._pick_base()
-            self.hosts = [FleetHost(i, f"host{i}", f"{base}{i}", self.root / "hosts" / f"host{i}", port=self.port)
+            self.hosts = [FleetHost(i, f"host{i}", f"{base}{i}", self.root / "hosts" / f"host{i}", port=self.port,
+                                    user=self.login, home=self.login_home)
                           for i in range(1, self.n + 1)]
             self._prepare()
             self.timings["prepare"] = time.monotonic() - t0
@@ -429,20 +482,19 @@ class Fleet:
             keygens.append(_keygen(self.client_key))
         for h in self.hosts:
             shutil.rmtree(h.folder, ignore_errors=True)
-            for sub in ("data", "run", "log", "monit/conf.d", "root/.ssh", "ssh"):
+            for sub in ("data", "run", "log", "monit/conf.d", "root/.ssh", "home", "ssh"):
                 (h.folder / sub).mkdir(parents=True, exist_ok=True)
             keygens.append(_keygen(h.folder / "ssh" / "ssh_host_ed25519_key"))
         for proc in keygens:
             if proc.wait() != 0:
                 raise FleetError("ssh-keygen failed")
         client_pub = Path(f"{self.client_key}.pub").read_text()
-        bashrc = _root_bashrc()
+        bashrc = _login_bashrc()
         known = []
         for h in self.hosts:
-            (h.folder / "root" / ".ssh" / "authorized_keys").write_text(client_pub)
-            (h.folder / "root" / ".bashrc").write_text(bashrc)
-            if os.path.exists("/usr/share/base-files/dot.profile"):
-                shutil.copyfile("/usr/share/base-files/dot.profile", h.folder / "root" / ".profile")
+            self._write_home(h.folder / "root", client_pub, bashrc)
+            if self.login != "root":
+                self._write_home(h.folder / "home", client_pub, bashrc, owner=self.login)
             kind, key = (h.folder / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
             where = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
             known.append(f"{where} {kind} {key}\n")
@@ -452,6 +504,22 @@ class Fleet:
         self.known_hosts.write_text("".join(known))
         for app in self.apps:
             self.config_path(app.name).write_text(self._config_text(app))
+
+    @staticmethod
+    def _write_home(home: Path, client_pub: str, bashrc: str, owner: str | None = None) -> None:
+        """A login's home on one host: the fleet's key in .ssh/authorized_keys, a plain .bashrc and
+        .profile; all ``owner``'s when given (sshd reads the keys as the user logging in)."""
+        (home / ".ssh").mkdir(parents=True, exist_ok=True)
+        (home / ".ssh" / "authorized_keys").write_text(client_pub)
+        (home / ".bashrc").write_text(bashrc)
+        if os.path.exists("/usr/share/base-files/dot.profile"):
+            shutil.copyfile("/usr/share/base-files/dot.profile", home / ".profile")
+        if owner is not None:
+            home.chmod(0o755)
+            (home / ".ssh").chmod(0o700)
+            (home / ".ssh" / "authorized_keys").chmod(0o600)
+            pw = pwd.getpwnam(owner)
+            _chown_tree(home, pw.pw_uid, pw.pw_gid)
 
     def _lay_out(self, h: FleetHost, app: AppSpec) -> None:
         """Deploy ``app`` on ``h``: tree, configs and monitrc, with the paths the host sees."""
@@ -468,10 +536,11 @@ class Fleet:
         url = urlparse(self.redis_url)
         (layout.config_dir / "resque.yml").write_text(f"{app.framework_env}: {url.hostname}:{url.port}\n")
         h.path(app.pid_dir).mkdir(parents=True, exist_ok=True)
-        (h.folder / "monit" / "conf.d" / f"resque_{app.name}.monitrc").write_text(render_monitrc(
+        h.path(app.monitrc_path).write_text(render_monitrc(
             app.name, app.framework_env, app.group, len(queues), wrapper=wrapper_path(),
             deploy_to=app.deploy_to, pid_dir=app.pid_dir, stop_action=app.stop,
-            grace_time=app.grace_time, start_timeout=app.start_timeout))
+            grace_time=app.grace_time, start_timeout=app.start_timeout, user=layout.user,
+            worker_command=layout.worker_command))
 
     def _config_text(self, app: AppSpec) -> str:
         roles = {role: [i for i in numbers if app.on(self.host(i))] for role, numbers in self.roles.items()}
@@ -490,14 +559,22 @@ class Fleet:
                 f"{self.hosts_yaml(roles)}"
                 f"{self.ssh_settings_yaml()}"
                 f"resque:\n"
+                f"  user: {test_user()}\n"
+                f"  worker_command: {json.dumps(list(fake_worker_argv()))}\n"
                 f"  stop: {app.stop}\n"
                 f"  grace_time: {app.grace_time}\n"
+                f"{self._sudo_yaml()}"
                 f"{note}"
                 f"  workers:\n{worker_lines}"
                 f"  monit_command: [{', '.join(MONIT_COMMAND)}]\n"
+                f"  monitrc_path: {app.monitrc_path}\n"
                 f"  pause_timeout: 10\n"
                 f"  start_timeout: {app.start_timeout}\n"
                 f"{app.resque_extra}")
+
+    def _sudo_yaml(self) -> str:
+        """``resque.sudo: true`` when the login is not root: monit (root's) through ``sudo -n``."""
+        return "" if self.login == "root" else "  sudo: true\n"
 
     def _launch(self) -> None:
         env = {"PATH": HOST_PATH, "LANG": "C.UTF-8", "HOME": "/root"}
@@ -511,7 +588,7 @@ class Fleet:
             argv = [*prefix, "unshare", "--pid", "--mount", "--uts", "--fork", "--mount-proc",
                     "--kill-child=SIGTERM", sys.executable, "-m", "deployhooks.testing.hostinit",
                     "--folder", str(h.folder), "--name", h.name, "--address", h.address,
-                    "--port", str(h.port), "--ready-timeout", str(self.ready_timeout)]
+                    "--port", str(h.port), "--login", h.user, "--ready-timeout", str(self.ready_timeout)]
             with open(h.log, "ab") as out:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                         env=env, cwd="/", start_new_session=True)
@@ -549,7 +626,7 @@ class Fleet:
     def write_state(self) -> None:
         """Record every pid we started, so ``down`` can end exactly those after a crash."""
         state = {"version": 1, "root": str(self.root), "redis_url": self.redis_url,
-                 "apps": [a.name for a in self.apps], "roles": self.roles,
+                 "apps": [a.name for a in self.apps], "roles": self.roles, "login": self.login,
                  "hosts": [h.to_state() for h in self.hosts], **self.extra_state}
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1) + "\n")
@@ -568,10 +645,10 @@ class Fleet:
             raise FleetError(f"cannot read {root / STATE_FILE}: {exc}") from None
         hosts = [FleetHost.from_state(h) for h in state["hosts"]]
         fleet = cls(root, max(len(hosts), 1), redis_url=state.get("redis_url", ""),
-                    roles=state.get("roles"), address_base=None)
+                    roles=state.get("roles"), address_base=None, login=state.get("login", "root"))
         fleet.hosts = hosts
         fleet.extra_state = {k: v for k, v in state.items()
-                             if k not in ("version", "root", "redis_url", "apps", "roles", "hosts")}
+                             if k not in ("version", "root", "redis_url", "apps", "roles", "login", "hosts")}
         fleet.apps = [AppSpec(name) for name in state.get("apps", [])]
         fleet._owns_state = True
         return fleet
@@ -651,8 +728,8 @@ class Fleet:
         return self.run(host, [*MONIT_COMMAND, *args], timeout=timeout)
 
     def connect(self, host, connect_timeout: int = 5):
-        """A fabric Connection to ``root@<address>`` with the fleet's key; unknown or changed host
-        keys are rejected (the fleet's known_hosts only). Use it as a context manager."""
+        """A fabric Connection to ``<login>@<address>`` with the fleet's key; unknown or changed
+        host keys are rejected (the fleet's known_hosts only). Use it as a context manager."""
         import paramiko
         from fabric import Config, Connection
 
@@ -751,11 +828,14 @@ class Fleet:
     # --- deploy steps a test performs on the hosts' disks --------------------------------------
 
     def new_release(self, app: str, name: str, hosts: Iterable | None = None) -> str:
-        """Create ``releases/<name>/config`` of ``app`` on the hosts (default: those carrying it);
-        return the release's path inside a host."""
+        """Create ``releases/<name>/config`` of ``app`` on the hosts (default: those carrying it),
+        owned by the owner of ``deploy_to`` as a deploy would leave it; return the release's path
+        inside a host."""
         spec = next(a for a in self.apps if a.name == app)
         for h in self._app_hosts(spec, hosts):
-            h.path(f"{spec.deploy_to}/releases/{name}/config").mkdir(parents=True, exist_ok=True)
+            release = h.path(f"{spec.deploy_to}/releases/{name}")
+            (release / "config").mkdir(parents=True, exist_ok=True)
+            _give_to_owner_of(h.path(spec.deploy_to), release)
         return f"{spec.deploy_to}/releases/{name}"
 
     def switch_current(self, app: str, name: str, hosts: Iterable | None = None) -> None:
@@ -766,6 +846,7 @@ class Fleet:
             tmp = current.with_name(".current.switch")
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(f"releases/{name}")
+            _give_to_owner_of(current.parent, tmp)
             os.replace(tmp, current)
 
     def _app_hosts(self, spec: AppSpec, hosts: Iterable | None) -> list[FleetHost]:

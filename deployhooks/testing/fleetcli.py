@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="deploy an app; one worker per QUEUE value, {host} = host name (repeatable)")
     up.add_argument("--role", action="append", type=_parse_role, default=[], metavar="ROLE=1,2",
                     help="hosts of a role in the apps' configs (default util = all)")
+    up.add_argument("--login", default="root", metavar="USER",
+                    help="the one user the hosts' sshd lets in (default root); another user (deploy) "
+                         "gets configs with USER@host and resque.sudo: true, and root cannot log in")
     up.add_argument("--address-base", default=DEFAULT_ADDRESS_BASE,
                     help="'127.0.10.' (default) or 'auto' for the first free 127.0.K. block")
     up.add_argument("--foreground", action="store_true",
@@ -69,7 +72,7 @@ def _print_status(fleet: Fleet, out=sys.stdout) -> None:
         print(f"  {h.name:8} {h.target:22} init pid {h.pid or '-':>7}  {state:8} {procs} processes", file=out)
     if fleet.apps:
         print("configs: " + ", ".join(str(fleet.config_path(a.name)) for a in fleet.apps), file=out)
-    print(f"ssh -i {fleet.client_key} -o UserKnownHostsFile={fleet.known_hosts} root@<address>", file=out)
+    print(f"ssh -i {fleet.client_key} -o UserKnownHostsFile={fleet.known_hosts} {fleet.login}@<address>", file=out)
 
 
 def _up_foreground(args, notify_fd: int | None) -> int:
@@ -93,7 +96,7 @@ def _up_foreground(args, notify_fd: int | None) -> int:
             extra.update(redis_pid=redis_server.pid, redis_started=psutil.Process(redis_server.pid).create_time())
         base = None if args.address_base == "auto" else args.address_base
         fleet = Fleet(args.root, args.n, redis_url=redis_url, apps=args.app, address_base=base,
-                      roles=dict(args.role) or None)
+                      roles=dict(args.role) or None, login=args.login)
         fleet.extra_state = extra
         fleet.start()
     except (FleetError, ValueError, OSError) as exc:
@@ -126,7 +129,8 @@ def _up_foreground(args, notify_fd: int | None) -> int:
 def _up_detached(args) -> int:
     read_fd, write_fd = os.pipe()
     argv = [sys.executable, "-m", "deployhooks.testing.fleet", "up", "--foreground", "--root", str(args.root),
-            "-n", str(args.n), "--address-base", args.address_base, "--notify-fd", str(write_fd)]
+            "-n", str(args.n), "--address-base", args.address_base, "--login", args.login,
+            "--notify-fd", str(write_fd)]
     if args.redis_url:
         argv += ["--redis-url", args.redis_url]
     for app in args.app:

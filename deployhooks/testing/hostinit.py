@@ -3,7 +3,7 @@
 Run it as the first process of fresh PID, mount and UTS namespaces::
 
     unshare --pid --mount --uts --fork --mount-proc --kill-child=SIGTERM \\
-        python -m deployhooks.testing.hostinit --folder F --name host1 --address 127.0.10.1
+        python -m deployhooks.testing.hostinit --folder F --name host1 --address 127.0.10.1 [--login deploy]
 
 There is no network namespace: the host shares the machine's loopback, so its sshd listens on
 ``<address>:<port>`` (a 127.x address, refused otherwise) and its workers reach the machine's redis on
@@ -16,6 +16,10 @@ What the host looks like from inside (left: the folder on the machine)::
     F/log    -> /var/log     sshd.log, monit.log, monit.out
     F/monit  -> /etc/monit   monitrc (written at boot when missing), conf.d/*.monitrc
     F/root   -> /root        root's home: .bashrc, .profile, .ssh/authorized_keys
+    F/home   -> ~LOGIN       with ``--login USER`` (not root): that user's home as the machine's
+                             passwd names it (``/home/deploy``), with the same files
+    F/hosts  -> /etc/hosts   the machine's, plus ``<address> <name>``: the host resolves its own
+                             name, as a real one does (sudo complains on every call otherwise)
     F/ssh                    sshd_config (written at boot), ssh_host_ed25519_key[.pub]; used
                              under its machine path, which the host sees too
 
@@ -30,7 +34,8 @@ Promises:
   namespace; they all disappear with it. The only change to the machine itself: an empty ``/data``
   directory is created when missing, because a bind mount needs a directory to cover.
 - The hostname is ``--name``.
-- sshd (``UsePAM no``, ``StrictModes no``, keys only, root allowed by key) and ``monit -I -c
+- sshd (``UsePAM no``, ``StrictModes no``, keys only; root allowed by key, or with ``--login
+  USER`` only USER and never root) and ``monit -I -c
   /etc/monit/monitrc`` (control file mode 0600, httpd on ``/run/monit.sock`` with an ``allow``
   line, polling every second, including ``/etc/monit/conf.d/*.monitrc``) are started with default
   signal dispositions, even when this process inherited ignored INT/QUIT from a shell's background
@@ -53,6 +58,7 @@ import ctypes
 import ipaddress
 import json
 import os
+import pwd
 import select
 import shutil
 import signal
@@ -97,8 +103,19 @@ def _mount(source: str | None, target: str, flags: int) -> None:
 
 
 def host_layout(folder: Path) -> dict[str, Path]:
-    """The folder's subdirectories, by name (data, run, log, monit, root, ssh)."""
-    return {name: folder / name for name in ("data", "run", "log", "monit", "root", "ssh")}
+    """The folder's subdirectories, by name (data, run, log, monit, root, home, ssh)."""
+    return {name: folder / name for name in ("data", "run", "log", "monit", "root", "home", "ssh")}
+
+
+def login_home(login: str) -> str | None:
+    """Where the host sees ``login``'s home (the machine's passwd entry), or None for root, whose
+    home is always the host's own ``/root``. StartFailed when the machine has no such user."""
+    if login == "root":
+        return None
+    try:
+        return pwd.getpwnam(login).pw_dir
+    except KeyError:
+        raise StartFailed(f"no user {login!r} on this machine (script/setup creates deploy)") from None
 
 
 def _passthrough(keep: list[str]) -> list[str]:
@@ -110,8 +127,9 @@ def _passthrough(keep: list[str]) -> list[str]:
     return [p for p in inside if not any(p != q and p.startswith(q + "/") for q in inside)]
 
 
-def setup_mounts(folder: Path, keep: list[str]) -> None:
-    """Make every mount private, then bind the host's folders over the machine's (see module doc)."""
+def setup_mounts(folder: Path, keep: list[str], home: str | None = None) -> None:
+    """Make every mount private, then bind the host's folders over the machine's (see module doc);
+    ``home``: the login user's home, covered by ``F/home`` so its keys are this host's."""
     _mount(None, "/", MS_REC | MS_PRIVATE)
     dirs = host_layout(folder)
     for path in _passthrough(keep):
@@ -124,9 +142,37 @@ def setup_mounts(folder: Path, keep: list[str]) -> None:
         # /data does not exist on a stock machine; a bind mount needs a directory to cover.
         os.makedirs(target, exist_ok=True)
         _mount(str(dirs[name]), target, MS_BIND | MS_REC)
+    if home is not None:
+        # The machine's user, so the folder is there already (useradd --create-home); never made
+        # here, which would change the machine.
+        if not os.path.isdir(home):
+            raise StartFailed(f"the login's home {home} is not a folder on this machine")
+        dirs["home"].mkdir(parents=True, exist_ok=True)
+        _mount(str(dirs["home"]), home, MS_BIND | MS_REC)
 
 
-def sshd_config(folder: Path, address: str, port: int) -> str:
+def bind_etc_hosts(folder: Path, name: str, address: str) -> None:
+    """Cover /etc/hosts with the machine's copy plus this host's own name and address."""
+    try:
+        machine = Path("/etc/hosts").read_text()
+    except OSError:
+        machine = "127.0.0.1\tlocalhost\n"
+    hosts = folder / "hosts"
+    hosts.write_text(machine.rstrip("\n") + f"\n# this simulated host (deployhooks.testing.hostinit)\n"
+                                            f"{address}\t{name}\n")
+    hosts.chmod(0o644)
+    _mount(str(hosts), "/etc/hosts", MS_BIND)
+
+
+def _login_lines(login: str) -> str:
+    """Who may log in: root by key (the default), or only ``login``, as on a production host
+    where the deploy user is the one way in and root is not reachable over SSH at all."""
+    if login == "root":
+        return "PermitRootLogin prohibit-password\n"
+    return f"PermitRootLogin no\nAllowUsers {login}\n"
+
+
+def sshd_config(folder: Path, address: str, port: int, login: str = "root") -> str:
     ssh = host_layout(folder)["ssh"]
     return f"""\
 # Written by deployhooks.testing.hostinit at boot.
@@ -139,8 +185,7 @@ UsePAM no
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-PermitRootLogin prohibit-password
-UseDNS no
+{_login_lines(login)}UseDNS no
 PrintMotd no
 PrintLastLog no
 # Tests open many sessions at once against one host.
@@ -160,7 +205,7 @@ def monit_control() -> str:
     return text.replace("set log /run/monit/monit.log", "set log /var/log/monit.log")
 
 
-def write_configs(folder: Path, address: str, port: int) -> Path:
+def write_configs(folder: Path, address: str, port: int, login: str = "root") -> Path:
     """Write sshd_config (always) and /etc/monit/monitrc (unless present); return sshd_config's path."""
     dirs = host_layout(folder)
     dirs["ssh"].mkdir(parents=True, exist_ok=True)
@@ -168,7 +213,7 @@ def write_configs(folder: Path, address: str, port: int) -> Path:
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     config = dirs["ssh"] / "sshd_config"
-    config.write_text(sshd_config(folder, address, port))
+    config.write_text(sshd_config(folder, address, port, login))
     control = Path(MONIT_CONTROL)
     if not control.exists():
         control.parent.mkdir(parents=True, exist_ok=True)
@@ -340,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=22, help="sshd port (default 22)")
     parser.add_argument("--keep", action="append", default=[], metavar="PATH",
                         help="a folder under /root to keep visible inside (repeatable)")
+    parser.add_argument("--login", default="root", metavar="USER",
+                        help="the one user sshd lets in (default root); another user's home is "
+                             "the folder's home/, and root may not log in")
     parser.add_argument("--ready-timeout", type=float, default=30.0, metavar="SECONDS")
     return parser
 
@@ -351,9 +399,10 @@ def main(argv: list[str] | None = None) -> int:
         log(f"warning: pid {os.getpid()}, not 1: run me under unshare --pid --fork --mount-proc")
     init = Init(args.name, args.address, args.port)
     try:
-        setup_mounts(folder, args.keep)
+        setup_mounts(folder, args.keep, login_home(args.login))
         socket.sethostname(args.name)
-        config = write_configs(folder, args.address, args.port)
+        bind_etc_hosts(folder, args.name, args.address)
+        config = write_configs(folder, args.address, args.port, args.login)
         init.spawn("sshd", [SSHD, "-D", "-e", "-f", str(config)], "/var/log/sshd.log")
         init.spawn("monit", [MONIT, "-I", "-c", MONIT_CONTROL], "/var/log/monit.out")
         init.wait_ready(args.ready_timeout)

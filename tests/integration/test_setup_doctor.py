@@ -39,16 +39,16 @@ class Fresh:
         host.monit = monit_daemon(host.host.monitrc_glob)  # no services yet
         self.write_config([["q1", "high"], ["q2"]])
 
-    def write_config(self, workers, extra="", hosts=None):
+    def write_config(self, workers, extra="", hosts=None, wrapper=None):
         hosts = hosts or (self.sshd.host if self.sshd else "localhost")
         ssh = self.sshd.ssh_settings_yaml() if self.sshd else ""
         lines = "".join(f"    - queues: [{', '.join(q)}]\n" for q in workers)
         self.deployed.config.write_text(
             f"app: {self.app}\ndeploy_to: {self.layout.deploy_to}\nhosts:\n  util: [{hosts}]\n{ssh}"
-            f"resque:\n  grace_time: 10\n  workers:\n{lines}"
+            f"resque:\n{self.layout.resque_yaml()}  grace_time: 10\n  workers:\n{lines}"
             f"  monit_command: [monit, -c, {self.host.host.control_path}]\n"
             f"  monitrc_path: {self.monitrc}\n  pid_dir: {self.layout.pid_dir}\n"
-            f"  wrapper: {wrapper_path()}\n  pause_timeout: 10\n  start_timeout: 30\n{extra}")
+            f"  wrapper: {wrapper or wrapper_path()}\n  pause_timeout: 10\n  start_timeout: 30\n{extra}")
 
     @property
     def settings(self):
@@ -95,7 +95,8 @@ def test_setup_over_ssh_installs_converges_and_removes_a_worker(host, monit_daem
     assert (confs / "resque_1.conf").read_text() == "QUEUE=q2\n"
     text = fresh.monitrc.read_text()
     assert "check process resque_shop_0 " in text and "check process resque_shop_1 " in text
-    assert f"{wrapper_path()} --deploy-to {fresh.layout.deploy_to} --pid-dir {fresh.layout.pid_dir}" in text
+    assert f"{wrapper_path()} --user {fresh.layout.user} --deploy-to {fresh.layout.deploy_to} " \
+           f"--pid-dir {fresh.layout.pid_dir}" in text
     assert "with timeout 40 seconds" in text  # grace 10 + margin
     # a diff per file, each line prefixed by the host
     assert f"{sshd.host}: +++ {fresh.monitrc}" in r.stdout
@@ -206,7 +207,7 @@ def test_doctor_passes_a_good_host_and_names_each_fault_with_its_fix(host, monit
 
     r = fab("resque.doctor", "--config", config)  # over SSH
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"{sshd.host}: 10 pass, 0 warn, 0 fail" in r.stdout
+    assert f"{sshd.host}: 13 pass, 0 warn, 0 fail" in r.stdout
     assert "PONG" not in r.stdout and f"127.0.0.1:{redis_server.port} answers PING" in r.stdout
 
     # the seed's frequent-small-jobs advice: a warning, not a failure
@@ -274,3 +275,47 @@ def test_doctor_passes_a_good_host_and_names_each_fault_with_its_fix(host, monit
     fresh.write_config([["q1", "high"], ["q2"]], hosts="root@127.0.0.1:1")
     r = fab("resque.doctor", "--config", config)
     assert r.returncode == 3 and "root@127.0.0.1:1" in r.stderr
+
+
+def _planted_wrapper(folder, owner_uid):
+    """A copy of the real wrapper in `folder`, as a deploy user (or a careless install) leaves it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / "deployhooks-resque"
+    copy.write_text(open(wrapper_path()).read())
+    copy.chmod(0o755)
+    os.chown(copy, owner_uid, -1)
+    return copy
+
+
+def test_setup_refuses_a_wrapper_root_cannot_trust_and_doctor_fails_it(host, monit_daemon, sshd):
+    """A wrapper the deploy user owns, or a root-owned one in a folder the deploy user can
+    write, went into the monitrc root's monit runs, and doctor said pass."""
+    import pwd
+    fresh = Fresh(host, monit_daemon, sshd)
+    config = str(fresh.deployed.config)
+    deploy = pwd.getpwnam(fresh.layout.user)
+    owned = _planted_wrapper(fresh.layout.deploy_to / "bin", deploy.pw_uid)
+    os.chown(owned.parent, deploy.pw_uid, deploy.pw_gid)
+    writable_dir = fresh.layout.deploy_to / "shared" / "bin"
+    in_writable = _planted_wrapper(writable_dir, 0)
+    os.chown(writable_dir, deploy.pw_uid, deploy.pw_gid)
+    for wrapper, why in [(owned, f"{owned} is owned by uid {deploy.pw_uid}, not root"),
+                         (in_writable, f"{fresh.layout.deploy_to} is owned by uid {deploy.pw_uid}")]:
+        fresh.write_config([["q1", "high"], ["q2"]], wrapper=wrapper)
+        r = fab("resque.setup", "--config", config)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "is not safe for root's monit to run" in r.stderr and why in r.stderr
+        assert not fresh.monitrc.exists()
+        out = _doctor(config, 1)
+        line = _line(out, "root owns wrapper")
+        assert "FAIL" in line and why in line and "root-owned" in line
+    # The wrapper's interpreter counts too: a #! line naming a python the deploy user owns.
+    python = fresh.layout.deploy_to / "python3"
+    python.symlink_to(sys.executable)
+    os.lchown(python, deploy.pw_uid, deploy.pw_gid)
+    trusted_dir = fresh.layout.pid_dir.parent / "trusted-bin"
+    script = _planted_wrapper(trusted_dir, 0)
+    script.write_text(f"#!{python}\n" + "".join(script.read_text().splitlines(True)[1:]))
+    fresh.write_config([["q1", "high"], ["q2"]], wrapper=script)
+    r = fab("resque.setup", "--config", config)
+    assert r.returncode == 2 and f"{fresh.layout.deploy_to} is owned by uid" in r.stderr, r.stderr

@@ -17,6 +17,7 @@ WRAPPER = "/usr/local/bin/deployhooks-resque"
 CONFIG = """\
 app: shop
 resque:
+  user: deploy
   grace_time: 60
   workers:
     - queues: [critical, high]
@@ -50,7 +51,7 @@ def test_new_settings_are_validated():
     for bad, key in [("wrapper: bin/x", "resque.wrapper"), ("wrapper: 'a;b'", "resque.wrapper"),
                      ("monitrc_path: rel.monitrc", "resque.monitrc_path"),
                      ("pid_dir: /a b", "resque.pid_dir"), ("totalmem_mb: 0", "resque.totalmem_mb")]:
-        with pytest.raises(ConfigError, match=rf"deployhooks.yml:7: {key}: expected"):
+        with pytest.raises(ConfigError, match=rf"deployhooks.yml:8: {key}: expected"):
             settings(CONFIG + f"  {bad}\n")
 
 
@@ -64,7 +65,7 @@ def test_conf_text_is_exactly_the_quoted_queue_line():
 def test_desired_monitrc_follows_the_config():
     text = s.desired_monitrc(settings(CONFIG + "  stop: term\n  totalmem_mb: 300\n"), WRAPPER)
     assert "check process resque_shop_0 with pidfile /var/run/deployhooks/resque/shop/resque_0.pid" in text
-    assert f'"{WRAPPER} --deploy-to /data/shop --pid-dir /var/run/deployhooks/resque/shop ' \
+    assert f'"{WRAPPER} --user deploy --deploy-to /data/shop --pid-dir /var/run/deployhooks/resque/shop ' \
            f'--grace-time 60 shop term production resque_1.conf" with timeout 90 seconds' in text
     assert "with timeout 60 seconds" in text  # start_timeout
     assert text.count("if totalmem is greater than 300 MB for 2 cycles then restart") == 2
