@@ -88,11 +88,20 @@ class Host:
             login = self.c.user
         else:
             login = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-        sudo = ""
-        if r.sudo and login not in ("root", r.user):
-            sudo = f"sudo -n -u {shlex.quote(r.user)} " if r.user else "sudo -n "
-        # One kill per pid, so one pid that exited in between does not hide the others' result.
-        self.run(" ; ".join(f"{sudo}kill -{signame} {int(p)} 2>/dev/null" for p in pids) + " ; true")
+        if not (r.sudo and login not in ("root", r.user)):
+            # One kill per pid, so one pid that exited in between does not hide the others' result.
+            self.run(" ; ".join(f"kill -{signame} {int(p)} 2>/dev/null" for p in pids) + " ; true")
+            return
+        as_user = f"-u {shlex.quote(r.user)} " if r.user else ""
+        out = self.run(" ; ".join(f"sudo -n {as_user}kill -{signame} {int(p)} 2>&1" for p in pids)
+                       + " ; true").stdout
+        # A pid gone meanwhile is fine; sudo refusing is not, and would otherwise only show up
+        # later as workers that "did not take the pause".
+        if "a password is required" in out or "a terminal is required" in out:
+            target = r.user or "root"
+            raise CommandFailed(f"{self.name}: sudo -n refused 'kill -{signame}' as {target}: allow "
+                                f"'{login} ALL=({target}) NOPASSWD: /usr/bin/kill' in sudoers, or "
+                                f"log in as the workers' user")
 
     def read_file(self, path: str) -> str | None:
         """A file's text, or None when it does not exist."""

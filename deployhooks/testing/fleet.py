@@ -206,7 +206,8 @@ class FleetHost:
     def from_state(cls, data: dict) -> "FleetHost":
         return cls(index=data["index"], name=data["name"], address=data["address"], port=data["port"],
                    user=data.get("user", "root"), home=data.get("home"), folder=Path(data["folder"]),
-                   pid=data["pid"], pid_started=data["pid_started"], pidns=data["pidns"], launcher_pid=data["launcher_pid"])
+                   pid=data["pid"], pid_started=data["pid_started"], pidns=data["pidns"],
+                   launcher_pid=data["launcher_pid"])
 
 
 def _pidns(pid: int) -> int | None:
@@ -450,8 +451,8 @@ class Fleet:
         t0 = time.monotonic()
         with _address_lock():
             base = self._pick_base()
-            self.hosts = [FleetHost(i, f"host{i}", f"{base}{i}", self.root / "hosts" / f"host{i}", port=self.port,
-                                    user=self.login, home=self.login_home)
+            self.hosts = [FleetHost(i, f"host{i}", f"{base}{i}", self.root / "hosts" / f"host{i}",
+                                    port=self.port, user=self.login, home=self.login_home)
                           for i in range(1, self.n + 1)]
             self._prepare()
             self.timings["prepare"] = time.monotonic() - t0

@@ -72,7 +72,8 @@ def _print_status(fleet: Fleet, out=sys.stdout) -> None:
         print(f"  {h.name:8} {h.target:22} init pid {h.pid or '-':>7}  {state:8} {procs} processes", file=out)
     if fleet.apps:
         print("configs: " + ", ".join(str(fleet.config_path(a.name)) for a in fleet.apps), file=out)
-    print(f"ssh -i {fleet.client_key} -o UserKnownHostsFile={fleet.known_hosts} {fleet.login}@<address>", file=out)
+    print(f"ssh -i {fleet.client_key} -o UserKnownHostsFile={fleet.known_hosts} {fleet.login}@<address>",
+          file=out)
 
 
 def _up_foreground(args, notify_fd: int | None) -> int:
