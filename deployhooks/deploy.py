@@ -24,8 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import cancel, guard, hooks, workers
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, ConfigError, Refused
+from . import cancel, fleetguard, guard, hooks, workers
+from . import release as release_mod
+from .errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, CommandFailed,
+                     ConfigError, DeployhooksError, Refused)
 from .fleet import Session, overall_code
 from .host import Host
 from .settings import Settings
@@ -107,6 +109,39 @@ class Deploy:
             raise _StepFailed(name, overall_code(results), {h: r.error for h, r in failed.items()})
         return report
 
+    def _each(self, fn: Callable[[Host], object], names) -> list:
+        """`fn(host)` on `names` in parallel, results per host (the fleet guard's runner)."""
+        return self.session.each(lambda h, conn: fn(Host(conn, self.s, h)), list(names))
+
+    def _runs_workers(self, name: str) -> bool:
+        return bool(set(self.roles_of(name)) & set(self.s.resque.roles))
+
+    def _guard_fleet(self, name: str) -> None:
+        """The guard on every host that runs workers at once (see `fleetguard`): a job anywhere
+        refuses with no host stopped; otherwise every group is stopped, and recorded in
+        `guarded` for an abort to start again."""
+        hosts = [h for h in self.hosts if self._runs_workers(h)]
+        report = StepReport(name)
+        self.report.steps.append(report)
+        self.say(f"==> {name} ({len(hosts)} host(s))")
+        started = time.monotonic()
+        try:
+            fleetguard.guard_fleet(self._each, hosts, self.s, self.say, release=self.release,
+                                   action=self.kind)
+        except Refused as exc:
+            self.say(str(exc))
+            report.hosts = {h: "refused" for h in hosts}
+            raise _StepFailed(name, EXIT_REFUSED, {"fleet": str(exc).splitlines()[0]}) from None
+        except DeployhooksError as exc:
+            self.say(str(exc))
+            errors = getattr(exc, "errors", None) or {"fleet": str(exc)}
+            report.hosts = {h: errors.get(h, "put back") for h in hosts}
+            raise _StepFailed(name, exc.exit_code, errors) from None
+        finally:
+            report.seconds = time.monotonic() - started
+        report.hosts = {h: "ok" for h in hosts}
+        self.guarded.extend(hosts)
+
     def _inputs(self, host: Host) -> hooks.HookInputs:
         return hooks.resolve(self.s, release_path=self.release_path,
                              roles=",".join(self.roles_of(host.name)) or None, host=host.name,
@@ -144,7 +179,7 @@ class Deploy:
         return f"deploy lock held by an unknown holder (file content {shown})"
 
     def _lock(self, host: Host) -> None:
-        lock = f"{self.s.shared_path}/deployhooks/deploy.lock"
+        lock = self._lock_path
         info = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
                            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                            "release": self.release})
@@ -197,17 +232,8 @@ class Deploy:
         if cmds:
             host.run(" && ".join(cmds))
 
-    def _before_migrate(self, host: Host) -> None:
-        inputs = self._inputs(host)
-        if inputs.runs_workers and self.s.resque.guard_at == "before_migrate":
-            self.guarded.append(host.name)
-        hooks.before_migrate(host, inputs, self.say)
-
-    def _before_symlink(self, host: Host) -> None:
-        inputs = self._inputs(host)
-        if inputs.runs_workers and self.s.resque.guard_at == "before_symlink":
-            self.guarded.append(host.name)
-        hooks.before_symlink(host, inputs, self.say)
+    def _link_resque_yml(self, host: Host) -> None:
+        hooks.before_migrate(host, self._inputs(host), self.say, run_guard=False)
 
     def _migrate(self, host: Host) -> None:
         d = self.s.deploy
@@ -276,34 +302,60 @@ class Deploy:
                     self._abort_before_switch(exc)
                 return self.report
             try:
-                self.step("switch current", self._switch)
-                self.step("after_symlink", self._after_symlink)
-                self.step("restart app servers", self._restart_app)
-                self.step("cleanup", self._cleanup)
+                self._after_switch()
             except (_StepFailed, KeyboardInterrupt) as exc:
                 cancel.CANCELLED.clear()
                 self._fail_after_switch(exc)
                 return self.report
-            self.report.message = (f"deployed {self.release} to {len(self.hosts)} host(s) in "
-                                   f"{time.monotonic() - started:.1f}s")
+            self.report.message = self._done_message(time.monotonic() - started)
             return self.report
         finally:
             with cancel.shielded():
+                stuck = {}
                 for h in list(self.locked):
                     try:
                         self._unlock(self.host(h))
                     except Exception as exc:  # reported, never masks the deploy's own outcome
                         self.say(f"{h}: could not remove the deploy lock: {exc}")
+                        stuck[h] = str(exc)
+                if stuck:
+                    self._left_behind({h: f"the deploy lock {self._lock_path} is still there "
+                                          f"(remove it: rm -rf {self._lock_path})" for h in stuck})
             self.session.close()
+
+    def _after_switch(self) -> None:
+        self.step("switch current", self._switch)
+        self.step("after_symlink", self._after_symlink)
+        self.step("restart app servers", self._restart_app)
+        self.step("cleanup", self._cleanup)
+
+    def _done_message(self, seconds: float) -> str:
+        return f"deployed {self.release} to {len(self.hosts)} host(s) in {seconds:.1f}s"
+
+    @property
+    def _lock_path(self) -> str:
+        return f"{self.s.shared_path}/deployhooks/deploy.lock"
+
+    def _left_behind(self, what: dict[str, str]) -> None:
+        """An undo did not complete: the outcome is a failure (exit 3) whose last lines name each
+        host, what is left there and how to repair it; nothing claims more than was done."""
+        self.report.code = EXIT_FAILED
+        self.report.message += ("\nNOT everything was put back:\n" + "\n".join(
+            f"  {host}: {text}" for host, text in what.items()))
 
     def _before_switch(self) -> None:
         self.step("upload", self._upload)
         self.step("link shared", self._link_shared)
-        self.step("before_migrate", self._before_migrate)
+        # The hooks' work, with the guard run across every host at once at guard_at: a job on
+        # one host refuses with no host stopped (the per-server hooks decide alone).
+        self.step("before_migrate", self._link_resque_yml)
+        if self.s.resque.guard_at == "before_migrate":
+            self._guard_fleet("guard (before_migrate)")
         migrate_hosts = self._migrate_hosts()
         if migrate_hosts:
             self.step("migrate", self._migrate, migrate_hosts)
-        self.step("before_symlink", self._before_symlink)
+        if self.s.resque.guard_at == "before_symlink":
+            self._guard_fleet("guard (before_symlink)")
         self.step("prepare switch", self._prepare_switch)
 
     def _migrate_hosts(self) -> list[str]:
@@ -316,6 +368,7 @@ class Deploy:
     def _abort_before_switch(self, exc: BaseException) -> None:
         interrupted = isinstance(exc, KeyboardInterrupt)
         self.say("==> aborting before the switch: current is untouched on every host")
+        left: dict[str, str] = {}
         for name in self.uploaded:
             try:
                 self._move_aside(self.host(name))
@@ -326,23 +379,43 @@ class Deploy:
                 guard.undo(self.host(name), self.say)
             except Exception as again:
                 self.say(f"{name}: could not start the workers again: {again}")
+                left[name] = (f"workers stopped or paused by the guard ({again}); repair: "
+                              f"fab hooks.deploy-failed (or hooks/deploy_failed on {name})")
         if interrupted:
-            self.report.code, why = EXIT_FAILED, "interrupted (Ctrl-C)"
+            self.report.code, why = EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
         else:
             self.report.code = exc.code
-            why = f"step {exc.step} " + ("refused" if exc.code == EXIT_REFUSED else "failed") + \
-                " on " + ", ".join(exc.errors)
-        self.report.message = (f"deploy of {self.release} stopped: {why}. [Relax] Your site is "
-                               f"still running the old code on every host: current was not "
-                               f"switched, the new release was moved to releases_failed/, and "
-                               f"the workers the deploy stopped are running again.")
+            why = f"step {exc.step} " + ("refused" if exc.code == EXIT_REFUSED else "failed") + (
+                f": {exc.errors['fleet']}" if list(exc.errors) == ["fleet"] else
+                " on " + ", ".join(exc.errors))
+        what = self.kind if self.release_pending else f"{self.kind} of {self.release}"
+        self.report.message = f"{what} stopped: {why}. " + self._kept(left)
+        if left:
+            self._left_behind(left)
+
+    kind = "deploy"
+    release_pending = False  # a rollback before it knows where to go
+
+    def _workers_back(self, left: dict[str, str]) -> str:
+        if not self.guarded:
+            return "no worker was stopped"
+        if not left:
+            return f"the workers the {self.kind} stopped are running again"
+        return f"the workers the {self.kind} stopped are running again except on {', '.join(left)}"
+
+    def _kept(self, left: dict[str, str]) -> str:
+        """What an abort before the switch leaves, in words that claim only what was done."""
+        workers_back = self._workers_back(left)
+        return (f"[Relax] Your site is still running the old code on every host: current was "
+                f"not switched, the new release was moved to releases_failed/, and "
+                f"{workers_back}.")
 
     def _fail_after_switch(self, exc: BaseException) -> None:
         switched = self.report.switched
         not_switched = [h for h in self.hosts if h not in switched]
         step = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else \
             f"step {exc.step} failed on {', '.join(exc.errors)}"
-        self.report.code = EXIT_FAILED
+        self.report.code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED
         self.report.message = (
             f"deploy of {self.release} {step} AFTER the switch. current points at "
             f"{self.release} on: {', '.join(switched) or 'no host'}; still on the previous "
@@ -389,28 +462,96 @@ def previous_release(listing: str, current: str | None) -> str | None:
     return names[i - 1] if i > 0 else None
 
 
-def rollback_host(host: Host, say: Say) -> str:
-    """Point `current` back at the previous release, restart workers on it, move the rolled-back
-    release to releases_failed/. Returns the release now current."""
-    s = host.settings
-    current_path = host.run(f"readlink -f {q(s.current_path)}", warn=True).stdout.strip()
-    current = current_path.rsplit("/", 1)[-1] if current_path.startswith(s.releases_path + "/") else None
-    listing = host.run(f"ls -1 {q(s.releases_path)}", warn=True).stdout
-    target = previous_release(listing, current)
-    if target is None:
-        raise CommandFailed(f"{host.name}: no release before {current or 'current'} to roll back to "
-                            f"(releases: {' '.join(sorted(listing.split())) or 'none'})")
-    tmp = f"{s.deploy_to}/.current.rollback"
-    host.run(f"ln -sfn {q(s.releases_path + '/' + target)} {q(tmp)} && mv -Tf {q(tmp)} {q(s.current_path)}")
-    say(f"{host.name}: current -> {target} (was {current})")
-    inputs = hooks.resolve(s, release_path=f"{s.releases_path}/{target}", host=host.name,
-                           roles=",".join(s.roles_of(host.name)) or None, environ={})
-    if inputs.runs_workers:
-        workers.start_group(host, restart=True, release=target, say=say)
-        guard.clear_record(host)
-    if current:
-        failed = f"{s.deploy_to}/releases_failed"
-        host.run(f"mkdir -p {q(failed)} && mv {q(s.releases_path + '/' + current)} "
-                 f"{q(failed + '/' + current)}")
-        say(f"{host.name}: moved {current} to releases_failed/")
-    return target
+@dataclass(frozen=True)
+class HostReleases:
+    """What rollback reads on one host: where `current` points and the releases kept."""
+
+    current: str | None
+    listing: str
+
+
+def rollback_target(seen: dict[str, HostReleases], wanted: str | None) -> str:
+    """The one release every host goes to (pure). `wanted` (--release) must exist on every
+    host; without it the hosts must agree on `current` and all keep the release before it.
+    Raises ConfigError (exit 2) naming the hosts otherwise: a rollback never leaves the fleet
+    on different releases."""
+    if wanted is not None:
+        missing = [h for h, r in seen.items() if wanted not in r.listing.split()]
+        if missing:
+            raise ConfigError(f"release {wanted} is not kept on {', '.join(missing)}: pick one "
+                              f"that every host has (ls {{deploy_to}}/releases)")
+        return wanted
+    currents = {r.current for r in seen.values()}
+    if len(currents) != 1:
+        by = ", ".join(f"{h} on {r.current or 'no release'}" for h, r in sorted(seen.items()))
+        raise ConfigError(f"the hosts are on different releases ({by}): say where to go with "
+                          f"--release NAME")
+    current = currents.pop()
+    targets = {h: previous_release(r.listing, current) for h, r in seen.items()}
+    if len(set(targets.values())) != 1 or None in targets.values():
+        by = ", ".join(f"{h}: {t or 'none'}" for h, t in sorted(targets.items()))
+        raise ConfigError(f"no release before {current or 'current'} that every host keeps "
+                          f"({by}): pick one with --release NAME")
+    return next(iter(targets.values()))
+
+
+class Rollback(Deploy):
+    """`fab rollback`: a deploy in reverse, to a release every host keeps.
+
+    lock -> read current and releases -> the guard (every host at once) -> prepare switch ->
+    switch current -> after_symlink (restart, wait until every worker runs the target) ->
+    restart app servers -> move the rolled-back release to releases_failed/ -> unlock.
+    A refusal or failure before the switch leaves everything as it was.
+    """
+
+    kind = "rollback"
+
+    def __init__(self, settings: Settings, hosts: list[str], *, say: Say = print,
+                 release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None):
+        super().__init__(settings, hosts, b"", say=say, release=release or "(to be chosen)",
+                         roles_of=roles_of)
+        self.wanted = release
+        self.release_pending = release is None
+        self.seen: dict[str, HostReleases] = {}
+
+    def _read(self, host: Host) -> None:
+        listing = host.run(f"ls -1 {q(self.s.releases_path)}", warn=True).stdout
+        self.seen[host.name] = HostReleases(release_mod.current_release(host), listing)
+
+    def _before_switch(self) -> None:
+        self.step("read releases", self._read)
+        try:
+            target = rollback_target(self.seen, self.wanted)
+        except ConfigError as exc:
+            self.say(str(exc))
+            raise _StepFailed("choose release", exc.exit_code, {"fleet": str(exc)}) from None
+        self.release = self.report.release = target
+        self.release_pending = False
+        self.release_path = f"{self.s.releases_path}/{target}"
+        self.say(f"rolling back to {target}")
+        self._guard_fleet("guard")
+        self.step("link shared", self._link_shared)
+        self.step("prepare switch", self._prepare_switch)
+
+    def _after_switch(self) -> None:
+        self.step("switch current", self._switch)
+        self.step("after_symlink", self._after_symlink)
+        self.step("restart app servers", self._restart_app)
+        self.step("move rolled-back release aside", self._move_rolled_back)
+
+    def _move_rolled_back(self, host: Host) -> None:
+        old = self.seen[host.name].current
+        if not old or old == self.release or old < self.release:
+            return  # nothing left behind, or a roll forward: keep it
+        failed = f"{self.s.deploy_to}/releases_failed"
+        host.run(f"mkdir -p {q(failed)} && mv {q(self.s.releases_path + '/' + old)} "
+                 f"{q(failed + '/' + old)}")
+        self.report.pruned[host.name] = [old]
+        self.say(f"{host.name}: moved {old} to releases_failed/")
+
+    def _done_message(self, seconds: float) -> str:
+        return (f"rolled back to {self.release} on {len(self.hosts)} host(s) in {seconds:.1f}s: "
+                + ", ".join(f"{h} -> {self.release}" for h in self.hosts))
+
+    def _kept(self, left: dict[str, str]) -> str:
+        return f"current was not switched on any host, and {self._workers_back(left)}."

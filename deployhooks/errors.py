@@ -1,13 +1,15 @@
 """The failures a user can meet, each tied to the exit code a pipeline acts on.
 
 0 go on; 1 refused for a reason the message gives (jobs running); 2 bad configuration or usage;
-3 a command or host failed.
+3 a command or host failed (including an undo that did not complete); 130 interrupted (Ctrl-C),
+as shells report a command ended by SIGINT (128 + 2).
 """
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
 EXIT_FAILED = 3
+EXIT_INTERRUPTED = 130
 
 
 class DeployhooksError(Exception):

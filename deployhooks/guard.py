@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 from . import cancel, policy, workers
 from .errors import CommandFailed, Refused
@@ -51,19 +52,27 @@ def clear_record(host: Host) -> None:
     host.remove_file(record_path(host))
 
 
-def _busy_lines(host: Host, busy, now: float) -> str:
-    return "\n".join(f"  {host.name}: {w.describe(now)}" + (
+def busy_lines(name: str, busy, now: float) -> str:
+    return "\n".join(f"  {name}: {w.describe(now)}" + (
         " (app unknown: its working directory could not be read, so it is counted as this "
         "app's; run the hooks as the workers' user or root)" if w.cwd is None else "")
         for w in busy)
 
 
-def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
-    """Run the guard on one host; returns when the group is stopped and no job runs.
+@dataclass
+class Paused:
+    """What `pause` did on one host, for the phases after it."""
 
-    Raises `Refused` (exit 1) when jobs run, `CommandFailed` (exit 3) when monit or the host
-    fails. On either, the workers the guard paused are resumed before it raises.
-    """
+    host: str
+    to_pause: list[int]
+    record: dict
+    previous: dict | None
+
+
+def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
+    """Phases 1-3 on one host: ask monit, write the record, pause (USR2) the monit-managed
+    workers and wait until each shows it took the pause. On any failure (Ctrl-C included)
+    what was paused is resumed and the record put back before it raises."""
     r = host.settings.resque
     group = r.monit_group
     services = host.monit.status(group)
@@ -77,24 +86,42 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
               "at": int(time.time())}
     # Written before the first signal, so that a guard killed half-way can still be undone.
     write_record(host, record)
+    state = Paused(host.name, to_pause, record, previous)
     try:
         if to_pause:
             host.signal("USR2", to_pause)
             say(f"{host.name}: paused {len(to_pause)} worker(s) (USR2): they finish their job "
                 f"and take no new one")
         if not workers.wait_until(
-                lambda: not policy.pause_acknowledged(host.workers(unplaced=True), to_pause), r.pause_timeout):
+                lambda: not policy.pause_acknowledged(host.workers(unplaced=True), to_pause),
+                r.pause_timeout):
             late = policy.pause_acknowledged(host.workers(unplaced=True), to_pause)
             raise CommandFailed(f"{host.name}: worker(s) {', '.join(map(str, late))} did not take "
                                 f"the pause (USR2) within {r.pause_timeout}s (resque.pause_timeout)")
-        _wait_for_jobs(host, say)
     except BaseException:
-        workers.resume(host, to_pause, say)
-        if previous:
-            write_record(host, previous)
-        else:
-            clear_record(host)
+        unpause(host, state, say)
         raise
+    return state
+
+
+def busy_workers(host: Host) -> list:
+    """This app's busy workers on the host, counting those that cannot be placed."""
+    return [w for w in host.workers(unplaced=True) if w.busy]
+
+
+def unpause(host: Host, state: Paused, say: Say = _quiet) -> None:
+    """Resume what `pause` paused and put the record back as it was."""
+    workers.resume(host, state.to_pause, say)
+    if state.previous:
+        write_record(host, state.previous)
+    else:
+        clear_record(host)
+
+
+def stop_paused(host: Host, state: Paused, say: Say = _quiet) -> None:
+    """Phase 5 on one host: stop the group (only idle, paused workers are left) and wait.
+    If the stop fails, the group is started again and the workers resumed before it raises."""
+    group = host.settings.resque.monit_group
     try:
         workers.stop_group(host, say)
     except BaseException:
@@ -102,13 +129,47 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
         say(f"{host.name}: stopping failed; starting group {group} again")
         try:
             host.monit.action("start", group)
-            workers.resume(host, to_pause, say)
+            workers.resume(host, state.to_pause, say)
         except Exception as again:  # the first failure is the one to report
             say(f"{host.name}: could not start group {group} again: {again}")
         raise
-    record["stopped"] = True
-    write_record(host, record)
+    state.record["stopped"] = True
+    write_record(host, state.record)
+
+
+def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
+    """Run the guard on one host; returns when the group is stopped and no job runs.
+
+    Raises `Refused` (exit 1) when jobs run, `CommandFailed` (exit 3) when monit or the host
+    fails. On either, the workers the guard paused are resumed before it raises.
+    """
+    state = pause(host, release, say)
+    try:
+        _wait_for_jobs(host, say)
+    except BaseException:
+        unpause(host, state, say)
+        raise
+    stop_paused(host, state, say)
     say(f"{host.name}: no job running; workers stopped. Go on.")
+
+
+def refusal(busy: dict, on_busy: str, waited: float, wait_timeout: float, now: float,
+            action: str = "deploy") -> str:
+    """The refusal's text: every job still running, by host, and that nothing was stopped."""
+    count = sum(len(b) for b in busy.values())
+    why = (f"waited {int(waited)}s (resque.wait_timeout is {wait_timeout:g}s) and "
+           if on_busy == "wait" else "")
+    lines = "\n".join(busy_lines(name, jobs, now) for name, jobs in busy.items() if jobs)
+    where = next(iter(busy)) if len(busy) == 1 else "fleet"  # one host: its name, as before
+    if action in ("deploy", "rollback"):
+        again = (f"{'Deploy' if action == 'deploy' else 'Roll back'} again when the jobs have "
+                 f"finished" + (", or set resque.on_busy: wait." if on_busy == "abort" else "."))
+    else:
+        again = f"Run {action} again when the jobs have finished, or add --force to end them now."
+    verb = "roll back" if action == "rollback" else action
+    return (f"{where}: refusing to {verb}: {why}{count} resque job(s) still running:\n{lines}\n"
+            f"  Nothing was stopped: the workers paused by the guard were resumed, so the old "
+            f"code keeps serving the queues. {again}")
 
 
 def _wait_for_jobs(host: Host, say: Say) -> None:
@@ -116,25 +177,18 @@ def _wait_for_jobs(host: Host, say: Say) -> None:
     start = time.monotonic()
     last_report = -1e9
     while True:
-        busy = [w for w in host.workers(unplaced=True) if w.busy]
+        busy = busy_workers(host)
         waited = time.monotonic() - start
         verdict = policy.guard_verdict(busy, r.on_busy, waited, r.wait_timeout)
         if verdict == policy.PROCEED:
             return
         now = time.time()
         if verdict == policy.REFUSE:
-            why = (f"waited {int(waited)}s (resque.wait_timeout is {r.wait_timeout}s) and "
-                   if r.on_busy == "wait" else "")
-            raise Refused(
-                f"{host.name}: refusing to deploy: {why}{len(busy)} resque job(s) still running:\n"
-                f"{_busy_lines(host, busy, now)}\n"
-                f"  Nothing was stopped: the workers paused by the guard were resumed, so the old "
-                f"code keeps serving the queues. Deploy again when the jobs have finished"
-                + (", or set resque.on_busy: wait." if r.on_busy == "abort" else "."))
+            raise Refused(refusal({host.name: busy}, r.on_busy, waited, r.wait_timeout, now))
         cancel.check(host.name)
         if waited - last_report >= 5:
             say(f"{host.name}: waiting for {len(busy)} job(s) to finish "
-                f"({int(waited)}s of {r.wait_timeout}s):\n{_busy_lines(host, busy, now)}")
+                f"({int(waited)}s of {r.wait_timeout}s):\n{busy_lines(host.name, busy, now)}")
             last_report = waited
         time.sleep(workers.POLL)
 

@@ -80,12 +80,15 @@ def _no_workers(host: Host, inputs: HookInputs, say: Say) -> bool:
     return True
 
 
-def before_migrate(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
-    """Link the shared resque.yml into the release; run the guard if `guard_at` says so."""
+def before_migrate(host: Host, inputs: HookInputs, say: Say = _quiet, *,
+                   run_guard: bool = True) -> None:
+    """Link the shared resque.yml into the release; run the guard if `guard_at` says so
+    (`run_guard=False`: the caller runs it across every host at once, see `fleetguard`)."""
     path = _need_release(inputs, "before_migrate")
     name = release.release_name(host, path)
     say(release.link_resque_yml(host, path))
-    if inputs.settings.resque.guard_at == "before_migrate" and not _no_workers(host, inputs, say):
+    if run_guard and inputs.settings.resque.guard_at == "before_migrate" \
+            and not _no_workers(host, inputs, say):
         guard.guard(host, name, say)
 
 

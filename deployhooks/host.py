@@ -52,8 +52,11 @@ class Host:
     def processes(self) -> list[processes.RawProcess]:
         """Raw process rows that mention resque: psutil here, or one `ps` over SSH."""
         root = self.settings.deploy_to
-        return processes.remote_processes(self.c, root) if self.remote else \
-            processes.local_processes(root)
+        try:
+            return processes.remote_processes(self.c, root) if self.remote else \
+                processes.local_processes(root)
+        except CommandFailed as exc:  # a listing cut short or forged: say which host
+            raise CommandFailed(f"{self.name}: {exc}") from None
 
     def all_workers(self) -> list[WorkerProcess]:
         """Every resque worker on the host, whatever its app (for "has this pid exited?")."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shlex
 
@@ -32,6 +33,26 @@ def release_name(host: Host, release_path: str) -> str:
                           f"14-digit UTC timestamp name (YYYYMMDDHHMMSS) (deploy_to is "
                           f"{host.settings.deploy_to}, from {host.settings.source})")
     return name
+
+
+def release_of(link: str | None, settings) -> str | None:
+    """The release name `current`'s raw link target names, if it is one of the app's releases.
+
+    The raw target, not `readlink -f`: `current` is written as `<deploy_to>/releases/<r>`
+    (or relative to deploy_to), and resolving a symlinked deploy_to would hide that."""
+    if not link:
+        return None
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(settings.current_path), link))
+    if target.startswith(settings.releases_path + "/"):
+        return target[len(settings.releases_path) + 1:].split("/")[0]
+    return None
+
+
+def current_release(host: Host) -> str | None:
+    """The release `current` points at on the host (as `resque.status` reads it), or None."""
+    link = host.run(f"readlink {shlex.quote(host.settings.current_path)}", warn=True).stdout
+    name = release_of(link.rstrip("\n") or None, host.settings)
+    return name if name and RELEASE_NAME_RE.fullmatch(name) else None
 
 
 def _shorten(text: str, limit: int = 120) -> str:

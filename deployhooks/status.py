@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from . import monit
+from . import release as release_mod
 from .errors import CommandFailed
 from .monit import ServiceStatus
 from .resque.processes import WorkerProcess, parse_listing, ps_command, rebase, workers_from
@@ -30,17 +31,7 @@ def status_command(settings: Settings) -> str:
             f"{monit.shell_command(argv)} 2>&1; echo \"{_MARK} rc $?\"; true")
 
 
-def release_of(link: str | None, settings: Settings) -> str | None:
-    """The release name `current`'s raw link target names, if it is one of the app's releases.
-
-    The raw target, not `readlink -f`: `current` is written as `<deploy_to>/releases/<r>`
-    (or relative to deploy_to), and resolving a symlinked deploy_to would hide that."""
-    if not link:
-        return None
-    target = posixpath.normpath(posixpath.join(posixpath.dirname(settings.current_path), link))
-    if target.startswith(settings.releases_path + "/"):
-        return target[len(settings.releases_path) + 1:].split("/")[0]
-    return None
+release_of = release_mod.release_of  # one reading of `current`, shared with deploy and rollback
 
 
 @dataclass

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from fabric import task
 from invoke import Exit
 
 from ..errors import EXIT_FAILED
 from ..host import Host
-from .common import finish, load_settings, on_hosts, say
+from .common import finish, load_settings, on_hosts, say, task
 
 _ROLES = "comma-separated roles to act on (default: resque.roles from the config)"
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"

@@ -7,14 +7,12 @@ import re
 import sys
 from pathlib import Path
 
-from fabric import task
 from invoke import Exit
 
 from .. import deploy as deploy_mod
 from ..errors import DeployhooksError
-from ..fleet import run_each
-from ..host import Host
-from .common import finish, load_settings, say, target_hosts, usage_error
+from .. import release as release_mod
+from .common import finish, load_settings, say, target_hosts, task, usage_error
 
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"
@@ -75,12 +73,19 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
     say(report.message)
 
 
-@task(help={"roles": _ROLES, "config": _CONFIG})
-def rollback(c, roles=None, config=None):
-    """Switch current back to the previous release everywhere and restart the workers on it."""
+@task(help={"roles": _ROLES, "config": _CONFIG,
+            "release": "the kept release to go to (default: the one before current)"})
+def rollback(c, roles=None, release=None, config=None):
+    """Switch current back to a kept release everywhere, through the guard, and restart the
+    workers on it: a deploy in reverse (lock, guard, atomic switch, wait for the workers)."""
+    if release is not None and not release_mod.RELEASE_NAME_RE.fullmatch(str(release)):
+        raise usage_error("--release", "a release name (14 digits, YYYYMMDDHHMMSS)", release)
     settings = load_settings(config)
     hosts = _fleet_hosts(c, settings, roles)
-    results = run_each(hosts, settings,
-                       lambda name, conn: deploy_mod.rollback_host(Host(conn, settings, name), say))
-    finish(results)
-    say("rolled back: " + ", ".join(f"{r.host} -> {r.value}" for r in results))
+    say(f"rolling back {settings.app} on {len(hosts)} host(s): {', '.join(hosts)}")
+    report = deploy_mod.Rollback(settings, hosts, say=say, release=release).run()
+    print("\n".join(deploy_mod.summary_lines(report)))
+    if report.code:
+        print(report.message, file=sys.stderr, flush=True)
+        raise Exit(code=report.code)
+    say(report.message)

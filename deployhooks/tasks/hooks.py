@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fabric import task
 from invoke import Exit
 
 from .. import cancel, guard
@@ -10,7 +9,7 @@ from .. import hooks as hooks_mod
 from ..errors import EXIT_FAILED
 from ..fleet import run_each
 from ..host import Host
-from .common import finish, load_settings, on_hosts, on_server, say
+from .common import finish, load_settings, on_hosts, on_server, say, task
 
 _HELP = {
     "release_path": "the release being deployed: <deploy_to>/releases/<name> (or EY_DEPLOY_RELEASE_PATH)",

@@ -8,22 +8,16 @@ import sys
 import threading
 import time
 
-from fabric import task
 from invoke import Exit
 
+from .. import fleetguard, guard, policy, workers
+from .. import release as release_mod
 from .. import status as status_mod
-from .. import policy, workers
-from ..errors import EXIT_REFUSED, CommandFailed
+from ..errors import EXIT_REFUSED, CommandFailed, Refused
 from ..fleet import HostResult
 from ..host import Host
 from ..settings import MAX_SECONDS
-from .common import Hosts, finish, load_settings, on_hosts, say, seconds, whole_number
-
-class HostRefused(CommandFailed):
-    """A host that could not do what was asked without ending a job (exit 1, not 3)."""
-
-    exit_code = EXIT_REFUSED
-
+from .common import Hosts, finish, load_settings, on_hosts, say, seconds, task, whole_number
 
 _ROLES = "comma-separated roles to act on (default: resque.roles from the config)"
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
@@ -70,10 +64,67 @@ def status(c, roles=None, json=False, check=False, config=None):
         raise Exit(code=EXIT_REFUSED)
 
 
-@task(help={"roles": _ROLES, "config": _CONFIG})
-def stop(c, roles=None, config=None):
-    """Stop the workers (monit stop, per stop: quit|term) and wait until they have exited."""
-    finish(_each(c, config, roles, lambda host: workers.stop_group(host, say)))
+_FORCE = ("act now even if jobs run: monit's stop ends them (QUIT, then KILL after grace_time; "
+          "TERM under stop: term); the jobs it will end are listed first")
+
+
+def _forced(settings, force: bool) -> bool:
+    """Whether to skip the guard: asked for by name, or `stop: term` (which ends jobs anyway)."""
+    return force or settings.resque.stop == "term"
+
+
+def _announce_kills(hosts: Hosts, verb: str) -> None:
+    """Before a forced stop or restart: name every job it will end, by host, pid, class, age."""
+    now = time.time()
+    looks = hosts.each(guard.busy_workers)
+    jobs = [(r.host, w) for r in looks if not r.code for w in r.value]
+    if jobs:
+        say(f"{verb} --force will end {len(jobs)} running job(s):\n" + "\n".join(
+            f"  {host}: {w.describe(now)}" for host, w in jobs))
+    else:
+        say(f"{verb} --force: no job running now")
+
+
+def _guarded(hosts: Hosts, settings, action: str, **policy_overrides) -> list[str]:
+    """The fleet-wide guard over `hosts` (pause, look, wait or refuse, stop only idle workers)."""
+    return fleetguard.guard_fleet(hosts.each, hosts.names, settings, say, action=action,
+                                  **policy_overrides)
+
+
+def _after_guard(hosts: Hosts, stopped: list[str], fn) -> None:
+    """Run `fn(host)` on the hosts the guard stopped; on failure or Ctrl-C start again what
+    the guard stopped (from its record), then let the failure through."""
+    try:
+        results = hosts.each(fn, stopped)
+    except KeyboardInterrupt:
+        left = fleetguard.put_back(hosts.each, stopped, say)
+        if left:
+            raise fleetguard.UndoFailed(left) from None
+        raise
+    failed = [r.host for r in results if r.code]
+    if failed:
+        left = fleetguard.put_back(hosts.each, failed, say)
+        if left:
+            for r in results:
+                if r.code:
+                    print(r.error, file=sys.stderr, flush=True)
+            raise fleetguard.UndoFailed(left)
+    finish(results)
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG, "force": _FORCE})
+def stop(c, roles=None, force=False, config=None):
+    """Stop the workers once no job runs (the guard: pause, look, wait or refuse per on_busy),
+    and wait until they have exited; --force stops them now."""
+    settings = load_settings(config)
+    with Hosts(c, settings, roles, settings.resque.roles) as hosts:
+        if _forced(settings, force):
+            _announce_kills(hosts, "resque.stop")
+            finish(hosts.each(lambda host: workers.stop_group(host, say)))
+            return
+        stopped = _guarded(hosts, settings, "resque.stop")
+        # Stopped is what was asked for: no guard record is left for deploy_failed to undo.
+        _after_guard(hosts, stopped, guard.clear_record)
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG})
@@ -82,18 +133,24 @@ def start(c, roles=None, config=None):
     finish(_each(c, config, roles, lambda host: workers.start_group(host, say=say)))
 
 
-def _current_release(host: Host) -> str | None:
-    path = host.run(f"readlink -f {shlex.quote(host.settings.current_path)}", warn=True).stdout.strip()
-    prefix = host.settings.releases_path + "/"
-    return path[len(prefix):].split("/")[0] if path.startswith(prefix) else None
+@task(help={"roles": _ROLES, "config": _CONFIG, "force": _FORCE})
+def restart(c, roles=None, force=False, config=None):
+    """Restart the workers once no job runs (the guard, as resque.stop) and wait until all run
+    new processes from the current release; --force restarts them now."""
+    settings = load_settings(config)
+    with Hosts(c, settings, roles, settings.resque.roles) as hosts:
+        if _forced(settings, force):
+            _announce_kills(hosts, "resque.restart")
+            finish(hosts.each(lambda host: workers.start_group(
+                host, restart=True, release=release_mod.current_release(host), say=say)))
+            return
+        stopped = _guarded(hosts, settings, "resque.restart")
 
+        def start_again(host: Host) -> None:
+            workers.start_group(host, release=release_mod.current_release(host), say=say)
+            guard.clear_record(host)
 
-@task(help={"roles": _ROLES, "config": _CONFIG})
-def restart(c, roles=None, config=None):
-    """Restart the workers and wait until all run new processes from the current release."""
-    def one(host: Host):
-        workers.start_group(host, restart=True, release=_current_release(host), say=say)
-    finish(_each(c, config, roles, one))
+        _after_guard(hosts, stopped, start_again)
 
 
 def _pause(host: Host) -> list[int]:
@@ -132,39 +189,18 @@ def drain(c, roles=None, deadline=None, config=None):
     """Pause, wait for every job in flight to finish, then stop; resume and exit 1 on the deadline.
 
     The whole fleet drains together: workers stop only once no host has a job left, and on
-    the deadline every host is resumed, so no host is left stopped while others serve.
+    the deadline or Ctrl-C every host is resumed, so no host is left stopped or paused.
     """
     limit = None if deadline is None else seconds("--deadline", deadline, MAX_SECONDS)
     settings = load_settings(config)
     limit = settings.resque.wait_timeout if limit is None else limit
-    started = time.monotonic()
     with Hosts(c, settings, roles, settings.resque.roles) as hosts:
-        paused = hosts.each(_pause)
-        pids = {r.host: r.value for r in paused if not r.code}
-
-        def wait_idle(host: Host):
-            state = {}
-
-            def idle() -> bool:
-                state["busy"] = [w for w in host.workers() if w.busy]
-                return not state["busy"]
-
-            def tick(t: float) -> None:
-                say(f"{host.name}: {len(state['busy'])} job(s) in flight after {int(t)}s: "
-                    + "; ".join(w.describe(time.time()) for w in state["busy"]))
-
-            remaining = max(0.0, limit - (time.monotonic() - started))
-            if not workers.wait_until(idle, remaining, tick=tick):
-                raise HostRefused(f"{host.name}: {len(state['busy'])} job(s) still running after "
-                                  f"{int(limit)}s: " + "; ".join(
-                                      w.describe(time.time()) for w in state["busy"]))
-
-        waited = [r for r in paused if r.code] + hosts.each(wait_idle, list(pids))
-        if any(r.code for r in waited):
-            hosts.each(lambda host: workers.resume(host, pids[host.name], say), list(pids))
+        try:
+            stopped = _guarded(hosts, settings, "resque.drain", on_busy="wait", wait_timeout=limit)
+        except (Refused, KeyboardInterrupt, fleetguard.FleetFailed):
             say("drain stopped: every paused worker was resumed")
-            finish(waited)
-        finish(hosts.each(lambda host: workers.stop_group(host, say)))
+            raise
+        _after_guard(hosts, stopped, guard.clear_record)
 
 
 # The most lines `logs` prints per worker log: enough for any look back, and a bound on what a

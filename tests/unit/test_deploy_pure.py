@@ -1,5 +1,7 @@
 """The pure parts of fab deploy / rollback: which release rollback picks, what the summary says."""
 
+import pytest
+
 from deployhooks.deploy import DeployReport, StepReport, previous_release, summary_lines
 
 
@@ -29,3 +31,24 @@ def test_no_change_lines_when_nothing_switched():
     report = DeployReport("x", steps=[StepReport("lock", 0.1, {"a": "refused"})])
     assert summary_lines(report)[1].split()[-2:] == ["0/1", "ok"]
     assert not any(line.startswith("current:") for line in summary_lines(report))
+
+
+def test_rollback_target_is_one_release_for_the_whole_fleet():
+    from deployhooks.deploy import HostReleases, rollback_target
+    from deployhooks.errors import ConfigError
+
+    a, b, c = "20260101000000", "20260102000000", "20260103000000"
+    same = {"h1": HostReleases(c, f"{a} {b} {c}"), "h2": HostReleases(c, f"{b} {c}")}
+    assert rollback_target(same, None) == b
+    assert rollback_target(same, b) == b
+    with pytest.raises(ConfigError, match="not kept on h2"):
+        rollback_target(same, a)
+    # after an interrupted rollback: hosts on different releases, no guessing
+    split = {"h1": HostReleases(b, f"{a} {b} {c}"), "h2": HostReleases(c, f"{a} {b} {c}")}
+    with pytest.raises(ConfigError, match="different releases .*h1 on .*--release"):
+        rollback_target(split, None)
+    assert rollback_target(split, b) == b
+    # the release before current differs between hosts (one pruned it): name one
+    uneven = {"h1": HostReleases(c, f"{a} {b} {c}"), "h2": HostReleases(c, f"{a} {c}")}
+    with pytest.raises(ConfigError, match="no release before"):
+        rollback_target(uneven, None)

@@ -34,6 +34,6 @@ def test_only_the_guard_asks_for_workers_it_cannot_place(monkeypatch):
 def test_a_busy_unplaced_worker_is_named_with_the_reason(monkeypatch):
     host = _host(monkeypatch)
     busy = [w for w in host.workers(unplaced=True) if w.busy]
-    text = guard._busy_lines(host, busy, 1700000010)
+    text = guard.busy_lines(host.name, busy, 1700000010)
     assert [w.pid for w in busy] == [30]
     assert "pid 30 busy on a [Mail]" in text and "working directory could not be read" in text

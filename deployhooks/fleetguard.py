@@ -1,0 +1,159 @@
+"""The guard across many hosts: pause everywhere, decide once, stop only when all are idle.
+
+The per-host guard (`guard.guard`, what a pipeline's hook runs on one server) decides alone: a
+job on one host refuses there while the idle hosts have already stopped. Run from a workstation
+over every host at once, the same phases become barriers:
+
+1. `guard.pause` on every host (record, USR2, wait until each worker took the pause);
+2. look at every host's busy workers and decide for the fleet (`policy.guard_verdict`): a job
+   anywhere under `on_busy: abort` resumes every host and refuses, so no host stopped anything;
+   under `on_busy: wait` the look repeats, with one progress line for the fleet, until every
+   host is idle or `wait_timeout` runs out (then resume everywhere and refuse);
+3. `guard.stop_paused` on every host, only once no host has a job.
+
+Any failure or Ctrl-C puts every host back as it was (resumed, or started again from its
+record) before the exception goes on; when that undo itself fails, `UndoFailed` (exit 3)
+names each host, what is left and the command that repairs it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+from . import cancel, guard, policy, workers
+from .errors import EXIT_FAILED, CommandFailed, DeployhooksError, Refused
+from .host import Host
+from .settings import Settings
+from .workers import Say, _quiet
+
+# run(fn, names) -> one result per host with .host, .code, .error and .value (fleet.HostResult).
+Run = Callable[[Callable[[Host], Any], Sequence[str]], list]
+
+REPAIR = "fab hooks.deploy-failed"  # starts what a guard record says was stopped, resumes the rest
+
+
+class FleetFailed(DeployhooksError):
+    """A phase failed on some hosts; `errors` maps each to its message (every host was put back)."""
+
+    def __init__(self, message: str, code: int, errors: dict[str, str]):
+        super().__init__(message)
+        self.exit_code = code
+        self.errors = errors
+
+
+class UndoFailed(CommandFailed):
+    """Putting hosts back failed: the message names each, what is left and the repair."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, errors: dict[str, str], cause: BaseException | None = None):
+        lines = [f"  {host}: {error}" for host, error in errors.items()]
+        super().__init__(
+            "could not put every host back as it was:\n" + "\n".join(lines) + "\n"
+            f"  Left behind on {', '.join(errors)}: workers stopped or paused by the guard, and "
+            f"its record (shared/deployhooks/guard.json). Repair: {REPAIR} --roles ... (or "
+            f"hooks/deploy_failed on each of those hosts) once they answer"
+            + (f"\n  (this undo followed: {cause})" if cause else ""))
+        self.errors = errors
+
+
+def _failures(results) -> dict[str, str]:
+    return {r.host: r.error for r in results if r.code}
+
+
+def _worst(results) -> int:
+    from .fleet import overall_code  # the one ranking of exit codes
+    return overall_code([r for r in results if r.code])
+
+
+def put_back(run: Run, names: Sequence[str], say: Say = _quiet) -> dict[str, str]:
+    """`guard.undo` on each host (start what its record says was stopped, resume what was
+    paused), shielded from Ctrl-C; returns the hosts where that failed, with why."""
+    if not names:
+        return {}
+    cancel.CANCELLED.clear()  # the undo's own waits must run
+    with cancel.shielded():
+        return _failures(run(lambda host: guard.undo(host, say), list(names)))
+
+
+def _unpause(run: Run, paused: dict[str, guard.Paused], say: Say) -> dict[str, str]:
+    if not paused:
+        return {}
+    cancel.CANCELLED.clear()
+    with cancel.shielded():
+        return _failures(run(lambda host: guard.unpause(host, paused[host.name], say), list(paused)))
+
+
+def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _quiet, *,
+                release: str | None = None, on_busy: str | None = None,
+                wait_timeout: float | None = None, action: str = "deploy") -> list[str]:
+    """Run the guard's phases across `hosts` as barriers; returns the hosts whose group it
+    stopped (all of them) with no job running anywhere.
+
+    Raises `Refused` (exit 1) when a job runs and the policy gives up, `FleetFailed` when a host
+    fails, `KeyboardInterrupt` on Ctrl-C; in each case every host is first put back as it was
+    (`UndoFailed`, exit 3, when that fails).
+    """
+    on_busy = on_busy or settings.resque.on_busy
+    wait_timeout = settings.resque.wait_timeout if wait_timeout is None else wait_timeout
+    paused: dict[str, guard.Paused] = {}
+
+    def pause(host: Host) -> None:
+        # Recorded as soon as it is done: if another host's Ctrl-C or failure ends the phase,
+        # this host must still be resumed.
+        paused[host.name] = guard.pause(host, release, say)
+
+    try:
+        results = run(pause, list(hosts))
+        failed = _failures(results)
+        if failed:
+            raise FleetFailed(f"the guard could not pause the workers on {', '.join(failed)}",
+                              _worst(results), failed)
+        wait_until_idle(run, list(paused), say, on_busy=on_busy, wait_timeout=wait_timeout,
+                        action=action)
+    except BaseException as exc:
+        left = _unpause(run, paused, say)
+        if left:
+            raise UndoFailed(left, exc) from exc
+        raise
+    results = run(lambda host: guard.stop_paused(host, paused[host.name], say), list(paused))
+    failed = _failures(results)
+    if failed:
+        # Hosts that stopped hold a record; those that failed started their group again.
+        left = put_back(run, [h for h in paused if h not in failed], say)
+        if left:
+            raise UndoFailed(left)
+        raise FleetFailed(f"the guard could not stop the workers on {', '.join(failed)}",
+                          _worst(results), failed)
+    say(f"no job running on any of {len(paused)} host(s); workers stopped")
+    return list(paused)
+
+
+def wait_until_idle(run: Run, names: Sequence[str], say: Say, *, on_busy: str,
+                    wait_timeout: float, action: str = "deploy") -> None:
+    """Look at every host until none has a busy worker (return) or the policy refuses (raise
+    `Refused` naming every job). A host that cannot be looked at fails the whole wait."""
+    start = time.monotonic()
+    last_report = -1e9
+    while True:
+        looks = run(guard.busy_workers, list(names))
+        failed = _failures(looks)
+        if failed:
+            raise FleetFailed(f"could not look for jobs on {', '.join(failed)}", _worst(looks), failed)
+        busy = {r.host: r.value for r in looks if r.value}
+        waited = time.monotonic() - start
+        jobs = [w for b in busy.values() for w in b]
+        verdict = policy.guard_verdict(jobs, on_busy, waited, wait_timeout)
+        if verdict == policy.PROCEED:
+            return
+        now = time.time()
+        if verdict == policy.REFUSE:
+            raise Refused(guard.refusal(busy, on_busy, waited, wait_timeout, now, action=action))
+        cancel.check()
+        if waited - last_report >= 5:
+            say(f"waiting for {len(jobs)} job(s) on {len(busy)} host(s) to finish "
+                f"({int(waited)}s of {wait_timeout:g}s):\n"
+                + "\n".join(guard.busy_lines(name, b, now) for name, b in busy.items()))
+            last_report = waited
+        time.sleep(workers.POLL)
