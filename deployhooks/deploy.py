@@ -73,7 +73,9 @@ class Deploy:
     """One deploy of one app to `hosts`; `run()` returns a `DeployReport`, never raises."""
 
     def __init__(self, settings: Settings, hosts: list[str], archive: bytes, *, say: Say = print,
-                 release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None):
+                 release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None,
+                 dry: bool = False):
+        self.dry = dry
         self.s = settings
         self.hosts = hosts
         self.archive = archive
@@ -89,8 +91,11 @@ class Deploy:
 
     # --- plumbing ---------------------------------------------------------------------------
 
+    def _host(self, name: str, conn) -> Host:
+        return Host(conn, self.s, name, dry=self.dry, say=self.say)
+
     def host(self, name: str) -> Host:
-        return Host(self.session.conns[name], self.s, name)
+        return Host(self.session.conns[name], self.s, name, dry=self.dry, say=self.say)
 
     def step(self, name: str, fn: Callable[[Host], object], hosts: list[str] | None = None) -> StepReport:
         """Run `fn` on every host in parallel and wait for all (a barrier)."""
@@ -98,7 +103,7 @@ class Deploy:
         report = StepReport(name)
         started = time.monotonic()
         self.say(f"==> {name} ({len(hosts)} host(s))")
-        results = self.session.each(lambda h, conn: fn(Host(conn, self.s, h)), hosts)
+        results = self.session.each(lambda h, conn: fn(self._host(h, conn)), hosts)
         report.seconds = time.monotonic() - started
         report.hosts = {r.host: (r.error if r.code else "ok") for r in results}
         self.report.steps.append(report)
@@ -111,7 +116,7 @@ class Deploy:
 
     def _each(self, fn: Callable[[Host], object], names) -> list:
         """`fn(host)` on `names` in parallel, results per host (the fleet guard's runner)."""
-        return self.session.each(lambda h, conn: fn(Host(conn, self.s, h)), list(names))
+        return self.session.each(lambda h, conn: fn(self._host(h, conn)), list(names))
 
     def _runs_workers(self, name: str) -> bool:
         return bool(set(self.roles_of(name)) & set(self.s.resque.roles))
@@ -127,7 +132,7 @@ class Deploy:
         started = time.monotonic()
         try:
             fleetguard.guard_fleet(self._each, hosts, self.s, self.say, release=self.release,
-                                   action=self.kind)
+                                   action=self.kind, dry=self.dry)
         except Refused as exc:
             self.say(str(exc))
             report.hosts = {h: "refused" for h in hosts}
@@ -183,13 +188,18 @@ class Deploy:
         info = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
                            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                            "release": self.release})
-        # mkdir is atomic: exactly one deploy creates the folder.
-        r = host.run(f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} && "
-                     f"printf %s {q(info)} > {q(lock + '/info')}", warn=True)
+        if self.dry:
+            r = host.run(f"test ! -e {q(lock)}", warn=True)  # a fact: is it held now?
+            if r.exited == 0:
+                host.would(f"take the deploy lock {lock}")
+        else:
+            # mkdir is atomic: exactly one deploy creates the folder.
+            r = host.run(f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} && "
+                         f"printf %s {q(info)} > {q(lock + '/info')}", warn=True, change=True)
         if r.exited != 0:
             holder = self._lock_holder(host.read_file(lock + "/info"))
-            raise Refused(f"{host.name}: {holder}. If that deploy is dead, remove {lock} on "
-                          f"{host.name}")
+            raise Refused(f"{host.name}: {'[dry run] would refuse: ' if self.dry else ''}{holder}. "
+                          f"If that deploy is dead, remove {lock} on {host.name}")
         self.locked.append(host.name)
 
     def _lock_all(self) -> None:
@@ -200,7 +210,7 @@ class Deploy:
         self.say(f"==> lock ({len(self.hosts)} host(s))")
         self.report.steps.append(report)
         for name in sorted(self.hosts):
-            [result] = self.session.each(lambda h, conn: self._lock(Host(conn, self.s, h)), [name])
+            [result] = self.session.each(lambda h, conn: self._lock(self._host(h, conn)), [name])
             report.hosts[name] = result.error if result.code else "ok"
             report.seconds = time.monotonic() - started
             if result.code:
@@ -208,15 +218,18 @@ class Deploy:
                 raise _StepFailed("lock", result.code, {name: result.error})
 
     def _unlock(self, host: Host) -> None:
-        host.run(f"rm -rf {q(self.s.shared_path + '/deployhooks/deploy.lock')}")
+        host.run(f"rm -rf {q(self._lock_path)}", change=True)
 
     def _upload(self, host: Host) -> None:
         tarball = f"{self.s.releases_path}/.{self.release}.tar.gz"
-        host.run(f"mkdir -p {q(self.s.releases_path)}")
-        host.c.put(io.BytesIO(self.archive), remote=tarball)
+        host.run(f"mkdir -p {q(self.s.releases_path)}", change=True)
+        if self.dry:
+            host.would(f"upload {len(self.archive) / 1024:.1f} KiB to {tarball}")
+        else:
+            host.c.put(io.BytesIO(self.archive), remote=tarball)
         self.uploaded.append(host.name)
         host.run(f"mkdir {q(self.release_path)} && tar -xzf {q(tarball)} -C {q(self.release_path)} "
-                 f"&& rm -f {q(tarball)}")
+                 f"&& rm -f {q(tarball)}", change=True)
 
     def _link_shared(self, host: Host) -> None:
         d = self.s.deploy
@@ -230,7 +243,7 @@ class Deploy:
             cmds.append(f"if [ -e {q(target)} ]; then mkdir -p {q(self.release_path + '/config')} "
                         f"&& ln -sfn {q(target)} {q(link)}; fi")
         if cmds:
-            host.run(" && ".join(cmds))
+            host.run(" && ".join(cmds), change=True)
 
     def _link_resque_yml(self, host: Host) -> None:
         hooks.before_migrate(host, self._inputs(host), self.say, run_guard=False)
@@ -239,7 +252,8 @@ class Deploy:
         d = self.s.deploy
         self.say(f"{host.name}: {d.migrate_command}")
         r = host.run(f"cd {q(self.release_path)} && RAILS_ENV={q(self.s.framework_env)} "
-                     f"RACK_ENV={q(self.s.framework_env)} {d.migrate_command}", warn=True)
+                     f"RACK_ENV={q(self.s.framework_env)} {d.migrate_command}", warn=True,
+                     change=True)
         if r.exited != 0:
             tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
             raise CommandFailed(f"{host.name}: migration failed (exit {r.exited}): {tail}")
@@ -247,13 +261,15 @@ class Deploy:
     def _prepare_switch(self, host: Host) -> None:
         # The new link is made on every host first, so a host lost now aborts the deploy before
         # any `current` moves; the switch proper is then one rename per host.
-        r = host.run(f"test -d {q(self.release_path)} && ln -sfn {q(self.release_path)} "
-                     f"{q(self._next_link)} && readlink -f {q(self.s.current_path)}; true")
-        self.report.previous[host.name] = r.stdout.strip().rsplit("/", 1)[-1] or "(none)"
+        self.report.previous[host.name] = release_mod.current_release(host) or "(none)"
+        host.run(f"test -d {q(self.release_path)} && ln -sfn {q(self.release_path)} "
+                 f"{q(self._next_link)}", change=True)
 
     def _switch(self, host: Host) -> None:
         # rename(2) is atomic: `current` always resolves, to the old release or to the new one.
-        host.run(f"mv -Tf {q(self._next_link)} {q(self.s.current_path)}")
+        host.run(f"mv -Tf {q(self._next_link)} {q(self.s.current_path)}", change=True)
+        if self.dry:
+            host.would(f"switch current: {self.report.previous.get(host.name, '?')} -> {self.release}")
         self.report.switched.append(host.name)
 
     @property
@@ -266,7 +282,7 @@ class Deploy:
     def _restart_app(self, host: Host) -> None:
         cmd = self.s.deploy.restart_command
         if cmd and set(self.roles_of(host.name)) & set(self.s.deploy.restart_roles):
-            r = host.run(f"cd {q(self.s.current_path)} && {cmd}", warn=True)
+            r = host.run(f"cd {q(self.s.current_path)} && {cmd}", warn=True, change=True)
             if r.exited != 0:
                 raise CommandFailed(f"{host.name}: app server restart failed (exit {r.exited}): "
                                     f"{(r.stderr or r.stdout).strip()[-300:]}")
@@ -276,8 +292,17 @@ class Deploy:
         rel = q(self.s.releases_path)
         current = q(self.release)
         # Oldest first by name (UTC timestamps sort); never the release `current` points at.
+        if self.dry:
+            listing = host.run(f"ls -1 {rel}", warn=True).stdout
+            names = sorted(n for n in listing.split() if release_mod.RELEASE_NAME_RE.fullmatch(n))
+            names = sorted(set(names) | {self.release})
+            doomed = [n for n in names[:max(0, len(names) - keep)] if n != self.release]
+            host.would(f"prune to keep_releases {keep}: remove {' '.join(doomed) or 'nothing'}")
+            self.report.pruned[host.name] = doomed
+            return
         r = host.run(f"cd {rel} && ls -1 | grep -E '^[0-9]{{14}}$' | sort | head -n -{keep} | "
-                     f"grep -vx {current} | while read -r r; do rm -rf -- \"$r\" && echo \"$r\"; done; true")
+                     f"grep -vx {current} | while read -r r; do rm -rf -- \"$r\" && echo \"$r\"; done; true",
+                     change=True)
         self.report.pruned[host.name] = r.stdout.split()
 
     def _move_aside(self, host: Host) -> None:
@@ -285,7 +310,7 @@ class Deploy:
         host.run(f"mkdir -p {q(failed)} && if [ -d {q(self.release_path)} ]; then "
                  f"mv {q(self.release_path)} {q(failed + '/' + self.release)}; fi; "
                  f"rm -f {q(self.s.releases_path + '/.' + self.release + '.tar.gz')} "
-                 f"{q(self._next_link)}")
+                 f"{q(self._next_link)}", change=True)
 
     # --- the whole deploy -------------------------------------------------------------------
 
@@ -308,6 +333,9 @@ class Deploy:
                 self._fail_after_switch(exc)
                 return self.report
             self.report.message = self._done_message(time.monotonic() - started)
+            if self.dry:
+                self.report.message = f"[dry run] nothing was changed; the real run would have: " \
+                    + self.report.message
             return self.report
         finally:
             with cancel.shielded():
@@ -367,6 +395,12 @@ class Deploy:
 
     def _abort_before_switch(self, exc: BaseException) -> None:
         interrupted = isinstance(exc, KeyboardInterrupt)
+        if self.dry:
+            self.report.code = EXIT_INTERRUPTED if interrupted else exc.code
+            why = "interrupted (Ctrl-C)" if interrupted else f"step {exc.step}: " + "; ".join(
+                f"{h}: {e}" if h != "fleet" else e for h, e in exc.errors.items())
+            self.report.message = f"[dry run] the {self.kind} would stop here ({why}). Nothing was changed."
+            return
         self.say("==> aborting before the switch: current is untouched on every host")
         left: dict[str, str] = {}
         for name in self.uploaded:
@@ -507,9 +541,10 @@ class Rollback(Deploy):
     kind = "rollback"
 
     def __init__(self, settings: Settings, hosts: list[str], *, say: Say = print,
-                 release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None):
+                 release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None,
+                 dry: bool = False):
         super().__init__(settings, hosts, b"", say=say, release=release or "(to be chosen)",
-                         roles_of=roles_of)
+                         roles_of=roles_of, dry=dry)
         self.wanted = release
         self.release_pending = release is None
         self.seen: dict[str, HostReleases] = {}
@@ -545,9 +580,10 @@ class Rollback(Deploy):
             return  # nothing left behind, or a roll forward: keep it
         failed = f"{self.s.deploy_to}/releases_failed"
         host.run(f"mkdir -p {q(failed)} && mv {q(self.s.releases_path + '/' + old)} "
-                 f"{q(failed + '/' + old)}")
+                 f"{q(failed + '/' + old)}", change=True)
         self.report.pruned[host.name] = [old]
-        self.say(f"{host.name}: moved {old} to releases_failed/")
+        if not self.dry:
+            self.say(f"{host.name}: moved {old} to releases_failed/")
 
     def _done_message(self, seconds: float) -> str:
         return (f"rolled back to {self.release} on {len(self.hosts)} host(s) in {seconds:.1f}s: "

@@ -87,7 +87,8 @@ def _unpause(run: Run, paused: dict[str, guard.Paused], say: Say) -> dict[str, s
 
 def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _quiet, *,
                 release: str | None = None, on_busy: str | None = None,
-                wait_timeout: float | None = None, action: str = "deploy") -> list[str]:
+                wait_timeout: float | None = None, action: str = "deploy",
+                dry: bool = False) -> list[str]:
     """Run the guard's phases across `hosts` as barriers; returns the hosts whose group it
     stopped (all of them) with no job running anywhere.
 
@@ -111,7 +112,7 @@ def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _
             raise FleetFailed(f"the guard could not pause the workers on {', '.join(failed)}",
                               _worst(results), failed)
         wait_until_idle(run, list(paused), say, on_busy=on_busy, wait_timeout=wait_timeout,
-                        action=action)
+                        action=action, dry=dry)
     except BaseException as exc:
         left = _unpause(run, paused, say)
         if left:
@@ -126,14 +127,16 @@ def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _
             raise UndoFailed(left)
         raise FleetFailed(f"the guard could not stop the workers on {', '.join(failed)}",
                           _worst(results), failed)
-    say(f"no job running on any of {len(paused)} host(s); workers stopped")
+    say(f"no job running on any of {len(paused)} host(s); workers stopped" if not dry else
+        f"[dry run] would stop the workers of {len(paused)} host(s) once none has a job")
     return list(paused)
 
 
 def wait_until_idle(run: Run, names: Sequence[str], say: Say, *, on_busy: str,
-                    wait_timeout: float, action: str = "deploy") -> None:
+                    wait_timeout: float, action: str = "deploy", dry: bool = False) -> None:
     """Look at every host until none has a busy worker (return) or the policy refuses (raise
-    `Refused` naming every job). A host that cannot be looked at fails the whole wait."""
+    `Refused` naming every job). A host that cannot be looked at fails the whole wait. A dry
+    run looks once and says what the policy would do with what it sees now."""
     start = time.monotonic()
     last_report = -1e9
     while True:
@@ -149,7 +152,12 @@ def wait_until_idle(run: Run, names: Sequence[str], say: Say, *, on_busy: str,
             return
         now = time.time()
         if verdict == policy.REFUSE:
-            raise Refused(guard.refusal(busy, on_busy, waited, wait_timeout, now, action=action))
+            raise Refused(guard.refusal(busy, on_busy, waited, wait_timeout, now, action=action,
+                                        dry=dry))
+        if dry:
+            say(f"[dry run] would wait up to {wait_timeout:g}s for {len(jobs)} job(s) to "
+                f"finish:\n" + "\n".join(guard.busy_lines(n, b, now) for n, b in busy.items()))
+            return
         cancel.check()
         if waited - last_report >= 5:
             say(f"waiting for {len(jobs)} job(s) on {len(busy)} host(s) to finish "

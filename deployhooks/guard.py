@@ -87,6 +87,9 @@ def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
     # Written before the first signal, so that a guard killed half-way can still be undone.
     write_record(host, record)
     state = Paused(host.name, to_pause, record, previous)
+    if host.dry:
+        host.signal("USR2", to_pause)  # printed, not sent
+        return state
     try:
         if to_pause:
             host.signal("USR2", to_pause)
@@ -154,7 +157,7 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
 
 
 def refusal(busy: dict, on_busy: str, waited: float, wait_timeout: float, now: float,
-            action: str = "deploy") -> str:
+            action: str = "deploy", *, dry: bool = False) -> str:
     """The refusal's text: every job still running, by host, and that nothing was stopped."""
     count = sum(len(b) for b in busy.values())
     why = (f"waited {int(waited)}s (resque.wait_timeout is {wait_timeout:g}s) and "
@@ -167,6 +170,9 @@ def refusal(busy: dict, on_busy: str, waited: float, wait_timeout: float, now: f
     else:
         again = f"Run {action} again when the jobs have finished, or add --force to end them now."
     verb = "roll back" if action == "rollback" else action
+    if dry:
+        return (f"{where}: [dry run] would refuse to {verb}: {count} resque job(s) running now:"
+                f"\n{lines}")
     return (f"{where}: refusing to {verb}: {why}{count} resque job(s) still running:\n{lines}\n"
             f"  Nothing was stopped: the workers paused by the guard were resumed, so the old "
             f"code keeps serving the queues. {again}")
@@ -184,7 +190,12 @@ def _wait_for_jobs(host: Host, say: Say) -> None:
             return
         now = time.time()
         if verdict == policy.REFUSE:
-            raise Refused(refusal({host.name: busy}, r.on_busy, waited, r.wait_timeout, now))
+            raise Refused(refusal({host.name: busy}, r.on_busy, waited, r.wait_timeout, now,
+                                  dry=host.dry))
+        if host.dry:
+            host.would(f"wait up to {r.wait_timeout}s for {len(busy)} job(s) to finish:\n"
+                       f"{busy_lines(host.name, busy, now)}")
+            return
         cancel.check(host.name)
         if waited - last_report >= 5:
             say(f"{host.name}: waiting for {len(busy)} job(s) to finish "

@@ -114,6 +114,8 @@ def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
     if _no_workers(host, inputs, say):
         return
     workers.start_group(host, restart=True, release=name, say=say)
+    if host.dry:
+        return  # nothing was restarted: the workers are, rightly, still on the old release
     stale = policy.stale_workers(host.workers(), name)
     if stale:
         raise CommandFailed(

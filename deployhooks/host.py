@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 import socket
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .errors import CommandFailed
 from .monit import Monit
@@ -28,20 +28,52 @@ def _is_remote(c) -> bool:
     return isinstance(c, Connection)
 
 
-class Host:
-    """A host, its name for messages, and the app settings that apply to it."""
+class DryResult:
+    """What a withheld change returns under a dry run: success, no output."""
 
-    def __init__(self, c, settings: Settings, name: str | None = None):
+    exited = 0
+    stdout = ""
+    stderr = ""
+    ok = True
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+class Host:
+    """A host, its name for messages, and the app settings that apply to it.
+
+    Every command is a *fact* (read-only: always run) or a *change* (`run(..., change=True)`,
+    `signal`, `write_file`, `remove_file`, monit actions). With `dry`, changes are printed as
+    `<host>: [dry run] would ...` instead of run, so a dry run is the same code path with the
+    changes withheld, and what it shows (the guard's verdict, the releases) is read for real.
+    """
+
+    def __init__(self, c, settings: Settings, name: str | None = None, *, dry: bool = False,
+                 say: Callable[[str], None] | None = None):
         self.c = c
         self.settings = settings
         self.remote = _is_remote(c)
         self.name = name or (getattr(c, "original_host", None) if self.remote else None) \
             or socket.gethostname()
+        self.dry = dry
+        self.say = say or _print
         r = settings.resque
-        self.monit = Monit(c, r.monit_command, sudo=r.sudo, host=self.name)
+        self.monit = Monit(c, r.monit_command, sudo=r.sudo, host=self.name,
+                           would=self.would if dry else None)
 
-    def run(self, command: str, *, warn: bool = False, timeout: float | None = None):
-        """Run a shell command; a failure raises `CommandFailed` naming the host and command."""
+    def would(self, what: str) -> None:
+        """Say what a dry run withholds."""
+        self.say(f"{self.name}: [dry run] would {what}")
+
+    def run(self, command: str, *, warn: bool = False, timeout: float | None = None,
+            change: bool = False):
+        """Run a shell command; a failure raises `CommandFailed` naming the host and command.
+        `change`: the command changes the host; under a dry run it is printed, not run."""
+        if change and self.dry:
+            self.would(f"run: {command}")
+            return DryResult()
         result = self.c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
         if result.exited != 0 and not warn:
             detail = (result.stderr or result.stdout).strip().splitlines()
@@ -85,6 +117,9 @@ class Host:
 
         pids = sorted(set(pids))
         if not pids:
+            return
+        if self.dry:
+            self.would(f"send {signame} to pid(s) {', '.join(map(str, pids))}")
             return
         r = self.settings.resque
         if self.remote:
@@ -138,6 +173,9 @@ class Host:
             f"printf %s {shlex.quote(text)} | \"$@\" sh -c {shlex.quote(writer)} sh \"$d\" "
             f"{shlex.quote(path)} {shlex.quote(name)}")
         command = f"sudo -n sh -c {shlex.quote(script)}" if sudo else script
+        if self.dry:
+            self.would(f"write {path} ({len(text.encode())} bytes)")
+            return
         result = self.run(command, warn=True)
         if result.exited != 0:
             why = (result.stderr or result.stdout).strip().splitlines()
@@ -145,4 +183,4 @@ class Host:
                                 f"{why[-1] if why else f'exit {result.exited}'}")
 
     def remove_file(self, path: str) -> None:
-        self.run(f"rm -f {shlex.quote(path)}")
+        self.run(f"rm -f {shlex.quote(path)}", change=True)

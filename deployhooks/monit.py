@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .errors import CommandFailed, ConfigError
 
@@ -130,8 +130,10 @@ class Monit:
     """monit on one host, reached through a Context or Connection `c`."""
 
     def __init__(self, c, command: Sequence[str] = ("monit",), *, sudo: bool = False,
-                 host: str = "localhost"):
+                 host: str = "localhost", would: Callable[[str], None] | None = None):
+        """`would`: a dry run's printer; actions are then printed, not sent (status still runs)."""
         self.c, self.command, self.sudo, self.host = c, tuple(command), sudo, host
+        self.would = would
 
     def _argv(self, *args: str) -> list[str]:
         argv = list(self.command) + list(args)
@@ -162,4 +164,7 @@ class Monit:
         if verb not in ("stop", "start", "restart", "monitor", "unmonitor"):
             raise ConfigError(f"unknown monit action {verb!r}")
         self.status(group)  # never let a daemon-less monit run the programs itself
+        if self.would is not None:
+            self.would(f"run: {shlex.join(self._argv(verb, 'all', '-g', group))}")
+            return
         self._run(verb, "all", "-g", group, group=group)

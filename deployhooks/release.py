@@ -105,7 +105,8 @@ def link_resque_yml(host: Host, release_path: str) -> str:
     release = f"{s.releases_path}/{name}"
     # A new link renamed over the old one: at no instant is config/resque.yml missing.
     r = host.run(f"test -d {q(release)} || exit 5; mkdir -p {q(config_dir)} && "
-                 f"ln -sfn {q(shared)} {q(tmp)} && mv -Tf {q(tmp)} {q(target)}", warn=True)
+                 f"ln -sfn {q(shared)} {q(tmp)} && mv -Tf {q(tmp)} {q(target)}", warn=True,
+                 change=True)
     if r.exited == 5:
         raise ConfigError(f"{host.name}: the release folder {release} does not exist: upload the "
                           f"release there before running the hooks, or pass its real path")

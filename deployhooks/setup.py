@@ -475,6 +475,14 @@ def setup_host(host: Host, say: Say = _quiet) -> Outcome:
         say(f"{host.name}: no change: {len(todo.services)} worker(s) configured, conf files, "
             f"{r.monitrc_path} and monit agree")
         return Outcome([], False, [])
+    if host.dry:
+        for change in ([todo.monitrc] if todo.monitrc is not None else []) + list(todo.confs):
+            say(unified_diff(host.name, change))
+        if todo.stop:
+            host.would(f"stop (through monit) and remove {', '.join(todo.stop)}")
+        host.would("write the files above" + (", check the monitrc with monit -t and reload "
+                                                "monit" if todo.reload else ""))
+        return Outcome([], False, [])
     if todo.monitrc is not None:
         check_candidate(host, todo.monitrc.new)
     stopped: list[str] = []

@@ -56,6 +56,10 @@ def stop_group(host: Host, say: Say = _quiet) -> None:
     pids = {s.pid for s in before.values() if s.pid}
     say(f"{host.name}: monit stop all -g {group} ({len(before)} services, stop policy {r.stop})")
     host.monit.action("stop", group)
+    if host.dry:
+        host.would(f"wait until monit and the process table agree pid(s) "
+                   f"{', '.join(map(str, sorted(pids))) or 'none'} have exited")
+        return
     state = {}
 
     def settled() -> bool:
@@ -88,6 +92,10 @@ def start_group(host: Host, *, restart: bool = False, release: str | None = None
     verb = "restart" if restart else "start"
     say(f"{host.name}: monit {verb} all -g {group}")
     host.monit.action(verb, group)
+    if host.dry:
+        host.would(f"wait until every service of {group} runs a new worker"
+                   + (f" on release {release}" if release else ""))
+        return
     state = {}
 
     def settled() -> bool:

@@ -29,7 +29,10 @@ def task(*args, **kwargs):
         @functools.wraps(body)
         def run(c, *a, **kw):
             try:
-                return body(c, *a, **kw)
+                result = body(c, *a, **kw)
+                if dry_run(c):
+                    say("[dry run] nothing was changed")
+                return result
             except DeployhooksError as exc:
                 raise Exit(str(exc), code=exc.exit_code) from None
             except KeyboardInterrupt:
@@ -98,6 +101,14 @@ def load_settings(config: str | None) -> Settings:
         raise Exit(str(exc), code=exc.exit_code) from None
 
 
+def dry_run(c) -> bool:
+    """Fabric's and invoke's `--dry` (config `run.dry`): read facts, print the changes."""
+    try:
+        return bool(c.config.run.dry)
+    except (AttributeError, KeyError):
+        return False
+
+
 def on_server(c) -> bool:
     """True under the `deployhooks` console script: act on this machine, not over SSH."""
     return bool(c.config.get("deployhooks", {}).get("on_server", False))
@@ -127,9 +138,12 @@ class Hosts:
     def __init__(self, c, settings: Settings, roles: str | None, default_roles: Sequence[str]):
         self.settings = settings
         self.local = on_server(c)
+        self.dry = dry_run(c)
         if self.local:
             self.names = [socket.gethostname()]
-            self._context = Context(config=c.config)
+            config = c.config.clone()
+            config.run.dry = False  # invoke would echo every command, facts too: we withhold changes
+            self._context = Context(config=config)
             self._session = None
         else:
             self.names = target_hosts(c, settings, roles, default_roles)
@@ -138,14 +152,17 @@ class Hosts:
     def each(self, fn: Callable[[Host], object], names: Sequence[str] | None = None) -> list[HostResult]:
         """Run `fn(host)` on every host (or `names`) in parallel; failures become results."""
         if self._session is not None:
-            return self._session.each(lambda name, conn: fn(Host(conn, self.settings, name)), names)
+            return self._session.each(lambda name, conn: fn(self.host(conn, name)), names)
         name = self.names[0]
         if names is not None and name not in names:
             return []
         try:
-            return [HostResult(name, value=fn(Host(self._context, self.settings, name)))]
+            return [HostResult(name, value=fn(self.host(self._context, name)))]
         except DeployhooksError as exc:
             return [HostResult(name, exc.exit_code, str(exc))]
+
+    def host(self, c, name: str) -> Host:
+        return Host(c, self.settings, name, dry=self.dry, say=say)
 
     def close(self) -> None:
         if self._session is not None:

@@ -12,7 +12,7 @@ from invoke import Exit
 from .. import deploy as deploy_mod
 from ..errors import DeployhooksError
 from .. import release as release_mod
-from .common import finish, load_settings, say, target_hosts, task, usage_error
+from .common import dry_run, load_settings, say, target_hosts, task, usage_error
 
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"
@@ -65,7 +65,7 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
         raise Exit(str(exc), code=exc.exit_code) from None
     say(f"deploying {settings.app} {ref} ({len(archive) / 1024:.1f} KiB) to {len(hosts)} host(s): "
         f"{', '.join(hosts)}")
-    report = deploy_mod.Deploy(settings, hosts, archive, say=say).run()
+    report = deploy_mod.Deploy(settings, hosts, archive, say=say, dry=dry_run(c)).run()
     print("\n".join(deploy_mod.summary_lines(report)))
     if report.code:
         print(report.message, file=sys.stderr, flush=True)
@@ -83,7 +83,7 @@ def rollback(c, roles=None, release=None, config=None):
     settings = load_settings(config)
     hosts = _fleet_hosts(c, settings, roles)
     say(f"rolling back {settings.app} on {len(hosts)} host(s): {', '.join(hosts)}")
-    report = deploy_mod.Rollback(settings, hosts, say=say, release=release).run()
+    report = deploy_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c)).run()
     print("\n".join(deploy_mod.summary_lines(report)))
     if report.code:
         print(report.message, file=sys.stderr, flush=True)

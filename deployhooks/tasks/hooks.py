@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from invoke import Exit
-
 from .. import cancel, guard
 from .. import hooks as hooks_mod
-from ..errors import EXIT_FAILED
-from ..fleet import run_each
-from ..host import Host
-from .common import finish, load_settings, on_hosts, on_server, say, task
+from .common import Hosts, finish, load_settings, say, task
 
 _HELP = {
     "release_path": "the release being deployed: <deploy_to>/releases/<name> (or EY_DEPLOY_RELEASE_PATH)",
@@ -29,26 +24,30 @@ def _run(c, hook, release_path, app, framework_env, roles, config):
                                    framework_env=framework_env, roles=roles, host=host.name)
         fn(host, inputs, say)
 
+    def undo(host):
+        return guard.undo(host, say)
+
     # Every server of the deploy runs the hooks (Engine Yard dispatches them to all).
-    try:
-        results = on_hosts(c, settings, None, list(settings.hosts), one)
-    except KeyboardInterrupt:
-        # Each host's guard has already resumed what it paused; hosts that had passed have
-        # stopped their workers, and nothing else would start them again.
-        if hook in GUARD_HOOKS and not on_server(c):
-            cancel.CANCELLED.clear()
-            say("interrupted: starting again the workers the guard stopped")
-            finish(run_each(list(settings.hosts_for(list(settings.hosts))), settings,
-                            lambda name, conn: guard.undo(Host(conn, settings, name), say)))
-        raise Exit("interrupted (Ctrl-C)", code=EXIT_FAILED) from None
-    passed = [r.host for r in results if not r.code]
-    if hook in GUARD_HOOKS and passed and len(passed) < len(results) and not on_server(c):
-        # The deploy stops here for everyone: hosts that passed have stopped their workers, and
-        # nothing else would start them again (a pipeline would call deploy_failed).
-        say(f"the deploy cannot go on; starting the workers again on {', '.join(passed)}")
-        finish([r for r in results if r.code] + run_each(
-            passed, settings, lambda name, conn: guard.undo(Host(conn, settings, name), say)))
-    finish(results)
+    with Hosts(c, settings, None, list(settings.hosts)) as hosts:
+        fleet = hook in GUARD_HOOKS and not hosts.local
+        try:
+            results = hosts.each(one)
+        except KeyboardInterrupt:
+            # Each host's guard has already resumed what it paused; hosts that had passed have
+            # stopped their workers, and nothing else would start them again.
+            if fleet:
+                cancel.CANCELLED.clear()
+                say("interrupted: starting again the workers the guard stopped")
+                with cancel.shielded():
+                    finish(hosts.each(undo))
+            raise
+        passed = [r.host for r in results if not r.code]
+        if fleet and passed and len(passed) < len(results):
+            # The deploy stops here for everyone: hosts that passed have stopped their workers,
+            # and nothing else would start them again (a pipeline would call deploy_failed).
+            say(f"the deploy cannot go on; starting the workers again on {', '.join(passed)}")
+            finish([r for r in results if r.code] + hosts.each(undo, passed))
+        finish(results)
 
 
 GUARD_HOOKS = ("before_migrate", "before_symlink")

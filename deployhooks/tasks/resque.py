@@ -88,7 +88,7 @@ def _announce_kills(hosts: Hosts, verb: str) -> None:
 def _guarded(hosts: Hosts, settings, action: str, **policy_overrides) -> list[str]:
     """The fleet-wide guard over `hosts` (pause, look, wait or refuse, stop only idle workers)."""
     return fleetguard.guard_fleet(hosts.each, hosts.names, settings, say, action=action,
-                                  **policy_overrides)
+                                  dry=hosts.dry, **policy_overrides)
 
 
 def _after_guard(hosts: Hosts, stopped: list[str], fn) -> None:
@@ -156,6 +156,8 @@ def restart(c, roles=None, force=False, config=None):
 def _pause(host: Host) -> list[int]:
     pids = [w.pid for w in host.workers() if w.state != "paused"]
     host.signal("USR2", pids)
+    if host.dry:
+        return pids
     if not workers.wait_until(lambda: not policy.pause_acknowledged(host.workers(), pids),
                               host.settings.resque.pause_timeout):
         late = policy.pause_acknowledged(host.workers(), pids)

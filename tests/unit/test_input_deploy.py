@@ -28,7 +28,7 @@ class LockedHost:
     def __init__(self, content: str | None):
         self.content = content
 
-    def run(self, command: str, warn: bool = False):
+    def run(self, command: str, warn: bool = False, change: bool = False):
         return SimpleNamespace(exited=1, stdout="", stderr="mkdir: File exists")
 
     def read_file(self, path: str) -> str | None:
