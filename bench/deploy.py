@@ -325,11 +325,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nthe worker steps against monit doing the same directly (medians; direct = no SSH, all hosts "
           "at once, until process table and monit agree):")
-    for step, verb, what in (("before_migrate", "stop", "guard: pause, wait Paused, monit stop, wait exited"),
+    for step, verb, what in (("guard (before_migrate)", "stop", "guard: pause, wait Paused, monit stop, wait exited"),
                              ("after_symlink", "start", "monit restart, wait new pids on the release")):
         a, b = step_med(step), med([r[verb] for r in rows])
         extra = f"  -> {a - b:+.3f}s" if a is not None and b is not None else ""
-        print(f"  {step:<15}{fmt_s(a)} s  vs  monit {verb:<5} direct{fmt_s(b)} s{extra}   ({what})")
+        print(f"  {step:<23}{fmt_s(a)} s  vs  monit {verb:<5} direct{fmt_s(b)} s{extra}   ({what})")
     lock = step_med("lock")
     if lock is not None:
         print(f"  lock           {fmt_s(lock)} s  = {lock / args.hosts * 1000:.0f} ms per host: hosts are locked "

@@ -19,6 +19,7 @@ import io
 import json
 import shlex
 import socket
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,35 @@ class DeployReport:
     pruned: dict[str, list[str]] = field(default_factory=dict)
     code: int = EXIT_OK
     message: str = ""
+    # Per host, when its workers were told to pause and when all ran again (epoch seconds):
+    # between the two, that host served none of the app's queues.
+    paused_at: dict[str, float] = field(default_factory=dict)
+    running_at: dict[str, float] = field(default_factory=dict)
+    queues: list[str] = field(default_factory=list)
+
+    def downtime(self) -> dict[str, float]:
+        """Seconds each guarded host served no queue: from the pause to all workers up again."""
+        return {h: self.running_at[h] - t for h, t in self.paused_at.items() if h in self.running_at}
+
+    def fleet_downtime(self) -> float:
+        """Seconds no guarded host served the app's queues at all (the windows' overlap)."""
+        if not self.paused_at or set(self.paused_at) - set(self.running_at):
+            return 0.0
+        return max(0.0, min(self.running_at.values()) - max(self.paused_at.values()))
+
+    def as_json(self) -> dict:
+        """The report for scripts (`fab deploy --json`)."""
+        down = self.downtime()
+        return {"release": self.release, "code": self.code, "message": self.message,
+                "steps": [{"name": s.name, "seconds": round(s.seconds, 3), "hosts": s.hosts}
+                          for s in self.steps],
+                "switched": self.switched, "previous": self.previous, "pruned": self.pruned,
+                "queue_downtime": {
+                    "per_host": {h: round(d, 3) for h, d in down.items()},
+                    "queues": {q: {"worst": round(max(down.values()), 3),
+                                   "median": round(statistics.median(down.values()), 3),
+                                   "hosts": len(down)} for q in self.queues} if down else {},
+                    "no_worker_anywhere": round(self.fleet_downtime(), 3)}}
 
 
 def build_archive(repo: str, ref: str) -> bytes:
@@ -85,6 +115,7 @@ class Deploy:
         self.roles_of = roles_of or settings.roles_of
         self.session = Session(hosts, settings)
         self.report = DeployReport(self.release)
+        self.report.queues = [",".join(w.queues) for w in settings.resque.workers]
         self.locked: list[str] = []
         self.uploaded: list[str] = []
         self.guarded: list[str] = []
@@ -131,8 +162,8 @@ class Deploy:
         self.say(f"==> {name} ({len(hosts)} host(s))")
         started = time.monotonic()
         try:
-            fleetguard.guard_fleet(self._each, hosts, self.s, self.say, release=self.release,
-                                   action=self.kind, dry=self.dry)
+            paused = fleetguard.guard_fleet(self._each, hosts, self.s, self.say, release=self.release,
+                                            action=self.kind, dry=self.dry)
         except Refused as exc:
             self.say(str(exc))
             report.hosts = {h: "refused" for h in hosts}
@@ -146,6 +177,7 @@ class Deploy:
             report.seconds = time.monotonic() - started
         report.hosts = {h: "ok" for h in hosts}
         self.guarded.extend(hosts)
+        self.report.paused_at.update(paused)
 
     def _inputs(self, host: Host) -> hooks.HookInputs:
         return hooks.resolve(self.s, release_path=self.release_path,
@@ -278,6 +310,8 @@ class Deploy:
 
     def _after_symlink(self, host: Host) -> None:
         hooks.after_symlink(host, self._inputs(host), self.say)
+        if host.name in self.report.paused_at:
+            self.report.running_at[host.name] = time.time()
 
     def _restart_app(self, host: Host) -> None:
         cmd = self.s.deploy.restart_command
@@ -480,6 +514,15 @@ def summary_lines(report: DeployReport) -> list[str]:
             pruned.setdefault(" ".join(names) or "nothing", []).append(host)
         for names, hosts in pruned.items():
             lines.append(f"pruned: {names} on {', '.join(hosts)}")
+    down = report.downtime()
+    if down:
+        worst, median = max(down.values()), statistics.median(down.values())
+        lines.append("queue downtime (no worker of the host running and unpaused, from the "
+                     "guard's pause to every worker up on the new release):")
+        for queue in report.queues:
+            lines.append(f"  {queue}: worst {worst:.2f}s, median {median:.2f}s across "
+                         f"{len(down)} host(s)")
+        lines.append(f"  no worker on any host: {report.fleet_downtime():.2f}s")
     return lines
 
 

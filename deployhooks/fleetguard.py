@@ -88,9 +88,10 @@ def _unpause(run: Run, paused: dict[str, guard.Paused], say: Say) -> dict[str, s
 def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _quiet, *,
                 release: str | None = None, on_busy: str | None = None,
                 wait_timeout: float | None = None, action: str = "deploy",
-                dry: bool = False) -> list[str]:
+                dry: bool = False) -> dict[str, float]:
     """Run the guard's phases across `hosts` as barriers; returns the hosts whose group it
-    stopped (all of them) with no job running anywhere.
+    stopped (all of them), each with the time (epoch) its workers were told to pause, with no
+    job running anywhere.
 
     Raises `Refused` (exit 1) when a job runs and the policy gives up, `FleetFailed` when a host
     fails, `KeyboardInterrupt` on Ctrl-C; in each case every host is first put back as it was
@@ -118,7 +119,15 @@ def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _
         if left:
             raise UndoFailed(left, exc) from exc
         raise
-    results = run(lambda host: guard.stop_paused(host, paused[host.name], say), list(paused))
+    try:
+        results = run(lambda host: guard.stop_paused(host, paused[host.name], say), list(paused))
+    except KeyboardInterrupt:
+        # A host cut off mid-stop started its group again itself; those that had stopped hold a
+        # record that says so: start them again too.
+        left = put_back(run, list(paused), say)
+        if left:
+            raise UndoFailed(left) from None
+        raise
     failed = _failures(results)
     if failed:
         # Hosts that stopped hold a record; those that failed started their group again.
@@ -129,7 +138,7 @@ def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _
                           _worst(results), failed)
     say(f"no job running on any of {len(paused)} host(s); workers stopped" if not dry else
         f"[dry run] would stop the workers of {len(paused)} host(s) once none has a job")
-    return list(paused)
+    return {name: state.at for name, state in paused.items()}
 
 
 def wait_until_idle(run: Run, names: Sequence[str], say: Say, *, on_busy: str,

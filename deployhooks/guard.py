@@ -67,6 +67,7 @@ class Paused:
     to_pause: list[int]
     record: dict
     previous: dict | None
+    at: float = 0.0  # when the workers were told to pause (epoch): the queues' downtime starts
 
 
 def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
@@ -86,7 +87,7 @@ def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
               "at": int(time.time())}
     # Written before the first signal, so that a guard killed half-way can still be undone.
     write_record(host, record)
-    state = Paused(host.name, to_pause, record, previous)
+    state = Paused(host.name, to_pause, record, previous, time.time())
     if host.dry:
         host.signal("USR2", to_pause)  # printed, not sent
         return state

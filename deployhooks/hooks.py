@@ -92,14 +92,15 @@ def before_migrate(host: Host, inputs: HookInputs, say: Say = _quiet, *,
         guard.guard(host, name, say)
 
 
-def before_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
+def before_symlink(host: Host, inputs: HookInputs, say: Say = _quiet, *,
+                   run_guard: bool = True) -> None:
     """Run the guard if `guard_at` is before_symlink; otherwise say it already ran."""
     path = _need_release(inputs, "before_symlink")
     name = release.release_name(host, path)
     if inputs.settings.resque.guard_at != "before_symlink":
         say(f"{host.name}: the guard runs at {inputs.settings.resque.guard_at}: nothing to do here")
         return
-    if not _no_workers(host, inputs, say):
+    if run_guard and not _no_workers(host, inputs, say):
         guard.guard(host, name, say)
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from .errors import CommandFailed, ConfigError
 from .host import Host
+from .settings import yaml_problem
 
 # A release's folder name: its UTC deploy time, YYYYMMDDHHMMSS, in ASCII digits, as Engine Yard,
 # Capistrano and `fab deploy` name them; deploy's cleanup and rollback only count such names.
@@ -59,24 +60,6 @@ def _shorten(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _yaml_problem(exc: Exception, text: str) -> tuple[str, str]:
-    """(':line' or '', what is wrong) for a YAML error, on one line whatever PyYAML said."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    if mark is not None:
-        line = f":{mark.line + 1}"
-    elif isinstance(getattr(exc, "position", None), int):  # a ReaderError: a forbidden character
-        line = f":{text.count(chr(10), 0, exc.position) + 1}"
-    else:
-        line = ""
-    if isinstance(exc, RecursionError):
-        what = "nested too deeply"
-    elif isinstance(exc, yaml.MarkedYAMLError):
-        what = ", ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
-    else:
-        what = (str(exc).splitlines() or [type(exc).__name__])[0]
-    return line, " ".join(what.split())
-
-
 def link_resque_yml(host: Host, release_path: str) -> str:
     """Link `<shared>/config/resque.yml` into `<release>/config/`, atomically and idempotently.
 
@@ -92,7 +75,7 @@ def link_resque_yml(host: Host, release_path: str) -> str:
     try:
         data = yaml.safe_load(text)
     except (yaml.YAMLError, RecursionError) as exc:
-        line, what = _yaml_problem(exc, text)
+        line, what = yaml_problem(exc, text)
         raise ConfigError(f"{host.name}: {shared}{line} is not valid YAML: {what}") from None
     if not isinstance(data, dict) or data.get(s.framework_env) in (None, ""):
         raise ConfigError(f"{host.name}: {shared} has no entry for the framework env "

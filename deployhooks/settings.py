@@ -622,8 +622,8 @@ def _bad_message(bad: _Bad, source: str) -> str:
     return f"{source}{line}:{where} expected {bad.expected}{got}"
 
 
-def _yaml_message(exc: yaml.YAMLError, text: str, source: str) -> str:
-    """`file:line: not valid YAML: <what PyYAML said>`, on one line."""
+def yaml_problem(exc: Exception, text: str) -> tuple[str, str]:
+    """(':line' or '', what is wrong) for a YAML error, on one line whatever PyYAML said."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     if mark is not None:
         line = f":{mark.line + 1}"
@@ -631,11 +631,19 @@ def _yaml_message(exc: yaml.YAMLError, text: str, source: str) -> str:
         line = f":{text.count(chr(10), 0, exc.position) + 1}"
     else:
         line = ""
-    if isinstance(exc, yaml.MarkedYAMLError):
+    if isinstance(exc, RecursionError):
+        what = "nested too deeply"
+    elif isinstance(exc, yaml.MarkedYAMLError):
         what = ", ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
     else:
-        what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{source}{line}: not valid YAML: {' '.join(what.split())}"
+        what = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return line, " ".join(what.split())
+
+
+def _yaml_message(exc: yaml.YAMLError, text: str, source: str) -> str:
+    """`file:line: not valid YAML: <what PyYAML said>`, on one line."""
+    line, what = yaml_problem(exc, text)
+    return f"{source}{line}: not valid YAML: {what}"
 
 
 def parse(text: str, source: str = "<string>") -> Settings:

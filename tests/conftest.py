@@ -7,6 +7,20 @@ from pathlib import Path
 pytest_plugins = ["tests.fixtures.redis", "tests.fixtures.monit", "tests.fixtures.sshd", "tests.fixtures.fleet"]
 
 _BASETEMP_RE = re.compile(r"deployhooks-pytest-(\d+)-")
+_TIERS = ("unit", "integration", "fleet")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with its tier, from its folder: `pytest -m unit` is the fast tier (pure
+    code, seconds), `integration` one real host (sshd, monit, redis), `fleet` many hosts."""
+    import pytest
+
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in _TIERS:
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+                break
 
 
 def pytest_configure(config):

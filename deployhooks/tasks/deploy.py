@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json as jsonlib
 import os
 import re
 import sys
@@ -16,6 +17,11 @@ from .common import dry_run, load_settings, say, target_hosts, task, usage_error
 
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"
+
+
+def _to_stderr(line: str) -> None:
+    """Progress under --json: stdout carries only the JSON document."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _fleet_hosts(c, settings, roles) -> list[str]:
@@ -53,8 +59,9 @@ def _repo_for(settings, repo: str | None) -> str:
 
 
 @task(help={"ref": "git ref to deploy (default HEAD)", "repo": "the app's git repository",
-            "roles": _ROLES, "config": _CONFIG})
-def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
+            "roles": _ROLES, "config": _CONFIG,
+            "json": "print the report (steps, switches, queue downtime) as JSON for scripts"})
+def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False):
     """Ship REF to every host, run the hooks, switch current atomically, restart workers."""
     ref = _ref(ref)
     settings = load_settings(config)
@@ -63,14 +70,18 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None):
         archive = deploy_mod.build_archive(_repo_for(settings, repo), ref)
     except DeployhooksError as exc:
         raise Exit(str(exc), code=exc.exit_code) from None
-    say(f"deploying {settings.app} {ref} ({len(archive) / 1024:.1f} KiB) to {len(hosts)} host(s): "
-        f"{', '.join(hosts)}")
-    report = deploy_mod.Deploy(settings, hosts, archive, say=say, dry=dry_run(c)).run()
-    print("\n".join(deploy_mod.summary_lines(report)))
+    progress = _to_stderr if json else say
+    progress(f"deploying {settings.app} {ref} ({len(archive) / 1024:.1f} KiB) to {len(hosts)} "
+             f"host(s): {', '.join(hosts)}")
+    report = deploy_mod.Deploy(settings, hosts, archive, say=progress, dry=dry_run(c)).run()
+    if json:
+        print(jsonlib.dumps(report.as_json(), indent=2))
+    else:
+        print("\n".join(deploy_mod.summary_lines(report)))
     if report.code:
         print(report.message, file=sys.stderr, flush=True)
         raise Exit(code=report.code)
-    say(report.message)
+    progress(report.message)
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import cancel, guard
+from .. import fleetguard
 from .. import hooks as hooks_mod
 from .common import Hosts, finish, load_settings, say, task
 
@@ -19,34 +19,31 @@ def _run(c, hook, release_path, app, framework_env, roles, config):
     settings = load_settings(config)
     fn = hooks_mod.HOOKS[hook]
 
+    def inputs_of(host):
+        return hooks_mod.resolve(settings, release_path=release_path, app=app,
+                                 framework_env=framework_env, roles=roles, host=host.name)
+
     def one(host):
-        inputs = hooks_mod.resolve(settings, release_path=release_path, app=app,
-                                   framework_env=framework_env, roles=roles, host=host.name)
+        inputs = inputs_of(host)
+        if fleet:
+            # The guard's part runs below, across every host at once.
+            fn(host, inputs, say, run_guard=False)
+            return inputs.runs_workers
         fn(host, inputs, say)
+        return inputs.runs_workers
 
-    def undo(host):
-        return guard.undo(host, say)
-
-    # Every server of the deploy runs the hooks (Engine Yard dispatches them to all).
+    # Every server of the deploy runs the hooks (Engine Yard dispatches them to all). From a
+    # workstation the guard then decides once for all of them (see fleetguard): a job on one
+    # host refuses with no host stopped, and Ctrl-C or a failure puts every host back. On a
+    # server (the console script) it is the one-host case, run by the hook itself.
     with Hosts(c, settings, None, list(settings.hosts)) as hosts:
         fleet = hook in GUARD_HOOKS and not hosts.local
-        try:
-            results = hosts.each(one)
-        except KeyboardInterrupt:
-            # Each host's guard has already resumed what it paused; hosts that had passed have
-            # stopped their workers, and nothing else would start them again.
-            if fleet:
-                cancel.CANCELLED.clear()
-                say("interrupted: starting again the workers the guard stopped")
-                with cancel.shielded():
-                    finish(hosts.each(undo))
-            raise
-        passed = [r.host for r in results if not r.code]
-        if fleet and passed and len(passed) < len(results):
-            # The deploy stops here for everyone: hosts that passed have stopped their workers,
-            # and nothing else would start them again (a pipeline would call deploy_failed).
-            say(f"the deploy cannot go on; starting the workers again on {', '.join(passed)}")
-            finish([r for r in results if r.code] + hosts.each(undo, passed))
+        results = hosts.each(one)
+        if fleet and hook == settings.resque.guard_at and not any(r.code for r in results):
+            workers_hosts = [r.host for r in results if r.value]
+            name = None if not release_path else release_path.rstrip("/").rsplit("/", 1)[-1]
+            fleetguard.guard_fleet(hosts.each, workers_hosts, settings, say, release=name,
+                                   dry=hosts.dry)
         finish(results)
 
 

@@ -112,19 +112,25 @@ def _after_guard(hosts: Hosts, stopped: list[str], fn) -> None:
     finish(results)
 
 
+def _through_guard(c, roles, config, force: bool, action: str, forced, after) -> None:
+    """`after(host)` on every host once the fleet guard stopped its idle workers; with --force
+    (or stop: term), `forced(host)` at once, after naming the jobs it will end."""
+    settings = load_settings(config)
+    with Hosts(c, settings, roles, settings.resque.roles) as hosts:
+        if _forced(settings, force):
+            _announce_kills(hosts, action)
+            finish(hosts.each(forced))
+            return
+        _after_guard(hosts, _guarded(hosts, settings, action), after)
+
+
 @task(help={"roles": _ROLES, "config": _CONFIG, "force": _FORCE})
 def stop(c, roles=None, force=False, config=None):
     """Stop the workers once no job runs (the guard: pause, look, wait or refuse per on_busy),
     and wait until they have exited; --force stops them now."""
-    settings = load_settings(config)
-    with Hosts(c, settings, roles, settings.resque.roles) as hosts:
-        if _forced(settings, force):
-            _announce_kills(hosts, "resque.stop")
-            finish(hosts.each(lambda host: workers.stop_group(host, say)))
-            return
-        stopped = _guarded(hosts, settings, "resque.stop")
-        # Stopped is what was asked for: no guard record is left for deploy_failed to undo.
-        _after_guard(hosts, stopped, guard.clear_record)
+    # Stopped is what was asked for: no guard record is left for deploy_failed to undo.
+    _through_guard(c, roles, config, force, "resque.stop",
+                   forced=lambda host: workers.stop_group(host, say), after=guard.clear_record)
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG})
@@ -137,20 +143,14 @@ def start(c, roles=None, config=None):
 def restart(c, roles=None, force=False, config=None):
     """Restart the workers once no job runs (the guard, as resque.stop) and wait until all run
     new processes from the current release; --force restarts them now."""
-    settings = load_settings(config)
-    with Hosts(c, settings, roles, settings.resque.roles) as hosts:
-        if _forced(settings, force):
-            _announce_kills(hosts, "resque.restart")
-            finish(hosts.each(lambda host: workers.start_group(
-                host, restart=True, release=release_mod.current_release(host), say=say)))
-            return
-        stopped = _guarded(hosts, settings, "resque.restart")
+    def forced(host: Host) -> None:
+        workers.start_group(host, restart=True, release=release_mod.current_release(host), say=say)
 
-        def start_again(host: Host) -> None:
-            workers.start_group(host, release=release_mod.current_release(host), say=say)
-            guard.clear_record(host)
+    def start_again(host: Host) -> None:
+        workers.start_group(host, release=release_mod.current_release(host), say=say)
+        guard.clear_record(host)
 
-        _after_guard(hosts, stopped, start_again)
+    _through_guard(c, roles, config, force, "resque.restart", forced=forced, after=start_again)
 
 
 def _pause(host: Host) -> list[int]:

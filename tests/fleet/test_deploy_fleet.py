@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -83,12 +84,25 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
         assert checks[h.name][0] > 200 and checks[h.name][1] == 0, checks
     assert all_running(f, new) and no_lock(f)
     assert "switch current" in r.stdout and "deployed" in r.stdout
+    # what the queues' users felt: each host's window from the pause to its workers up again
+    assert "queue downtime" in r.stdout and "deploytest: worst " in r.stdout
+    assert "no worker on any host: " in r.stdout
 
     r = fab("rollback", "--config", config)
     assert r.returncode == 0, r.stderr
     for h in f.hosts:
         assert current(f, h) == PREV and new in releases(f, h, "releases_failed")
     assert all_running(f, PREV)
+    assert "queue downtime" in r.stdout
+
+    r = fab("deploy", "--json", "--repo", str(repo), "--config", config)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)  # progress went to stderr: stdout is the document alone
+    down = report["queue_downtime"]
+    assert sorted(down["per_host"]) == sorted(h.target for h in f.hosts)
+    assert 0 < down["queues"]["deploytest"]["median"] <= down["queues"]["deploytest"]["worst"] < 60
+    assert 0 <= down["no_worker_anywhere"] <= down["queues"]["deploytest"]["worst"]
+    assert [s["name"] for s in report["steps"]][:2] == ["connect", "lock"]
 
 
 def test_busy_worker_on_one_host_switches_no_host(shop, redis_client):
@@ -141,6 +155,12 @@ def test_host_going_down_mid_deploy_aborts_cleanly(fleet, tmp_path, redis_client
     print(out, err)
     assert proc.returncode == 3
     assert f.host(3).target in err and "still running the old code" in err
+    # host3's workers were stopped by the guard and cannot be started again while it is down:
+    # the last lines say so, with the repair, instead of claiming every worker runs again.
+    left = err[err.index("NOT everything was put back"):]
+    assert f"{f.host(3).target}: workers stopped or paused by the guard" in left
+    assert "fab hooks.deploy-failed" in left
+    assert "running again except on " + f.host(3).target in err
     for h in (1, 2):
         assert current(f, h) == PREV and releases(f, h) == [OLD, PREV]
         assert len(releases(f, h, "releases_failed")) == 1
