@@ -16,6 +16,7 @@ the group, so `hooks/deploy_failed` can undo it on a host that passed while anot
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from dataclasses import dataclass
 
@@ -77,7 +78,10 @@ def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
     r = host.settings.resque
     group = r.monit_group
     services = host.monit.status(group)
-    managed = {s.pid for s in services.values() if s.pid}
+    # monit learns a started worker's pid on its next cycle (30 s by default); the pidfile the
+    # wrapper wrote names it at once. Without it, a worker started moments ago is not paused,
+    # may take a job after the look, and the stop would end that job.
+    managed = {s.pid for s in services.values() if s.pid} | _pidfile_pids(host)
     to_pause = policy.pids_to_pause(host.workers(unplaced=True), managed)
     # A record left by an earlier guard whose deploy failed without deploy_failed: its group is
     # still stopped, and that must stay on record until someone starts the workers again.
@@ -106,6 +110,13 @@ def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
         unpause(host, state, say)
         raise
     return state
+
+
+def _pidfile_pids(host: Host) -> set[int]:
+    """The pids the wrapper's pidfiles name (`<pid_dir>/resque_N.pid`); a fact."""
+    pid_dir = shlex.quote(host.settings.resque.pid_dir)
+    text = host.run(f"cat {pid_dir}/resque_*.pid 2>/dev/null; true", warn=True).stdout
+    return {int(w) for w in text.split() if w.isascii() and w.isdigit() and len(w) <= 10}
 
 
 def busy_workers(host: Host) -> list:
