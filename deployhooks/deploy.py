@@ -86,6 +86,11 @@ class DeployReport:
 
 def build_archive(repo: str, ref: str) -> bytes:
     """`git archive` of `ref` in `repo`, gzipped, built once on the workstation."""
+    return build_release(repo, ref)[1]
+
+
+def build_release(repo: str, ref: str) -> tuple[str, bytes]:
+    """(the commit's sha, `git archive` of it gzipped) for `ref` in `repo`."""
     try:
         sha = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", f"{ref}^{{commit}}"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -96,7 +101,7 @@ def build_archive(repo: str, ref: str) -> bytes:
     except subprocess.CalledProcessError as exc:
         err = (exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or "").strip()
         raise ConfigError(f"cannot build the release from {repo} at {ref!r}: {err}") from None
-    return data
+    return sha, data
 
 
 class Deploy:
@@ -104,8 +109,9 @@ class Deploy:
 
     def __init__(self, settings: Settings, hosts: list[str], archive: bytes, *, say: Say = print,
                  release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None,
-                 dry: bool = False):
+                 dry: bool = False, ref: str | None = None, sha: str | None = None):
         self.dry = dry
+        self.ref, self.sha = ref, sha
         self.s = settings
         self.hosts = hosts
         self.archive = archive
@@ -262,6 +268,10 @@ class Deploy:
         self.uploaded.append(host.name)
         host.run(f"mkdir {q(self.release_path)} && tar -xzf {q(tarball)} -C {q(self.release_path)} "
                  f"&& rm -f {q(tarball)}", change=True)
+        if self.sha:
+            # What error trackers (Sentry, AppSignal) and Capistrano read: the deployed commit.
+            host.run(f"printf '%s\\n' {q(self.sha)} > {q(self.release_path + '/REVISION')}",
+                     change=True)
 
     def _link_shared(self, host: Host) -> None:
         d = self.s.deploy
@@ -373,6 +383,7 @@ class Deploy:
             return self.report
         finally:
             with cancel.shielded():
+                self._log_revisions()
                 stuck = {}
                 for h in list(self.locked):
                     try:
@@ -384,6 +395,24 @@ class Deploy:
                     self._left_behind({h: f"the deploy lock {self._lock_path} is still there "
                                           f"(remove it: rm -rf {self._lock_path})" for h in stuck})
             self.session.close()
+
+    def _log_revisions(self) -> None:
+        """A line per deploy or rollback in `<deploy_to>/revisions.log` on every host it held
+        the lock on, as Capistrano keeps one: time, who, ref, sha, release, outcome."""
+        if not self.locked:
+            return
+        outcome = {EXIT_OK: "done", EXIT_REFUSED: "refused", EXIT_INTERRUPTED: "interrupted"}.get(
+            self.report.code, "failed") + (" after the switch" if self.report.switched and
+                                            self.report.code else "")
+        line = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.kind} "
+                f"by={getpass.getuser()}@{socket.gethostname()} ref={self.ref or '-'} "
+                f"sha={self.sha or '-'} release={self.release} outcome={outcome}")
+        log = q(f"{self.s.deploy_to}/revisions.log")
+        for h in self.locked:
+            try:
+                self.host(h).run(f"printf '%s\\n' {q(line)} >> {log}", change=True)
+            except Exception as exc:  # the record is worth a warning, not the deploy's outcome
+                self.say(f"{h}: could not append to {self.s.deploy_to}/revisions.log: {exc}")
 
     def _after_switch(self) -> None:
         self.step("switch current", self._switch)
@@ -606,10 +635,31 @@ class Rollback(Deploy):
         self.release = self.report.release = target
         self.release_pending = False
         self.release_path = f"{self.s.releases_path}/{target}"
+        sha = self.host(self.hosts[0]).run(f"head -c 100 {q(self.release_path + '/REVISION')}",
+                                           warn=True).stdout.strip()
+        self.sha = sha if release_mod.REVISION_RE.fullmatch(sha) else None
         self.say(f"rolling back to {target}")
         self._guard_fleet("guard")
         self.step("link shared", self._link_shared)
         self.step("prepare switch", self._prepare_switch)
+
+    def _log_revisions(self) -> None:
+        """A line per deploy or rollback in `<deploy_to>/revisions.log` on every host it held
+        the lock on, as Capistrano keeps one: time, who, ref, sha, release, outcome."""
+        if not self.locked:
+            return
+        outcome = {EXIT_OK: "done", EXIT_REFUSED: "refused", EXIT_INTERRUPTED: "interrupted"}.get(
+            self.report.code, "failed") + (" after the switch" if self.report.switched and
+                                            self.report.code else "")
+        line = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.kind} "
+                f"by={getpass.getuser()}@{socket.gethostname()} ref={self.ref or '-'} "
+                f"sha={self.sha or '-'} release={self.release} outcome={outcome}")
+        log = q(f"{self.s.deploy_to}/revisions.log")
+        for h in self.locked:
+            try:
+                self.host(h).run(f"printf '%s\\n' {q(line)} >> {log}", change=True)
+            except Exception as exc:  # the record is worth a warning, not the deploy's outcome
+                self.say(f"{h}: could not append to {self.s.deploy_to}/revisions.log: {exc}")
 
     def _after_switch(self) -> None:
         self.step("switch current", self._switch)

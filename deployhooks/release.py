@@ -16,6 +16,8 @@ from .settings import yaml_problem
 # A release's folder name: its UTC deploy time, YYYYMMDDHHMMSS, in ASCII digits, as Engine Yard,
 # Capistrano and `fab deploy` name them; deploy's cleanup and rollback only count such names.
 RELEASE_NAME_RE = re.compile(r"\A[0-9]{14}\Z")
+# A git object name as `REVISION` holds it (Capistrano's file, read by Sentry and AppSignal).
+REVISION_RE = re.compile(r"\A[0-9a-f]{7,64}\Z")
 
 
 def release_name(host: Host, release_path: str) -> str:

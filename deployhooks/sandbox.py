@@ -52,8 +52,6 @@ def fab(*args: str, check: bool = True) -> int:
 
 def up(root: Path) -> int:
     from .testing.applayout import test_user
-    from .testing.examplerepo import make_repo
-    from .testing.fakeresque import enqueue
     from .testing.fleet import Fleet
 
     fleet_root = root / "fleet"
@@ -70,7 +68,20 @@ def up(root: Path) -> int:
         f"{test_user()}'s sudo runs monit and nothing else (resque.sudo: true in the config).")
     run(sys.executable, "-m", "deployhooks.testing.fleet", "up", "--root", str(fleet_root), "-n", "3",
         "--app", "shop:deploytest+q_{host}", "--login", test_user())
-    fleet = Fleet.from_state(fleet_root)
+    try:
+        return _tour(root, fleet_root, Fleet.from_state(fleet_root))
+    except BaseException as exc:
+        # Never leave a half-made sandbox running: take down what this run brought up.
+        say(f"\nsandbox: stopped ({exc or type(exc).__name__}); taking the hosts down again")
+        down(root)
+        raise
+
+
+def _tour(root: Path, fleet_root: Path, fleet) -> int:
+    """Steps 2-6 on a fleet that is up: status, a busy job, a refused and a waiting deploy."""
+    from .testing.examplerepo import make_repo
+    from .testing.fakeresque import enqueue
+
     fleet.wait_workers(timeout=60)
 
     base = fleet.config_path("shop").read_text()
@@ -97,8 +108,9 @@ def up(root: Path) -> int:
     fab("resque.status", "--config", str(abort_cfg), check=False)
 
     step("4. Deploy with on_busy: abort -- the guard refuses while the job runs")
-    say("Expect exit code 1: host2 is named with its job; host1 and host3, which had stopped\n"
-        "their workers, start them again; current does not move anywhere.")
+    say("Expect exit code 1: host2 is named with its job. The guard decides once for the fleet:\n"
+        "host1 and host3 were only paused and are resumed, no host stops anything, and current\n"
+        "does not move anywhere.")
     code = fab("deploy", "--repo", str(repo), "--config", str(abort_cfg), check=False)
     say(f"(fab deploy exited {code})")
 

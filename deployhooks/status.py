@@ -8,6 +8,7 @@ what makes `fab resque.status` cost about what a bare `ps` over SSH costs.
 from __future__ import annotations
 
 import posixpath
+import shlex
 import time
 from dataclasses import asdict, dataclass
 
@@ -27,7 +28,9 @@ def status_command(settings: Settings) -> str:
     argv = list(r.monit_command) + ["-B", "status", "-g", r.monit_group]
     if r.sudo:
         argv = ["sudo", "-n"] + argv
-    return (f"{ps_command(settings.current_path, settings.deploy_to)}; echo {_MARK} monit; "
+    revision = shlex.quote(f"{settings.current_path}/REVISION")
+    return (f"{ps_command(settings.current_path, settings.deploy_to)}; echo {_MARK} revision; "
+            f"head -c 100 {revision} 2>/dev/null; echo; echo {_MARK} monit; "
             f"{monit.shell_command(argv)} 2>&1; echo \"{_MARK} rc $?\"; true")
 
 
@@ -42,6 +45,7 @@ class HostFacts:
     services: dict[str, ServiceStatus]
     monit_error: str | None
     current_release: str | None
+    revision: str | None = None  # the git sha in current/REVISION, when a deploy wrote one
 
 
 def _sections(rest: str) -> tuple[dict[str, list[str]], int]:
@@ -88,7 +92,9 @@ def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
     workers = [w for w in workers_from(rows, {settings.app: settings.deploy_to})
                if w.app == settings.app or (w.cwd is None and w.pid in managed)]
     release = release_of(links.get(settings.current_path), settings)
-    return HostFacts(workers, services, error, release)
+    sha = next((w for w in sections.get("revision", []) if w.strip()), "").strip()
+    return HostFacts(workers, services, error, release,
+                     sha if release_mod.REVISION_RE.fullmatch(sha) else None)
 
 
 @dataclass

@@ -67,13 +67,14 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False):
     settings = load_settings(config)
     hosts = _fleet_hosts(c, settings, roles)
     try:
-        archive = deploy_mod.build_archive(_repo_for(settings, repo), ref)
+        sha, archive = deploy_mod.build_release(_repo_for(settings, repo), ref)
     except DeployhooksError as exc:
         raise Exit(str(exc), code=exc.exit_code) from None
     progress = _to_stderr if json else say
-    progress(f"deploying {settings.app} {ref} ({len(archive) / 1024:.1f} KiB) to {len(hosts)} "
-             f"host(s): {', '.join(hosts)}")
-    report = deploy_mod.Deploy(settings, hosts, archive, say=progress, dry=dry_run(c)).run()
+    progress(f"deploying {settings.app} {ref} ({sha[:12]}, {len(archive) / 1024:.1f} KiB) to "
+             f"{len(hosts)} host(s): {', '.join(hosts)}")
+    report = deploy_mod.Deploy(settings, hosts, archive, say=progress, dry=dry_run(c), ref=ref,
+                               sha=sha).run()
     if json:
         print(jsonlib.dumps(report.as_json(), indent=2))
     else:

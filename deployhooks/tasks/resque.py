@@ -47,12 +47,18 @@ def status(c, roles=None, json=False, check=False, config=None):
             rows.append(status_mod.Row(r.host, None, state="unknown", error=r.error))
         else:
             rows.extend(status_mod.rows_for(r.host, r.value, now))
+    current = {r.host: {"release": r.value.current_release, "revision": r.value.revision}
+               for r in results if not r.code}
     if json:
         print(jsonlib.dumps({"hosts": [r.host for r in results], "workers": status_mod.as_json(rows),
+                             "current": current,
                              "unreachable": {r.host: r.error for r in results if r.code}}, indent=2))
     else:
         print(status_mod.render_table(rows))
         print("\n".join(status_mod.summary(rows, [r.host for r in results])))
+        for host, cur in current.items():
+            print(f"{host}: current {cur['release'] or '(none)'}"
+                  + (f" (revision {cur['revision']})" if cur["revision"] else ""))
     for r in results:
         if r.code:
             print(r.error, file=sys.stderr, flush=True)

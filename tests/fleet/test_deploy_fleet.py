@@ -87,6 +87,15 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
     # what the queues' users felt: each host's window from the pause to its workers up again
     assert "queue downtime" in r.stdout and "deploytest: worst " in r.stdout
     assert "no worker on any host: " in r.stdout
+    # the record: REVISION in the release, a line in revisions.log, the sha in resque.status
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    for h in f.hosts:
+        assert f.run(h, "cat /data/shop/current/REVISION").stdout == sha + "\n"
+        log = f.run(h, "cat /data/shop/revisions.log").stdout.splitlines()
+        assert f" deploy by=" in log[-1] and f"ref=HEAD sha={sha} release={new} outcome=done" in log[-1]
+    status = fab("resque.status", "--config", config)
+    assert f"{f.host(1).target}: current {new} (revision {sha})" in status.stdout
 
     r = fab("rollback", "--config", config)
     assert r.returncode == 0, r.stderr
@@ -94,6 +103,9 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
         assert current(f, h) == PREV and new in releases(f, h, "releases_failed")
     assert all_running(f, PREV)
     assert "queue downtime" in r.stdout
+    for h in f.hosts:
+        assert f"rollback by=" in f.run(h, "tail -n 1 /data/shop/revisions.log").stdout
+        assert f"release={PREV} outcome=done" in f.run(h, "tail -n 1 /data/shop/revisions.log").stdout
 
     r = fab("deploy", "--json", "--repo", str(repo), "--config", config)
     assert r.returncode == 0, r.stderr
