@@ -28,10 +28,18 @@ class HookInputs:
     settings: Settings
     release_path: str | None
     roles: tuple[str, ...]
+    name: str | None = None  # Engine Yard's instance name (EY_DEPLOY_CURRENT_NAME)
 
     @property
     def runs_workers(self) -> bool:
-        return bool(set(self.roles) & set(self.settings.resque.roles))
+        """This host's roles include one of resque.roles, and, when resque.utility_names is set,
+        a utility instance is one of those names (Engine Yard's on_utilities("resque"))."""
+        r = self.settings.resque
+        if not set(self.roles) & set(r.roles):
+            return False
+        if r.utility_names and "util" in self.roles and not set(self.roles) & (set(r.roles) - {"util"}):
+            return self.name in r.utility_names
+        return True
 
 
 def resolve(settings: Settings, *, release_path: str | None = None, app: str | None = None,
@@ -62,7 +70,11 @@ def resolve(settings: Settings, *, release_path: str | None = None, app: str | N
         if not role_list:
             raise ConfigError(f"cannot tell this host's roles: '{host}' is not listed under hosts "
                               f"in {settings.source}; pass --roles or set EY_DEPLOY_CURRENT_ROLES")
-    return HookInputs(settings, release_path, role_list)
+    name = environ.get("EY_DEPLOY_CURRENT_NAME") or None
+    if name is not None and not NAME_RE.fullmatch(name):
+        raise ConfigError(f"instance name {name!r} (EY_DEPLOY_CURRENT_NAME) is not a name "
+                          f"(letters, digits, _ and -)")
+    return HookInputs(settings, release_path, role_list, name)
 
 
 def _need_release(inputs: HookInputs, hook: str) -> str:
@@ -75,8 +87,14 @@ def _need_release(inputs: HookInputs, hook: str) -> str:
 def _no_workers(host: Host, inputs: HookInputs, say: Say) -> bool:
     if inputs.runs_workers:
         return False
+    r = inputs.settings.resque
+    if set(inputs.roles) & set(r.roles):
+        say(f"{host.name}: utility instance {inputs.name or '(no EY_DEPLOY_CURRENT_NAME)'} is not "
+            f"one of resque.utility_names ({', '.join(r.utility_names)}): it runs no workers; "
+            f"nothing to do")
+        return True
     say(f"{host.name}: roles {', '.join(inputs.roles) or '(none)'} run no resque workers "
-        f"(resque.roles: {', '.join(inputs.settings.resque.roles)}): nothing to do")
+        f"(resque.roles: {', '.join(r.roles)}): nothing to do")
     return True
 
 

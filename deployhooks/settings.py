@@ -141,6 +141,9 @@ class ResqueSettings:
     totalmem_mb: int | None
     user: str | None = None
     worker_command: tuple[str, ...] = DEFAULT_WORKER_COMMAND
+    # Engine Yard's `on_utilities("resque")`: utility instances run workers only when their
+    # name (EY_DEPLOY_CURRENT_NAME) is listed here; empty: every instance of `roles` does.
+    utility_names: tuple[str, ...] = ()
 
     def worker_argv(self, current_path: str) -> tuple[str, ...]:
         """`worker_command` with each `{current}` replaced by `current_path`."""
@@ -509,6 +512,8 @@ _RESQUE_SCHEMA = {
     "on_busy": _Spec(_choice("abort", "wait"), default="abort"),
     "wait_timeout": _Spec(_seconds(), default=600),
     "guard_at": _Spec(_choice("before_migrate", "before_symlink"), default="before_migrate"),
+    "utility_names": _Spec(_list_of(_string(NAME_RE, "an instance name"), "a list of instance names"),
+                           default=()),
     "sudo": _Spec(_bool, default=False),
     "monit_command": _Spec(_monit_command, default=("monit",)),
     "pause_timeout": _Spec(_seconds(), default=15),
@@ -701,7 +706,7 @@ def _build(raw: dict[str, Any], source: str, worker_user: str | None = None) -> 
         monitrc_path=r["monitrc_path"] or f"/etc/monit.d/resque_{app}.monitrc",
         pid_dir=r["pid_dir"] or f"/var/run/deployhooks/resque/{app}",
         wrapper=r["wrapper"], totalmem_mb=r["totalmem_mb"], user=worker_user,
-        worker_command=tuple(r["worker_command"]))
+        worker_command=tuple(r["worker_command"]), utility_names=tuple(r["utility_names"]))
     ssh = SshSettings(**raw["ssh"]) if raw["ssh"] is not None else SshSettings()
     deploy = DeploySettings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
                                for k, v in raw["deploy"].items()}) \

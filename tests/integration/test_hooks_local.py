@@ -242,3 +242,24 @@ def test_a_refusing_guard_keeps_an_earlier_guards_record(host):
     host.open_gate("later-job")
     assert host.hook("deploy_failed", shop).returncode == 0
     assert not record.exists() and len(host.workers(shop)) == 2
+
+
+def test_engine_yard_instance_names_pick_the_utility_instances_that_run_workers(host):
+    """Engine Yard's on_utilities("resque") runs on utility instances by name: another utility
+    instance must not run the guard (found: every utility instance did, and one without the
+    monit group failed the deploy)."""
+    shop = host.add_app("shop", resque_extra="  utility_names: [resque]\n")
+    host.start()
+    host.gate("deploytest", "ey-names-job")
+    host.wait_busy(shop)
+    release = shop.new_release(NEW)
+    elsewhere = host.hook("before_migrate", shop, release,
+                          env={"EY_DEPLOY_CURRENT_ROLES": "util", "EY_DEPLOY_CURRENT_NAME": "sidekiq"})
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "utility instance sidekiq is not one of resque.utility_names (resque)" in elsewhere.stdout
+    named = host.hook("before_migrate", shop, release,
+                      env={"EY_DEPLOY_CURRENT_ROLES": "util", "EY_DEPLOY_CURRENT_NAME": "resque"})
+    assert named.returncode == 1 and "refusing to deploy" in named.stderr
+    host.open_gate("ey-names-job")
+    wait_for(lambda: "ey-names-job" in host.finished(), 15, "the job to finish")
+    assert host.failed() == []
