@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import cancel, fleetguard, guard, hooks, workers
+from . import apphooks, cancel, fleetguard, guard, hooks, workers
 from . import release as release_mod
 from .errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, CommandFailed,
                      ConfigError, DeployhooksError, Refused)
@@ -120,6 +120,7 @@ class Deploy:
         self.release_path = f"{settings.releases_path}/{self.release}"
         self.roles_of = roles_of or settings.roles_of
         self.session = Session(hosts, settings)
+        self.app_hooks = apphooks.in_archive(archive)
         self.report = DeployReport(self.release)
         self.report.queues = [",".join(w.queues) for w in settings.resque.workers]
         self.locked: list[str] = []
@@ -280,7 +281,7 @@ class Deploy:
             target, link = f"{self.s.shared_path}/{name}", f"{self.release_path}/{name}"
             cmds.append(f"mkdir -p {q(target)} {q(link.rsplit('/', 1)[0])} && rm -rf {q(link)} "
                         f"&& ln -s {q(target)} {q(link)}")
-        for name in d.shared_files:
+        for name in d.linked_files:
             target, link = f"{self.s.shared_path}/config/{name}", f"{self.release_path}/config/{name}"
             cmds.append(f"if [ -e {q(target)} ]; then mkdir -p {q(self.release_path + '/config')} "
                         f"&& ln -sfn {q(target)} {q(link)}; fi")
@@ -416,9 +417,13 @@ class Deploy:
 
     def _after_switch(self) -> None:
         self.step("switch current", self._switch)
+        self._app_hook("after_symlink")
         self.step("after_symlink", self._after_symlink)
+        self._app_hook("before_restart")
         self.step("restart app servers", self._restart_app)
+        self._app_hook("after_restart")
         self.step("cleanup", self._cleanup)
+        self._app_hook("after_deploy")
 
     def _done_message(self, seconds: float) -> str:
         return f"deployed {self.release} to {len(self.hosts)} host(s) in {seconds:.1f}s"
@@ -435,8 +440,13 @@ class Deploy:
             f"  {host}: {text}" for host, text in what.items()))
 
     def _before_switch(self) -> None:
+        if self.s.deploy.required_files:
+            self.step("check linked files", self._check_linked_files)
         self.step("upload", self._upload)
         self.step("link shared", self._link_shared)
+        for point in ("before_deploy", "before_bundle", "after_bundle", "before_compile_assets",
+                      "after_compile_assets", "before_migrate"):
+            self._app_hook(point)
         # The hooks' work, with the guard run across every host at once at guard_at: a job on
         # one host refuses with no host stopped (the per-server hooks decide alone).
         self.step("before_migrate", self._link_resque_yml)
@@ -445,9 +455,40 @@ class Deploy:
         migrate_hosts = self._migrate_hosts()
         if migrate_hosts:
             self.step("migrate", self._migrate, migrate_hosts)
+        self._app_hook("after_migrate")
+        self._app_hook("before_symlink")
         if self.s.resque.guard_at == "before_symlink":
             self._guard_fleet("guard (before_symlink)")
         self.step("prepare switch", self._prepare_switch)
+
+    def _check_linked_files(self, host: Host) -> None:
+        """Every deploy.shared_files entry exists in shared/config, else nothing moves
+        (Capistrano's deploy:check:linked_files)."""
+        paths = [f"{self.s.shared_path}/config/{name}" for name in self.s.deploy.required_files]
+        r = host.run("for f in " + " ".join(q(p) for p in paths) + "; do [ -e \"$f\" ] || echo \"$f\"; done")
+        missing = r.stdout.split()
+        if missing:
+            raise ConfigError(f"{host.name}: linked file(s) missing: {', '.join(missing)}: create "
+                              f"them (deploy.shared_files links each into the release's config/)")
+
+    def _app_hook(self, point: str) -> None:
+        """The app's `deploy/<point>` on every host, when the release has one (apphooks)."""
+        if point not in self.app_hooks:
+            return
+        if not self.app_hooks[point]:
+            self.say(f"warning: deploy/{point} is not executable: skipped (chmod +x it to run it)")
+            return
+
+        def run(host: Host) -> None:
+            env = apphooks.environment(self.s.app, self.s.framework_env, self.release_path,
+                                       self.roles_of(host.name), host.name)
+            r = host.run(apphooks.command(self.release_path, point, env), warn=True, change=True)
+            for line in r.stdout.strip().splitlines()[-20:]:
+                self.say(f"{host.name}: deploy/{point}: {line}")
+            if r.exited != 0:
+                raise apphooks.failed(host.name, point, r.exited, r.stdout)
+
+        self.step(f"deploy/{point}", run)
 
     def _migrate_hosts(self) -> list[str]:
         d = self.s.deploy

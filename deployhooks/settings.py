@@ -175,12 +175,25 @@ class DeploySettings:
     """What `fab deploy` does besides the hooks: shared links, migration, app restart."""
 
     repo: str | None = None
-    shared_files: tuple[str, ...] = ("database.yml",)
+    # Linked when present; listed in the config, each must exist (else the deploy stops before
+    # anything moves, as Capistrano's deploy:check:linked_files). Engine Yard's database.yml is
+    # linked by default, not required.
+    shared_files: tuple[str, ...] | None = None
     shared_dirs: tuple[str, ...] = ("log", "tmp/pids")
     migrate_command: str | None = None
     migrate_role: str = "app_master"
     restart_command: str | None = None
     restart_roles: tuple[str, ...] = ("app_master", "app", "solo")
+
+    @property
+    def linked_files(self) -> tuple[str, ...]:
+        """The files of shared/config linked into each release."""
+        return ("database.yml",) if self.shared_files is None else self.shared_files
+
+    @property
+    def required_files(self) -> tuple[str, ...]:
+        """The linked files that must exist: those the config lists."""
+        return self.shared_files or ()
 
 
 @dataclass(frozen=True)
@@ -541,7 +554,7 @@ _REL_RE = re.compile(r"\A(?!/)(?!.*\.\.)[A-Za-z0-9_.][A-Za-z0-9_./-]*\Z")
 _DEPLOY_SCHEMA = {
     "repo": _Spec(_abs_path),
     "shared_files": _Spec(_list_of(_relative("a file name under shared/config"),
-                                   "a list of file names"), default=DeploySettings.shared_files),
+                                   "a list of file names"), default=None),
     "shared_dirs": _Spec(_list_of(_relative("a relative folder, e.g. log or tmp/pids"),
                                   "a list of relative folders"), default=DeploySettings.shared_dirs),
     # A shell command run in the release (e.g. "bundle exec rake db:migrate"); written by the

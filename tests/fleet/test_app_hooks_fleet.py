@@ -1,0 +1,98 @@
+"""`fab deploy` runs the app's own Engine Yard hooks (`deploy/<name>`) and checks linked files.
+
+Found before: an app's deploy/before_migrate etc. were never run by `fab deploy`, and a
+deploy.shared_files entry missing from shared/config was silently not linked (Capistrano's
+deploy:check:linked_files fails instead).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from deployhooks.testing.fleet import AppSpec
+from tests.helpers import REPO, fab, make_repo, monit_settled
+
+SHOP = AppSpec("shop", workers=("deploytest",))
+PREV = "20260102000000"
+
+RECORD = """#!/bin/sh
+echo "$0 $EY_DEPLOY_APP $EY_DEPLOY_FRAMEWORK_ENV $EY_DEPLOY_CURRENT_ROLES $EY_DEPLOY_CURRENT_NAME $(pwd -P)" \\
+  >> /data/shop/shared/hooks.log
+"""
+
+
+@pytest.fixture(scope="module")
+def shop(module_fleet):
+    f = module_fleet(2, [SHOP])
+    monit_settled(f)
+    return f, str(f.config_path("shop"))
+
+
+def current(f, h):
+    return f.run(h, "readlink /data/shop/current").stdout.strip().rsplit("/", 1)[-1]
+
+
+def commit(repo, files: dict[str, tuple[str, int]]):
+    for name, (text, mode) in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@example.invalid", "-c", "user.name=t",
+                    "commit", "-qm", "hooks"], check=True)
+
+
+def test_the_apps_hooks_run_in_engine_yard_order_on_every_host(shop, tmp_path):
+    f, config = shop
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, {
+        "deploy/before_migrate": (RECORD, 0o755),
+        "deploy/after_restart": (RECORD, 0o755),
+        "deploy/before_deploy": (RECORD, 0o755),
+        "deploy/before_symlink": (RECORD, 0o644),  # not executable: skipped with a warning
+        # deployhooks' own shim: fab deploy runs the guard itself, so this one is left alone
+        "deploy/after_symlink": ((REPO / "hooks" / "after_symlink").read_text(), 0o755),
+    })
+    r = fab("deploy", "--repo", str(repo), "--config", config)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning: deploy/before_symlink is not executable: skipped" in r.stdout
+    new = current(f, 1)
+    for h in f.hosts:
+        lines = f.run(h, "cat /data/shop/shared/hooks.log").stdout.splitlines()
+        names = [line.split()[0].rsplit("/", 1)[-1] for line in lines]
+        assert names == ["before_deploy", "before_migrate", "after_restart"]
+        for line in lines:
+            _, app, env, roles, name, cwd = line.split()
+            assert (app, env, name) == ("shop", "production", h.target)
+            assert "util" in roles and cwd == f"/data/shop/releases/{new}"
+
+
+def test_a_failing_hook_aborts_before_the_switch(shop, tmp_path):
+    f, config = shop
+    before = {h.name: current(f, h) for h in f.hosts}
+    repo = make_repo(tmp_path / "repo")
+    commit(repo, {"deploy/before_migrate": ("#!/bin/sh\necho 'assets missing' >&2\nexit 7\n", 0o755)})
+    r = fab("deploy", "--repo", str(repo), "--config", config)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "the app's deploy/before_migrate hook failed (exit 7): assets missing" in r.stdout + r.stderr
+    assert "still running the old code on every host" in r.stderr
+    assert {h.name: current(f, h) for h in f.hosts} == before
+
+
+def test_a_missing_linked_file_stops_the_deploy_before_anything_moves(shop, tmp_path):
+    f, config = shop
+    cfg = tmp_path / "deployhooks.yml"
+    text = open(config).read()
+    cfg.write_text(text + "deploy:\n  shared_files: [database.yml]\n" if "\ndeploy:" not in text
+                   else text.replace("\ndeploy:\n", "\ndeploy:\n  shared_files: [database.yml]\n"))
+    before = {h.name: (current(f, h), f.run(h, "ls /data/shop/releases").stdout) for h in f.hosts}
+    r = fab("deploy", "--repo", str(make_repo(tmp_path / "repo")), "--config", str(cfg))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "linked file(s) missing: /data/shop/shared/config/database.yml" in r.stdout + r.stderr
+    assert {h.name: (current(f, h), f.run(h, "ls /data/shop/releases").stdout)
+            for h in f.hosts} == before
+    shutil.rmtree(tmp_path / "repo")
