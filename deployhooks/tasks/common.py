@@ -37,6 +37,9 @@ def task(*args, **kwargs):
                 raise Exit(str(exc), code=exc.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("interrupted (Ctrl-C)", code=EXIT_INTERRUPTED) from None
+        # Long options only: invoke derives short flags from each task's own parameter names,
+        # so -c was --config in one task and --check in another, -r --ref or --roles.
+        kwargs.setdefault("auto_shortflags", False)
         return fabric_task(**kwargs)(run)
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
@@ -139,6 +142,11 @@ class Hosts:
         self.settings = settings
         self.local = on_server(c)
         self.dry = dry_run(c)
+        if self.local and getattr(c, "host", None):
+            # Under the console script Fabric's -H would hand us a connection and we would
+            # still act here: say so instead of reporting this machine as that host.
+            raise Exit(f"deployhooks acts on this machine only; for {c.original_host} run the "
+                       f"task from a workstation: fab -H {c.original_host} <task>", code=EXIT_CONFIG)
         if self.local:
             self.names = [socket.gethostname()]
             config = c.config.clone()

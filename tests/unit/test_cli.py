@@ -57,3 +57,23 @@ def test_hook_without_a_release_path_is_a_usage_error(tmp_path):
                        capture_output=True, text=True,
                        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
     assert r.returncode == 2 and "no release path" in r.stderr
+
+
+def test_options_are_long_only_so_no_letter_means_two_things():
+    """Found: invoke's automatic short flags made -c --config in one task and --check in
+    another, -r --ref or --roles, -o --roles or --config."""
+    from deployhooks.tasks import ns
+
+    for name in TASKS:
+        task = ns[name]
+        args = task.get_arguments()
+        assert all(len(a.names) == 1 for a in args), (name, [a.names for a in args])
+
+
+def test_the_console_script_refuses_dash_h_instead_of_reporting_this_machine(tmp_path):
+    cfg = tmp_path / "deployhooks.yml"
+    cfg.write_text("app: shop\nresque:\n  user: deploy\n")
+    console = Path(sys.executable).parent / "deployhooks"
+    r = subprocess.run([str(console), "-H", "web1", "resque.status", "--config", str(cfg)],
+                       capture_output=True, text=True, cwd="/")
+    assert r.returncode == 2 and "acts on this machine only" in r.stderr and "fab -H web1" in r.stderr
