@@ -227,19 +227,27 @@ class Deploy:
         info = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
                            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                            "release": self.release})
-        if self.dry:
-            r = host.run(f"test ! -e {q(lock)}", warn=True)  # a fact: is it held now?
+        while True:
+            if self.dry:
+                r = host.run(f"test ! -e {q(lock)}", warn=True)  # a fact: is it held now?
+                if r.exited == 0:
+                    host.would(f"take the deploy lock {lock}")
+            else:
+                # mkdir is atomic: exactly one deploy creates the folder.
+                r = host.run(f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} "
+                             f"&& printf %s {q(info)} > {q(lock + '/info')}", warn=True, change=True)
             if r.exited == 0:
-                host.would(f"take the deploy lock {lock}")
-        else:
-            # mkdir is atomic: exactly one deploy creates the folder.
-            r = host.run(f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} && "
-                         f"printf %s {q(info)} > {q(lock + '/info')}", warn=True, change=True)
-        if r.exited != 0:
-            holder = self._lock_holder(host.read_file(lock + "/info"))
-            raise Refused(f"{host.name}: {'[dry run] would refuse: ' if self.dry else ''}{holder}. "
-                          f"If that deploy is dead, remove {lock} on {host.name}")
+                break
+            if self.dry or time.monotonic() >= self.lock_deadline:
+                holder = self._lock_holder(host.read_file(lock + "/info"))
+                raise Refused(f"{host.name}: {'[dry run] would refuse: ' if self.dry else ''}"
+                              f"{holder}. If that deploy is dead, release it: fab deploy.unlock "
+                              f"(or remove {lock} on {host.name})")
+            cancel.check(host.name)
+            time.sleep(1.0)  # --lock-wait: the other deploy may finish meanwhile
         self.locked.append(host.name)
+
+    lock_deadline = 0.0  # monotonic time until which a held lock is waited for (--lock-wait)
 
     def _lock_all(self) -> None:
         """Lock host after host in one fixed order, so two deploys started together cannot each
@@ -594,6 +602,28 @@ def summary_lines(report: DeployReport) -> list[str]:
                          f"{len(down)} host(s)")
         lines.append(f"  no worker on any host: {report.fleet_downtime():.2f}s")
     return lines
+
+
+# --- the lock, by hand --------------------------------------------------------------------
+
+def lock_path(settings: Settings) -> str:
+    return f"{settings.shared_path}/deployhooks/deploy.lock"
+
+
+def lock_status(host: Host) -> str | None:
+    """Who holds the deploy lock on the host ('by, since ..., release ...'), or None if free."""
+    path = lock_path(host.settings)
+    if host.run(f"test -e {q(path)}", warn=True).exited != 0:
+        return None
+    content = host.read_file(path + "/info")
+    fields = Deploy._lock_fields(content)
+    if fields is None:
+        return f"an unknown holder (info {content!r:.80})" if content else "an unknown holder"
+    return f"{fields[0]}, since {fields[1]}, release {fields[2]}"
+
+
+def unlock(host: Host) -> None:
+    host.run(f"rm -rf {q(lock_path(host.settings))}", change=True)
 
 
 # --- rollback -------------------------------------------------------------------------------

@@ -9,7 +9,10 @@ from invoke import Collection
 
 from . import admin, deploy, hooks, resque
 
-ns = Collection(deploy.deploy, deploy.rollback)
+ns = Collection(deploy.rollback)
+# `fab deploy` is the collection's default task; `fab deploy.lock-status`, `fab deploy.unlock`.
+ns.add_collection(Collection("deploy", deploy.lock_status, deploy.unlock))
+ns.collections["deploy"].add_task(deploy.deploy, default=True)
 ns.add_collection(Collection.from_module(hooks), name="hooks")
 ns.add_collection(Collection.from_module(resque), name="resque")
 ns.collections["resque"].add_task(admin.setup)

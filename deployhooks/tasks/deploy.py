@@ -6,17 +6,30 @@ import json as jsonlib
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from invoke import Exit
 
 from .. import deploy as deploy_mod
-from ..errors import DeployhooksError
 from .. import release as release_mod
-from .common import dry_run, load_settings, say, target_hosts, task, usage_error
+from ..errors import EXIT_CONFIG, EXIT_REFUSED, DeployhooksError
+from ..settings import MAX_SECONDS
+from .common import (Hosts, dry_run, finish, load_settings, say, seconds, target_hosts, task,
+                     usage_error)
 
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"
+
+
+_LOCK_WAIT = "seconds to wait for another deploy's lock before refusing (default 0)"
+
+
+def _lock_deadline(lock_wait) -> float:
+    """--lock-wait as the monotonic time until which a held lock is waited for."""
+    if lock_wait is None:
+        return 0.0
+    return time.monotonic() + seconds("--lock-wait", lock_wait, MAX_SECONDS)
 
 
 def _to_stderr(line: str) -> None:
@@ -60,8 +73,9 @@ def _repo_for(settings, repo: str | None) -> str:
 
 @task(help={"ref": "git ref to deploy (default HEAD)", "repo": "the app's git repository",
             "roles": _ROLES, "config": _CONFIG,
-            "json": "print the report (steps, switches, queue downtime) as JSON for scripts"})
-def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False):
+            "json": "print the report (steps, switches, queue downtime) as JSON for scripts",
+            "lock_wait": _LOCK_WAIT})
+def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False, lock_wait=None):
     """Ship REF to every host, run the hooks, switch current atomically, restart workers."""
     ref = _ref(ref)
     settings = load_settings(config)
@@ -73,8 +87,9 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False):
     progress = _to_stderr if json else say
     progress(f"deploying {settings.app} {ref} ({sha[:12]}, {len(archive) / 1024:.1f} KiB) to "
              f"{len(hosts)} host(s): {', '.join(hosts)}")
-    report = deploy_mod.Deploy(settings, hosts, archive, say=progress, dry=dry_run(c), ref=ref,
-                               sha=sha).run()
+    run = deploy_mod.Deploy(settings, hosts, archive, say=progress, dry=dry_run(c), ref=ref, sha=sha)
+    run.lock_deadline = _lock_deadline(lock_wait)
+    report = run.run()
     if json:
         print(jsonlib.dumps(report.as_json(), indent=2))
     else:
@@ -85,9 +100,9 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False):
     progress(report.message)
 
 
-@task(help={"roles": _ROLES, "config": _CONFIG,
+@task(help={"roles": _ROLES, "config": _CONFIG, "lock_wait": _LOCK_WAIT,
             "release": "the kept release to go to (default: the one before current)"})
-def rollback(c, roles=None, release=None, config=None):
+def rollback(c, roles=None, release=None, config=None, lock_wait=None):
     """Switch current back to a kept release everywhere, through the guard, and restart the
     workers on it: a deploy in reverse (lock, guard, atomic switch, wait for the workers)."""
     if release is not None and not release_mod.RELEASE_NAME_RE.fullmatch(str(release)):
@@ -95,9 +110,49 @@ def rollback(c, roles=None, release=None, config=None):
     settings = load_settings(config)
     hosts = _fleet_hosts(c, settings, roles)
     say(f"rolling back {settings.app} on {len(hosts)} host(s): {', '.join(hosts)}")
-    report = deploy_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c)).run()
+    run = deploy_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c))
+    run.lock_deadline = _lock_deadline(lock_wait)
+    report = run.run()
     print("\n".join(deploy_mod.summary_lines(report)))
     if report.code:
         print(report.message, file=sys.stderr, flush=True)
         raise Exit(code=report.code)
     say(report.message)
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG})
+def lock_status(c, roles=None, config=None):
+    """Who holds the deploy lock on each host, and since when."""
+    settings = load_settings(config)
+    with Hosts(c, settings, roles, list(settings.hosts)) as hosts:
+        results = hosts.each(deploy_mod.lock_status)
+    for r in results:
+        if not r.code:
+            say(f"{r.host}: deploy lock held by {r.value}" if r.value else f"{r.host}: no deploy lock")
+    finish(results)
+
+
+@task(help={"roles": _ROLES, "config": _CONFIG,
+            "yes": "do not ask: remove the lock whoever holds it (for scripts)"})
+def unlock(c, roles=None, yes=False, config=None):
+    """Release a deploy lock left by a dead deploy, after saying who holds it."""
+    settings = load_settings(config)
+    with Hosts(c, settings, roles, list(settings.hosts)) as hosts:
+        results = hosts.each(deploy_mod.lock_status)
+        held = {r.host: r.value for r in results if not r.code and r.value}
+        if not held:
+            say("no deploy lock is held")
+            finish(results)
+            return
+        for host, holder in held.items():
+            say(f"{host}: deploy lock held by {holder}")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise Exit("not removing the lock without a confirmation: run it in a terminal, "
+                           "or pass --yes", code=EXIT_CONFIG)
+            answer = input(f"Remove the deploy lock on {len(held)} host(s)? Only if that deploy is "
+                           f"dead. [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise Exit("left as it was", code=EXIT_REFUSED)
+        finish([r for r in results if r.code] + hosts.each(deploy_mod.unlock, list(held)))
+        say(f"deploy lock removed on {', '.join(held)}")

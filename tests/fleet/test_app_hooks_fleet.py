@@ -96,3 +96,42 @@ def test_a_missing_linked_file_stops_the_deploy_before_anything_moves(shop, tmp_
     assert {h.name: (current(f, h), f.run(h, "ls /data/shop/releases").stdout)
             for h in f.hosts} == before
     shutil.rmtree(tmp_path / "repo")
+
+
+def test_lock_status_unlock_and_lock_wait(shop, tmp_path):
+    """No way to see or release a deploy lock except by hand on each host, and no way to wait
+    for one: now deploy.lock-status, deploy.unlock (naming the holder, confirmed) and
+    --lock-wait."""
+    import json
+    import threading
+    import time
+
+    f, config = shop
+    lock = "/data/shop/shared/deployhooks/deploy.lock"
+    info = json.dumps({"by": "alice@laptop", "since": "2026-12-01 09:00:00 UTC",
+                       "release": "20261201090000"})
+    f.run(1, f"mkdir -p {lock} && printf %s '{info}' > {lock}/info", check=True)
+    r = fab("deploy.lock-status", "--config", config)
+    assert r.returncode == 0, r.stderr
+    assert f"{f.host(1).target}: deploy lock held by alice@laptop, since 2026-12-01 09:00:00 UTC" in r.stdout
+    assert f"{f.host(2).target}: no deploy lock" in r.stdout
+
+    repo = make_repo(tmp_path / "repo")
+    r = fab("deploy", "--repo", str(repo), "--config", config)
+    assert r.returncode == 1 and "fab deploy.unlock" in r.stdout + r.stderr
+
+    release = threading.Timer(2.0, lambda: f.run(1, f"rm -rf {lock}"))
+    release.start()
+    started = time.monotonic()
+    r = fab("deploy", "--lock-wait", "30", "--repo", str(repo), "--config", config)
+    release.join()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert time.monotonic() - started >= 2
+
+    f.run(2, f"mkdir -p {lock} && printf %s '{info}' > {lock}/info", check=True)
+    r = fab("deploy.unlock", "--config", config)  # no terminal to confirm in
+    assert r.returncode == 2 and "--yes" in r.stderr
+    assert f.run(2, f"test -d {lock}").returncode == 0
+    r = fab("deploy.unlock", "--yes", "--config", config)
+    assert r.returncode == 0 and "held by alice@laptop" in r.stdout
+    assert f.run(2, f"test -d {lock}").returncode == 1

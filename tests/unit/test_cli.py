@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.helpers import REPO, fab
 
-TASKS = ["deploy", "rollback", "hooks.after-symlink", "hooks.before-migrate", "hooks.before-symlink",
+TASKS = ["deploy.deploy", "deploy.lock-status", "deploy.unlock", "rollback", "hooks.after-symlink", "hooks.before-migrate", "hooks.before-symlink",
          "hooks.deploy-failed", "resque.doctor", "resque.drain", "resque.logs", "resque.pause",
          "resque.restart", "resque.resume", "resque.setup", "resque.start", "resque.status",
          "resque.stop"]
