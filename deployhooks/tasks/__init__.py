@@ -9,7 +9,7 @@ from invoke import Collection
 
 from . import admin, deploy, hooks, resque
 
-ns = Collection(deploy.rollback)
+ns = Collection(deploy.rollback, admin.init)
 # `fab deploy` is the collection's default task; `fab deploy.lock-status`, `fab deploy.unlock`.
 ns.add_collection(Collection("deploy", deploy.lock_status, deploy.unlock))
 ns.collections["deploy"].add_task(deploy.deploy, default=True)

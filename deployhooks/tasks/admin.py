@@ -51,3 +51,26 @@ def doctor(c, roles=None, config=None):
         raise Exit(code=EXIT_FAILED)
     if any(doctor_mod.exit_code(r.value) for r in results):
         raise Exit(code=1)
+
+
+@task(help={"app": "the app's name (default: the folder's name)",
+            "deploy_to": "where releases go on the hosts (default /data/<app>)",
+            "user": "the SSH login and the workers' user (default deploy; never root)",
+            "path": "the app's folder (default: here)",
+            "force": "replace files that exist"})
+def init(c, app=None, deploy_to=None, user="deploy", path=".", force=False):
+    """Write config/deployhooks.yml, fabfile.py and the deploy/ hook shims into an app."""
+    from pathlib import Path
+
+    from .. import scaffold
+    from ..errors import DeployhooksError
+
+    root = Path(path).resolve()
+    try:
+        written = scaffold.write(scaffold.plan(root, app or root.name, deploy_to, user), force=force)
+    except DeployhooksError as exc:
+        raise Exit(str(exc), code=exc.exit_code) from None
+    for p in written:
+        say(f"wrote {p}")
+    say("next: list your hosts in config/deployhooks.yml, then `fab resque.setup` (as root on the "
+        "hosts) and `fab deploy`")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.helpers import REPO, fab
 
-TASKS = ["deploy.deploy", "deploy.lock-status", "deploy.unlock", "rollback", "hooks.after-symlink", "hooks.before-migrate", "hooks.before-symlink",
+TASKS = ["deploy.deploy", "deploy.lock-status", "deploy.unlock", "init", "rollback", "hooks.after-symlink", "hooks.before-migrate", "hooks.before-symlink",
          "hooks.deploy-failed", "resque.doctor", "resque.drain", "resque.logs", "resque.pause",
          "resque.restart", "resque.resume", "resque.setup", "resque.start", "resque.status",
          "resque.stop"]
@@ -77,3 +77,29 @@ def test_the_console_script_refuses_dash_h_instead_of_reporting_this_machine(tmp
     r = subprocess.run([str(console), "-H", "web1", "resque.status", "--config", str(cfg)],
                        capture_output=True, text=True, cwd="/")
     assert r.returncode == 2 and "acts on this machine only" in r.stderr and "fab -H web1" in r.stderr
+
+
+def test_init_scaffolds_an_app_and_never_overwrites_without_force(tmp_path):
+    from deployhooks.scaffold import SHIMS, shim_text
+    from deployhooks.settings import load
+
+    app = tmp_path / "myshop"
+    app.mkdir()
+    console = Path(sys.executable).parent / "deployhooks"
+    r = subprocess.run([str(console), "init", "--path", str(app)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    settings = load(str(app / "config" / "deployhooks.yml"))
+    assert (settings.app, settings.deploy_to, settings.resque.user) == ("myshop", "/data/myshop", "deploy")
+    assert "from deployhooks.tasks import ns" in (app / "fabfile.py").read_text()
+    for name in SHIMS:
+        shim = app / "deploy" / name
+        assert shim.read_text() == shim_text(name) == (REPO / "hooks" / name).read_text()
+        assert shim.stat().st_mode & 0o111
+        assert f"wrote {shim}" in r.stdout
+    (app / "fabfile.py").write_text("# mine\n")
+    again = subprocess.run([str(console), "init", "--path", str(app)], capture_output=True, text=True)
+    assert again.returncode == 2 and "not overwriting" in again.stderr and "--force" in again.stderr
+    assert (app / "fabfile.py").read_text() == "# mine\n"
+    forced = subprocess.run([str(console), "init", "--path", str(app), "--force"], capture_output=True,
+                            text=True)
+    assert forced.returncode == 0 and "from deployhooks" in (app / "fabfile.py").read_text()
