@@ -109,7 +109,8 @@ class Deploy:
 
     def __init__(self, settings: Settings, hosts: list[str], archive: bytes, *, say: Say = print,
                  release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None,
-                 dry: bool = False, ref: str | None = None, sha: str | None = None):
+                 dry: bool = False, ref: str | None = None, sha: str | None = None,
+                 config=None):
         self.dry = dry
         self.ref, self.sha = ref, sha
         self.s = settings
@@ -119,7 +120,7 @@ class Deploy:
         self.release = release or time.strftime("%Y%m%d%H%M%S", time.gmtime())
         self.release_path = f"{settings.releases_path}/{self.release}"
         self.roles_of = roles_of or settings.roles_of
-        self.session = Session(hosts, settings)
+        self.session = Session(hosts, settings, config)
         self.app_hooks = apphooks.in_archive(archive)
         self.report = DeployReport(self.release)
         self.report.queues = [",".join(w.queues) for w in settings.resque.workers]
@@ -685,9 +686,9 @@ class Rollback(Deploy):
 
     def __init__(self, settings: Settings, hosts: list[str], *, say: Say = print,
                  release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None,
-                 dry: bool = False):
+                 dry: bool = False, config=None):
         super().__init__(settings, hosts, b"", say=say, release=release or "(to be chosen)",
-                         roles_of=roles_of, dry=dry)
+                         roles_of=roles_of, dry=dry, config=config)
         self.wanted = release
         self.release_pending = release is None
         self.seen: dict[str, HostReleases] = {}

@@ -358,12 +358,16 @@ def connect(host: str, settings: Settings, config: Config | None = None,
     hosts cost more than the status query itself. A gateway already open is left as it is.
     """
     s = settings.ssh
+    config = config or Config(overrides={"run": {"in_stream": False}})
+    # Fabric's own settings (its -i and -t flags, fabric.yaml, FABRIC_* variables, per-host
+    # ~/.ssh/config) come first; the config file's ssh section fills only what they leave open.
     kwargs = {}
-    if s.identity_file:
+    if s.identity_file and not config.connect_kwargs.get("key_filename"):
         kwargs["key_filename"] = s.identity_file
+    timeout = config.timeouts.connect if config.timeouts.connect is not None else s.connect_timeout
     user = None if "@" in host else settings.user
-    conn = _Connection(host, user=user, config=config or Config(overrides={"run": {"in_stream": False}}),
-                      connect_timeout=s.connect_timeout, connect_kwargs=kwargs)
+    conn = _Connection(host, user=user, config=config, connect_timeout=timeout,
+                      connect_kwargs=kwargs)
     known = known_host_keys(settings) if known is None else known
     _check_host_keys(conn, host, settings, known, gateway=False)
     for gateway in _gateways(conn):

@@ -112,6 +112,20 @@ def dry_run(c) -> bool:
         return False
 
 
+def fabric_config(c):
+    """The Config Fabric handed the task (its CLI flags, fabric.yaml, FABRIC_* variables), for
+    our connections; None outside fab. Commands never read stdin, and --dry is ours to honour
+    (we withhold changes; invoke would echo every command, facts too)."""
+    from fabric import Config
+
+    if not isinstance(getattr(c, "config", None), Config):
+        return None
+    config = c.config.clone()
+    config.run.in_stream = False
+    config.run.dry = False
+    return config
+
+
 def on_server(c) -> bool:
     """True under the `deployhooks` console script: act on this machine, not over SSH."""
     return bool(c.config.get("deployhooks", {}).get("on_server", False))
@@ -155,7 +169,7 @@ class Hosts:
             self._session = None
         else:
             self.names = target_hosts(c, settings, roles, default_roles)
-            self._session = Session(self.names, settings)
+            self._session = Session(self.names, settings, fabric_config(c))
 
     def each(self, fn: Callable[[Host], object], names: Sequence[str] | None = None) -> list[HostResult]:
         """Run `fn(host)` on every host (or `names`) in parallel; failures become results."""

@@ -15,8 +15,8 @@ from .. import deploy as deploy_mod
 from .. import release as release_mod
 from ..errors import EXIT_CONFIG, EXIT_REFUSED, DeployhooksError
 from ..settings import MAX_SECONDS
-from .common import (Hosts, dry_run, finish, load_settings, say, seconds, target_hosts, task,
-                     usage_error)
+from .common import (Hosts, dry_run, fabric_config, finish, load_settings, say, seconds,
+                     target_hosts, task, usage_error)
 
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"
@@ -87,7 +87,8 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False, lock_w
     progress = _to_stderr if json else say
     progress(f"deploying {settings.app} {ref} ({sha[:12]}, {len(archive) / 1024:.1f} KiB) to "
              f"{len(hosts)} host(s): {', '.join(hosts)}")
-    run = deploy_mod.Deploy(settings, hosts, archive, say=progress, dry=dry_run(c), ref=ref, sha=sha)
+    run = deploy_mod.Deploy(settings, hosts, archive, say=progress, dry=dry_run(c), ref=ref, sha=sha,
+                            config=fabric_config(c))
     run.lock_deadline = _lock_deadline(lock_wait)
     report = run.run()
     if json:
@@ -110,7 +111,8 @@ def rollback(c, roles=None, release=None, config=None, lock_wait=None):
     settings = load_settings(config)
     hosts = _fleet_hosts(c, settings, roles)
     say(f"rolling back {settings.app} on {len(hosts)} host(s): {', '.join(hosts)}")
-    run = deploy_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c))
+    run = deploy_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c),
+                              config=fabric_config(c))
     run.lock_deadline = _lock_deadline(lock_wait)
     report = run.run()
     print("\n".join(deploy_mod.summary_lines(report)))

@@ -135,3 +135,17 @@ def test_lock_status_unlock_and_lock_wait(shop, tmp_path):
     r = fab("deploy.unlock", "--yes", "--config", config)
     assert r.returncode == 0 and "held by alice@laptop" in r.stdout
     assert f.run(2, f"test -d {lock}").returncode == 1
+
+
+def test_fabrics_own_flags_reach_the_connections(shop, tmp_path):
+    """Each task built a fresh Config, so Fabric's -i (and -t, fabric.yaml, FABRIC_*) had no
+    effect. With no identity_file in our config, fab -i KEY now logs in with that key."""
+    f, config = shop
+    cfg = tmp_path / "deployhooks.yml"
+    cfg.write_text("".join(line for line in open(config).read().splitlines(True)
+                           if "identity_file" not in line))
+    r = fab("resque.status", "--config", str(cfg))
+    assert r.returncode == 3, r.stdout + r.stderr  # no key: authentication fails
+    r = fab("-i", str(f.client_key), "resque.status", "--config", str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{f.host(1).target}: 1 worker(s)" in r.stdout
