@@ -303,12 +303,7 @@ class Deploy:
     def _migrate(self, host: Host) -> None:
         d = self.s.deploy
         self.say(f"{host.name}: {d.migrate_command}")
-        r = host.run(f"cd {q(self.release_path)} && RAILS_ENV={q(self.s.framework_env)} "
-                     f"RACK_ENV={q(self.s.framework_env)} {d.migrate_command}", warn=True,
-                     change=True)
-        if r.exited != 0:
-            tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
-            raise CommandFailed(f"{host.name}: migration failed (exit {r.exited}): {tail}")
+        self._in_release(host, "migration", d.migrate_command)
 
     def _prepare_switch(self, host: Host) -> None:
         # The new link is made on every host first, so a host lost now aborts the deploy before
@@ -453,9 +448,18 @@ class Deploy:
             self.step("check linked files", self._check_linked_files)
         self.step("upload", self._upload)
         self.step("link shared", self._link_shared)
-        for point in ("before_deploy", "before_bundle", "after_bundle", "before_compile_assets",
-                      "after_compile_assets", "before_migrate"):
-            self._app_hook(point)
+        self._app_hook("before_deploy")
+        self._app_hook("before_bundle")
+        if self.s.deploy.bundle_command:
+            self.step("bundle", lambda host: self._in_release(host, "bundle", self.s.deploy.bundle_command))
+        self._app_hook("after_bundle")
+        self._app_hook("before_compile_assets")
+        assets_hosts = [h for h in self.hosts if set(self.roles_of(h)) & set(self.s.deploy.assets_roles)]
+        if self.s.deploy.assets_command and assets_hosts:
+            self.step("assets", lambda host: self._in_release(host, "assets", self.s.deploy.assets_command),
+                      assets_hosts)
+        self._app_hook("after_compile_assets")
+        self._app_hook("before_migrate")
         # The hooks' work, with the guard run across every host at once at guard_at: a job on
         # one host refuses with no host stopped (the per-server hooks decide alone).
         self.step("before_migrate", self._link_resque_yml)
@@ -469,6 +473,16 @@ class Deploy:
         if self.s.resque.guard_at == "before_symlink":
             self._guard_fleet("guard (before_symlink)")
         self.step("prepare switch", self._prepare_switch)
+
+    def _in_release(self, host: Host, what: str, command: str) -> None:
+        """`command` (the config author's shell text) in the release, with the framework env."""
+        env = q(self.s.framework_env)
+        # Exported: `VAR=x cmd` would not reach a second command or a $VAR in the text itself.
+        r = host.run(f"cd {q(self.release_path)} && export RAILS_ENV={env} RACK_ENV={env} && "
+                     f"{command}", warn=True, change=True)
+        if r.exited != 0:
+            tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
+            raise CommandFailed(f"{host.name}: {what} failed (exit {r.exited}): {tail}")
 
     def _check_linked_files(self, host: Host) -> None:
         """Every deploy.shared_files entry exists in shared/config, else nothing moves

@@ -180,6 +180,11 @@ class DeploySettings:
     # linked by default, not required.
     shared_files: tuple[str, ...] | None = None
     shared_dirs: tuple[str, ...] = ("log", "tmp/pids")
+    # Run in the release before the migration, each off unless set: bundle on every host
+    # (e.g. "bundle install --deployment --path ../../shared/bundle"), assets on assets_roles.
+    bundle_command: str | None = None
+    assets_command: str | None = None
+    assets_roles: tuple[str, ...] = ("app_master", "app", "solo")
     migrate_command: str | None = None
     migrate_role: str = "app_master"
     restart_command: str | None = None
@@ -559,6 +564,10 @@ _DEPLOY_SCHEMA = {
                                   "a list of relative folders"), default=DeploySettings.shared_dirs),
     # A shell command run in the release (e.g. "bundle exec rake db:migrate"); written by the
     # operator of this file, so it is passed to the shell as written.
+    "bundle_command": _Spec(_string(what="a shell command")),
+    "assets_command": _Spec(_string(what="a shell command")),
+    "assets_roles": _Spec(_list_of(_string(NAME_RE, "a role name"), "a list of role names"),
+                          default=("app_master", "app", "solo")),
     "migrate_command": _Spec(_string(what="a shell command")),
     "migrate_role": _Spec(_string(NAME_RE, "a role name"), default="app_master"),
     "restart_command": _Spec(_string(what="a shell command")),

@@ -149,3 +149,19 @@ def test_fabrics_own_flags_reach_the_connections(shop, tmp_path):
     r = fab("-i", str(f.client_key), "resque.status", "--config", str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{f.host(1).target}: 1 worker(s)" in r.stdout
+
+
+def test_built_in_bundle_and_assets_steps_run_in_the_release(shop, tmp_path):
+    f, config = shop
+    cfg = tmp_path / "deployhooks.yml"
+    text = open(config).read()
+    extra = ("  bundle_command: echo \"$RAILS_ENV\" > BUNDLED\n"
+             "  assets_command: touch ASSETS\n  assets_roles: [util]\n")
+    cfg.write_text(text.replace("\ndeploy:\n", "\ndeploy:\n" + extra) if "\ndeploy:\n" in text
+                   else text + "deploy:\n" + extra)
+    r = fab("deploy", "--repo", str(make_repo(tmp_path / "repo")), "--config", str(cfg))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "==> bundle (2 host(s))" in r.stdout and "==> assets (2 host(s))" in r.stdout
+    for h in f.hosts:
+        assert f.run(h, "cat /data/shop/current/BUNDLED").stdout == "production\n"
+        assert f.run(h, "test -e /data/shop/current/ASSETS").returncode == 0
