@@ -729,24 +729,6 @@ class Rollback(Deploy):
         self.step("link shared", self._link_shared)
         self.step("prepare switch", self._prepare_switch)
 
-    def _log_revisions(self) -> None:
-        """A line per deploy or rollback in `<deploy_to>/revisions.log` on every host it held
-        the lock on, as Capistrano keeps one: time, who, ref, sha, release, outcome."""
-        if not self.locked:
-            return
-        outcome = {EXIT_OK: "done", EXIT_REFUSED: "refused", EXIT_INTERRUPTED: "interrupted"}.get(
-            self.report.code, "failed") + (" after the switch" if self.report.switched and
-                                            self.report.code else "")
-        line = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.kind} "
-                f"by={getpass.getuser()}@{socket.gethostname()} ref={self.ref or '-'} "
-                f"sha={self.sha or '-'} release={self.release} outcome={outcome}")
-        log = q(f"{self.s.deploy_to}/revisions.log")
-        for h in self.locked:
-            try:
-                self.host(h).run(f"printf '%s\\n' {q(line)} >> {log}", change=True)
-            except Exception as exc:  # the record is worth a warning, not the deploy's outcome
-                self.say(f"{h}: could not append to {self.s.deploy_to}/revisions.log: {exc}")
-
     def _after_switch(self) -> None:
         self.step("switch current", self._switch)
         self.step("after_symlink", self._after_symlink)
