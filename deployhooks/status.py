@@ -7,7 +7,6 @@ what makes `fab resque.status` cost about what a bare `ps` over SSH costs.
 
 from __future__ import annotations
 
-import posixpath
 import shlex
 import time
 from dataclasses import asdict, dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from invoke import Exit
 
 from .. import deploy as deploy_mod
+from .. import rollback as rollback_mod
 from .. import release as release_mod
 from ..errors import EXIT_CONFIG, EXIT_REFUSED, DeployhooksError
 from ..settings import MAX_SECONDS
@@ -111,7 +112,7 @@ def rollback(c, roles=None, release=None, config=None, lock_wait=None):
     settings = load_settings(config)
     hosts = _fleet_hosts(c, settings, roles)
     say(f"rolling back {settings.app} on {len(hosts)} host(s): {', '.join(hosts)}")
-    run = deploy_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c),
+    run = rollback_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c),
                               config=fabric_config(c))
     run.lock_deadline = _lock_deadline(lock_wait)
     report = run.run()

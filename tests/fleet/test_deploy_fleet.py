@@ -93,7 +93,7 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
     for h in f.hosts:
         assert f.run(h, "cat /data/shop/current/REVISION").stdout == sha + "\n"
         log = f.run(h, "cat /data/shop/revisions.log").stdout.splitlines()
-        assert f" deploy by=" in log[-1] and f"ref=HEAD sha={sha} release={new} outcome=done" in log[-1]
+        assert " deploy by=" in log[-1] and f"ref=HEAD sha={sha} release={new} outcome=done" in log[-1]
     status = fab("resque.status", "--config", config)
     assert f"{f.host(1).target}: current {new} (revision {sha})" in status.stdout
 
@@ -104,7 +104,7 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
     assert all_running(f, PREV)
     assert "queue downtime" in r.stdout
     for h in f.hosts:
-        assert f"rollback by=" in f.run(h, "tail -n 1 /data/shop/revisions.log").stdout
+        assert "rollback by=" in f.run(h, "tail -n 1 /data/shop/revisions.log").stdout
         assert f"release={PREV} outcome=done" in f.run(h, "tail -n 1 /data/shop/revisions.log").stdout
 
     r = fab("deploy", "--json", "--repo", str(repo), "--config", config)

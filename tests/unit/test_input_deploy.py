@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from deployhooks.deploy import Deploy, previous_release
+from deployhooks.deploy import Deploy
+from deployhooks.rollback import previous_release
 from deployhooks.errors import ConfigError, Refused
 from deployhooks.release import link_resque_yml, release_name
 from deployhooks.settings import parse
