@@ -28,6 +28,12 @@ def task(*args, **kwargs):
     def decorate(body):
         @functools.wraps(body)
         def run(c, *a, **kw):
+            if getattr(c, "host", None) and len(cli_hosts()) > 1:
+                # fab -H a,b,c calls a task once per host, one after another; the first call
+                # acts on all of them together (target_hosts), the others have nothing left.
+                if body.__name__ in _acted_on_all:
+                    return None
+                _acted_on_all.add(body.__name__)
             try:
                 result = body(c, *a, **kw)
                 if dry_run(c):
@@ -104,6 +110,20 @@ def load_settings(config: str | None) -> Settings:
         raise Exit(str(exc), code=exc.exit_code) from None
 
 
+_acted_on_all: set[str] = set()
+
+
+def cli_hosts() -> list[str]:
+    """The hosts of `fab -H a,b,c` (Fabric's own parse of its command line), or []."""
+    try:
+        from fabric.main import program
+
+        value = program.core[0].args.hosts.value
+    except Exception:  # not under fab, or before its parse
+        return []
+    return [h for h in (value or "").split(",") if h]
+
+
 def dry_run(c) -> bool:
     """Fabric's and invoke's `--dry` (config `run.dry`): read facts, print the changes."""
     try:
@@ -134,8 +154,8 @@ def on_server(c) -> bool:
 def target_hosts(c, settings: Settings, roles: str | None, default_roles: Sequence[str]) -> list[str]:
     """Hosts to act on from a workstation: -H wins, then --roles, then `default_roles`."""
     role_names(roles)
-    if getattr(c, "host", None):  # fab -H: the executor already made one call per host
-        return [c.original_host]
+    if getattr(c, "host", None):  # fab -H: every host of it, together (see `task`)
+        return cli_hosts() or [c.original_host]
     wanted = [r for r in (roles.split(",") if roles else default_roles) if r]
     unknown = [r for r in wanted if r not in settings.hosts]
     if unknown and roles:

@@ -165,3 +165,14 @@ def test_built_in_bundle_and_assets_steps_run_in_the_release(shop, tmp_path):
     for h in f.hosts:
         assert f.run(h, "cat /data/shop/current/BUNDLED").stdout == "production\n"
         assert f.run(h, "test -e /data/shop/current/ASSETS").returncode == 0
+
+
+def test_fab_dash_h_acts_on_the_hosts_together_with_one_table(shop):
+    """fab -H a,b ran the task once per host, one after another, each with its own table."""
+    f, config = shop
+    hosts = ",".join(h.target for h in f.hosts)
+    r = fab("-H", hosts, "resque.status", "--config", config)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("fleet: 2 host(s)") == 1 and r.stdout.count("HOST ") == 1
+    for h in f.hosts:
+        assert f"{h.target}: 1 worker(s)" in r.stdout
