@@ -361,7 +361,11 @@ def connect(host: str, settings: Settings, config: Config | None = None,
     config = config or Config(overrides={"run": {"in_stream": False}})
     # Fabric's own settings (its -i and -t flags, fabric.yaml, FABRIC_* variables, per-host
     # ~/.ssh/config) come first; the config file's ssh section fills only what they leave open.
-    kwargs = {}
+    # A dict of its own, never empty: given none, fabric's resolve_connect_kwargs writes this
+    # host's IdentityFile into the shared Config's connect_kwargs, and every later host is then
+    # offered it too. (Fabric's key_filename is merged in by fabric itself.)
+    kwargs = {k: v for k, v in config.connect_kwargs.items() if k != "key_filename"}
+    kwargs.setdefault("look_for_keys", True)  # paramiko's default: only makes the dict non-empty
     if s.identity_file and not config.connect_kwargs.get("key_filename"):
         kwargs["key_filename"] = s.identity_file
     timeout = config.timeouts.connect if config.timeouts.connect is not None else s.connect_timeout

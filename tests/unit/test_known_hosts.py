@@ -169,3 +169,22 @@ def test_messages_on_port_22_name_the_host_plainly(tmp_path):
     message = str(fleet.explain_connect_error("root@10.0.0.1", changed, cfg))
     assert message.startswith("root@10.0.0.1: HOST KEY CHANGED: ")
     assert "(ssh-keygen -R 10.0.0.1 -f /etc/ssh/ssh_known_hosts)" in message
+
+
+def test_one_hosts_identity_file_is_not_offered_to_the_others():
+    """Found: fabric's resolve_connect_kwargs wrote the first host's IdentityFile into the
+    Config every connection shares, so the next hosts offered it too."""
+    import paramiko
+    from fabric import Config
+
+    from deployhooks.fleet import connect
+    from deployhooks.settings import parse
+
+    ssh_config = paramiko.SSHConfig.from_text(
+        "Host web1\n  IdentityFile /keys/web1\nHost web2\n  IdentityFile /keys/web2\n")
+    config = Config(ssh_config=ssh_config)
+    settings = parse("app: shop\nssh:\n  strict_host_keys: false\n", "t.yml")
+    one, two = (connect(h, settings, config) for h in ("web1", "web2"))
+    assert one.connect_kwargs["key_filename"] == ["/keys/web1"]
+    assert two.connect_kwargs["key_filename"] == ["/keys/web2"]
+    assert not config.connect_kwargs.get("key_filename")
