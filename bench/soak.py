@@ -647,6 +647,7 @@ class RoundResult:
     jobs_done: int = 0
     excused_jobs: int = 0
     silent: dict = field(default_factory=dict)  # host -> what was left and not named
+    late_failed: int = 0  # earlier rounds' jobs that resque:failed recorded during this one
 
     def violate(self, kind: str, detail: str) -> None:
         self.violations.append((kind, detail))
@@ -786,7 +787,8 @@ class Soak:
             elif plan.op in ("stop-start", "drain"):
                 up = {h: len(ws) for h, ws in workers_by_host(self.f).items() if h in self.live and ws}
                 if up:
-                    res.violate("outcome", f"{plan.op} exited 0 but workers still run: {up}")
+                    res.violate("outcome", f"{plan.op} exited 0 but workers still run: {up}"
+                                + (" (the deploy alongside started them again)" if racing else ""))
             elif plan.op == "restart" and plan.fault == "none":
                 byh = workers_by_host(self.f)
                 kept = {h: sorted(set(pre[h]["pids"]) & {w.pid for w in byh[h]}) for h in self.live}
@@ -984,11 +986,18 @@ class Soak:
         if twice:
             res.violate("jobs", f"ran more than once: {twice}")
         res.jobs_done = sum(1 for t in tags if finished[t])
-        failed = self.client.lrange(FAILED_KEY, failed_before, -1)
-        if failed:
-            res.violate("jobs", f"{len(failed)} new in resque:failed: "
-                                + "; ".join(f"{d.get('exception')}: {d.get('payload')}"
-                                            for d in map(json.loads, failed)))
+        ours, earlier = [], []
+        for entry in map(json.loads, self.client.lrange(FAILED_KEY, failed_before, -1)):
+            args = (entry.get("payload") or {}).get("args") or []
+            line = f"{entry.get('exception')}: {entry.get('payload')}"
+            (ours if any(a in tags for a in args) else earlier).append(line)
+        if ours:
+            res.violate("jobs", f"{len(ours)} new in resque:failed: " + "; ".join(ours))
+        for line in earlier:
+            # resque records a job whose worker died only when another worker prunes the dead
+            # one (its heartbeat expired, minutes later): evidence for an earlier round's loss.
+            res.notes.append(f"resque:failed now records an earlier round's job: {line}")
+            res.late_failed += 1
 
     def check_hosts(self, res: RoundResult) -> None:
         """Every live host: workers running and monitored on current, no record, no lock; all
@@ -1053,7 +1062,8 @@ def totals(seed: int, results: list[RoundResult], seconds: float, bringup: float
         f"recoveries: {sum(len(r.recoveries) for r in results)} "
         f"({', '.join(f'{k} {v}' for k, v in Counter(x.split(':')[0].split('@')[0] for r in results for x in r.recoveries).items()) or 'none'})",
         f"jobs: {sum(len(r.plan.jobs) for r in results)} planned, {sum(r.jobs_done for r in results)} finished, "
-        f"{sum(r.excused_jobs for r in results)} died with a killed host",
+        f"{sum(r.excused_jobs for r in results)} died with a killed host; "
+        f"{sum(r.late_failed for r in results)} recorded in resque:failed rounds later (dead-worker pruning)",
         f"current: {sum(v['checks'] for v in polls)} checks, {sum(v['misses'] for v in polls)} without a release, "
         f"{sum(v['late'] for v in polls)} gaps over 10 ms (worst {max((v['worst_ms'] for v in polls), default=0):.0f} ms)",
         f"violations: {sum(kinds.values())}" + (" (" + ", ".join(f"{k} {v}" for k, v in kinds.items()) + ")" if kinds else ""),
