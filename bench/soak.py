@@ -84,6 +84,7 @@ FAB_TIMEOUT = 240        # seconds for any one fab call: the longest plan needs 
 JOB_SETTLE = 60          # seconds for every job of a round to finish once its gates are open
 WORKER_SETTLE = 45       # seconds for every worker to run, monitored, on current
 GATE_MAX = 120           # a GateJob ends by itself after this, whatever happens to the soak
+CONNECT_TIMEOUT = 5      # the fleet's config: ssh.connect_timeout
 
 OPS = {"deploy": 4, "rollback": 2, "restart": 2, "stop-start": 1, "drain": 1}
 FAULTS = {"none": 8, "ctrl-c": 4, "concurrent-deploy": 3, "sshd-kill": 3, "sshd-stall": 2}
@@ -234,6 +235,9 @@ def allowed_codes(plan: RoundPlan, has_target: bool) -> dict[int, str]:
             codes[3] = "the deploy changed the workers under it (no lock between them)"
     if plan.fault in ("sshd-kill", "host-kill"):
         codes[3] = "a host failed"
+    if plan.fault == "sshd-stall" and plan.stall_for >= CONNECT_TIMEOUT:
+        # A connection opened during the stall gives up after ssh.connect_timeout: a host down.
+        codes[3] = f"the stall outlasted ssh.connect_timeout ({CONNECT_TIMEOUT}s)"
     return codes
 
 
@@ -1056,7 +1060,9 @@ def totals(seed: int, results: list[RoundResult], seconds: float, bringup: float
         f"(fleet up in {bringup:.0f}s, median round {sorted(r.seconds for r in results)[len(results) // 2]:.1f}s)"
         if results else f"=== soak seed {seed}: no round ran",
         "ops: " + ", ".join(f"{k} {v}" for k, v in Counter(r.plan.op for r in results).most_common()),
-        "faults: " + ", ".join(f"{k} {v}" for k, v in Counter(r.plan.fault for r in results).most_common()),
+        "faults: " + ", ".join(f"{k} {v}" for k, v in Counter(r.plan.fault for r in results).most_common())
+        + f" ({sum(1 for r in results if any('no fault' in n for n in r.notes))} did not land: "
+          f"the operation had ended first)",
         "exit codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(r.code for r in results).items(),
                                                                    key=lambda kv: (kv[0] is None, kv[0] or 0))),
         f"recoveries: {sum(len(r.recoveries) for r in results)} "
