@@ -530,11 +530,15 @@ class Deploy:
             return
         self.say("==> aborting before the switch: current is untouched on every host")
         left: dict[str, str] = {}
+        self.not_moved: list[str] = []
         for name in self.uploaded:
             try:
                 self._move_aside(self.host(name))
             except Exception as again:
                 self.say(f"{name}: could not move {self.release_path} aside: {again}")
+                self.not_moved.append(name)
+                left[name] = (f"the new release {self.release_path} is still in releases/ "
+                              f"(remove it: rm -rf {self.release_path})")
         for name in self.guarded:
             try:
                 guard.undo(self.host(name), self.say)
@@ -558,6 +562,7 @@ class Deploy:
     release_pending = False  # a rollback before it knows where to go
 
     def _workers_back(self, left: dict[str, str]) -> str:
+        left = {h: why for h, why in left.items() if "workers" in why}
         if not self.guarded:
             return "no worker was stopped"
         if not left:
@@ -567,9 +572,11 @@ class Deploy:
     def _kept(self, left: dict[str, str]) -> str:
         """What an abort before the switch leaves, in words that claim only what was done."""
         workers_back = self._workers_back(left)
+        not_moved = getattr(self, "not_moved", [])
+        moved = "the new release was moved to releases_failed/" if not not_moved else \
+            f"the new release is still in releases/ on {', '.join(not_moved)} (moved aside elsewhere)"
         return (f"[Relax] Your site is still running the old code on every host: current was "
-                f"not switched, the new release was moved to releases_failed/, and "
-                f"{workers_back}.")
+                f"not switched, {moved}, and {workers_back}.")
 
     def _fail_after_switch(self, exc: BaseException) -> None:
         switched = self.report.switched
@@ -578,7 +585,7 @@ class Deploy:
             f"step {exc.step} failed on {', '.join(exc.errors)}"
         self.report.code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED
         self.report.message = (
-            f"deploy of {self.release} {step} AFTER the switch. current points at "
+            f"{self.kind} of {self.release} {step} AFTER the switch. current points at "
             f"{self.release} on: {', '.join(switched) or 'no host'}; still on the previous "
             f"release: {', '.join(not_switched) or 'no host'}. Run 'fab rollback' to switch every "
             f"host back (and restart the workers there), or fix the cause and deploy again.")
@@ -639,3 +646,20 @@ def lock_status(host: Host) -> str | None:
 
 def unlock(host: Host) -> None:
     host.run(f"rm -rf {q(lock_path(host.settings))}", change=True)
+
+
+def take_lock(host: Host, what: str) -> None:
+    """The per-app deploy lock for `what` (e.g. resque.restart), or Refused naming its holder:
+    a deploy's guard and a restart's guard on the same hosts would undo each other's pauses
+    and records, and one's stop could end a job the other's look had not seen."""
+    s = host.settings
+    path = lock_path(s)
+    info = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                       "release": what})
+    r = host.run(f"mkdir -p {q(s.shared_path + '/deployhooks')} && mkdir {q(path)} && "
+                 f"printf %s {q(info)} > {q(path + '/info')}", warn=True, change=True)
+    if r.exited != 0:
+        holder = lock_status(host) or "another run"
+        raise Refused(f"{host.name}: another deploy of {s.app} holds the lock ({holder}); "
+                      f"{what} waits for it: run it again when that is done (fab deploy.lock-status)")

@@ -116,6 +116,9 @@ def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _
                         action=action, dry=dry)
     except BaseException as exc:
         left = _unpause(run, paused, say)
+        # A host whose pause failed (cut off after USR2, say) cleaned up itself if it could;
+        # if it could not, its record is there: put it back from that, or name it and the repair.
+        left.update(put_back(run, [h for h in hosts if h not in paused], say))
         if left:
             raise UndoFailed(left, exc) from exc
         raise
@@ -130,8 +133,9 @@ def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _
         raise
     failed = _failures(results)
     if failed:
-        # Hosts that stopped hold a record; those that failed started their group again.
-        left = put_back(run, [h for h in paused if h not in failed], say)
+        # Every host holds a record saying its group was stopped: start each again, those
+        # whose stop failed too (a host cut off mid-stop could not start itself again).
+        left = put_back(run, list(paused), say)
         if left:
             raise UndoFailed(left)
         raise FleetFailed(f"the guard could not stop the workers on {', '.join(failed)}",

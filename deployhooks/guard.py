@@ -137,6 +137,10 @@ def stop_paused(host: Host, state: Paused, say: Say = _quiet) -> None:
     """Phase 5 on one host: stop the group (only idle, paused workers are left) and wait.
     If the stop fails, the group is started again and the workers resumed before it raises."""
     group = host.settings.resque.monit_group
+    # On record before the stop is sent: a host cut off while monit stops its group must be
+    # started again by deploy_failed, which starts only what the record says was stopped.
+    state.record["stopped"] = True
+    write_record(host, state.record)
     try:
         workers.stop_group(host, say)
     except BaseException:
@@ -148,8 +152,6 @@ def stop_paused(host: Host, state: Paused, say: Say = _quiet) -> None:
         except Exception as again:  # the first failure is the one to report
             say(f"{host.name}: could not start group {group} again: {again}")
         raise
-    state.record["stopped"] = True
-    write_record(host, state.record)
 
 
 def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:

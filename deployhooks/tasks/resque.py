@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import shlex
 import sys
@@ -10,6 +11,7 @@ import time
 
 from invoke import Exit
 
+from .. import deploy as deploy_mod
 from .. import fleetguard, guard, policy, workers
 from .. import release as release_mod
 from .. import status as status_mod
@@ -118,11 +120,35 @@ def _after_guard(hosts: Hosts, stopped: list[str], fn) -> None:
     finish(results)
 
 
+@contextlib.contextmanager
+def deploy_lock(hosts: Hosts, action: str):
+    """Hold the per-app deploy lock on every host (taken in one order, as a deploy takes it)
+    for the time of `action`, so it never runs under a deploy, a rollback or another one."""
+    taken: list[str] = []
+    try:
+        if not hosts.dry:
+            for name in sorted(hosts.names):
+                [result] = hosts.each(lambda host: deploy_mod.take_lock(host, action), [name])
+                if result.code:
+                    finish([result])
+                taken.append(name)
+        yield
+    except BaseException:
+        # The failure in flight is the one to report; a lock that stays is said, not raised.
+        for r in hosts.each(deploy_mod.unlock, taken) if taken else []:
+            if r.code:
+                print(f"{r.error}; the deploy lock stays there: fab deploy.unlock",
+                      file=sys.stderr, flush=True)
+        raise
+    if taken:
+        finish(hosts.each(deploy_mod.unlock, taken))
+
+
 def _through_guard(c, roles, config, force: bool, action: str, forced, after) -> None:
     """`after(host)` on every host once the fleet guard stopped its idle workers; with --force
     (or stop: term), `forced(host)` at once, after naming the jobs it will end."""
     settings = load_settings(config)
-    with Hosts(c, settings, roles, settings.resque.roles) as hosts:
+    with Hosts(c, settings, roles, settings.resque.roles) as hosts, deploy_lock(hosts, action):
         if _forced(settings, force):
             _announce_kills(hosts, action)
             finish(hosts.each(forced))
@@ -202,7 +228,7 @@ def drain(c, roles=None, deadline=None, config=None):
     limit = None if deadline is None else seconds("--deadline", deadline, MAX_SECONDS)
     settings = load_settings(config)
     limit = settings.resque.wait_timeout if limit is None else limit
-    with Hosts(c, settings, roles, settings.resque.roles) as hosts:
+    with Hosts(c, settings, roles, settings.resque.roles) as hosts, deploy_lock(hosts, "resque.drain"):
         try:
             stopped = _guarded(hosts, settings, "resque.drain", on_busy="wait", wait_timeout=limit)
         except (Refused, KeyboardInterrupt, fleetguard.FleetFailed):
