@@ -146,3 +146,23 @@ def test_ctrl_c_during_drain_leaves_no_worker_paused(shop, redis_client):
              10, "no worker left paused")
     assert all(len(f.workers(h, "shop")) == 2 for h in f.hosts)
     finish_job(f, redis_client, "drain-job")
+
+
+def test_rollback_under_a_symlinked_deploy_to(shop, redis_client):
+    """current is read as status reads it (the raw link), so a deploy_to that is a symlink
+    (/data/shop_link -> /data/shop) still gives rollback its releases and its workers."""
+    f, config = shop
+    for h in f.hosts:
+        f.run(h, "ln -s /data/shop /data/shop_link", check=True)
+    text = open(config).read()
+    linked = f.root / "shop_link.deployhooks.yml"
+    linked.write_text(text.replace("deploy_to: /data/shop\n", "deploy_to: /data/shop_link\n"))
+    busy_on_host2(f, redis_client, "link-rollback")
+    r = fab("rollback", "--config", str(linked))
+    assert r.returncode == 1 and "GateJob" in r.stdout + r.stderr, r.stdout + r.stderr
+    finish_job(f, redis_client, "link-rollback")
+    r = fab("rollback", "--config", str(linked))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for h in f.hosts:
+        assert current(f, h) == OLD
+        assert {w.release for w in f.workers(h, "shop")} == {OLD}
