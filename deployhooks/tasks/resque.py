@@ -15,7 +15,7 @@ from .. import deploy as deploy_mod
 from .. import fleetguard, guard, policy, workers
 from .. import release as release_mod
 from .. import status as status_mod
-from ..errors import EXIT_REFUSED, CommandFailed, Refused
+from ..errors import EXIT_FAILED, EXIT_REFUSED, CommandFailed, Refused
 from ..fleet import HostResult
 from ..host import Host
 from ..settings import MAX_SECONDS
@@ -135,13 +135,20 @@ def deploy_lock(hosts: Hosts, action: str):
         yield
     except BaseException:
         # The failure in flight is the one to report; a lock that stays is said, not raised.
-        for r in hosts.each(deploy_mod.unlock, taken) if taken else []:
-            if r.code:
-                print(f"{r.error}; the deploy lock stays there: fab deploy.unlock",
-                      file=sys.stderr, flush=True)
+        _release(hosts, taken)
         raise
-    if taken:
-        finish(hosts.each(deploy_mod.unlock, taken))
+    if _release(hosts, taken):
+        raise Exit(code=EXIT_FAILED)
+
+
+def _release(hosts: Hosts, taken: list[str]) -> bool:
+    """Remove the deploy lock on `taken`; True (each named, with its repair) where it stays."""
+    stuck = [r for r in (hosts.each(deploy_mod.unlock, taken) if taken else []) if r.code]
+    for r in stuck:
+        path = deploy_mod.lock_path(hosts.settings)
+        print(f"{r.error}\n{r.host}: the deploy lock {path} is still there: release it with "
+              f"fab deploy.unlock (or rm -rf {path} on {r.host})", file=sys.stderr, flush=True)
+    return bool(stuck)
 
 
 def _through_guard(c, roles, config, force: bool, action: str, forced, after) -> None:
