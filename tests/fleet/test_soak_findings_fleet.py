@@ -67,6 +67,10 @@ def test_host_cut_off_after_the_guard_paused_it_is_named_with_its_repair(fleet):
     assert f.run(1, f"test -e {RECORD}").returncode == 0 and left == ["paused", "paused"], left
     # The promise: what is left is named with its repair (as UndoFailed does).
     assert "fab hooks.deploy-failed" in out
+    # soak seed 6 rounds 43 and 48 (after the lock for resque.* came in): the deploy lock the
+    # restart took stays on the host it cannot reach; it is named, with how to release it.
+    assert "/data/shop/shared/deployhooks/deploy.lock is still there" in out
+    assert "fab deploy.unlock" in out
 
 
 def test_host_cut_off_during_the_guards_stop_is_named_and_its_repair_starts_the_workers(fleet):
