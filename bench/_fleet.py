@@ -54,6 +54,18 @@ def group_of(key, known_hosts, hosts):
 
 # --- signals ------------------------------------------------------------------------------------
 
+
+def stop_all(fleet, redis_server) -> None:
+    """Stop a fleet and its redis (either may be None). Each stop is idempotent; a Ctrl-C
+    during teardown must not skip the rest."""
+    for stop in (lambda: fleet and fleet.stop(), lambda: redis_server and redis_server.stop()):
+        for _ in range(3):
+            try:
+                stop()
+                break
+            except KeyboardInterrupt:
+                continue
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP, raised as an interrupt so every ``finally`` runs."""
 
@@ -102,14 +114,7 @@ class BenchFleet:
         return self
 
     def close(self) -> None:
-        # Each stop is idempotent; a Ctrl-C during teardown must not skip the rest.
-        for stop in (lambda: self.fleet and self.fleet.stop(), lambda: self.redis and self.redis.stop()):
-            for _ in range(3):
-                try:
-                    stop()
-                    break
-                except KeyboardInterrupt:
-                    continue
+        stop_all(self.fleet, self.redis)
         if self._own_dir and not self.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 

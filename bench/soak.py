@@ -267,13 +267,7 @@ class SoakFleet:
         return self
 
     def close(self) -> None:
-        for stop in (lambda: self.fleet and self.fleet.stop(), lambda: self.redis and self.redis.stop()):
-            for _ in range(3):
-                try:
-                    stop()
-                    break
-                except KeyboardInterrupt:
-                    continue
+        bench.stop_all(self.fleet, self.redis)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __exit__(self, *exc) -> None:
