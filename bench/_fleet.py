@@ -33,7 +33,7 @@ PYTHON = sys.executable
 PS_ARGS = "ps axww -o pid=,ppid=,rss=,stat=,args="
 
 # The bare-Fabric baselines' set-up, shared by their scripts: a ThreadingGroup with the fleet's
-# key, and the known_hosts and RejectPolicy deployhooks.fleet.connect() checks, loaded the way a
+# key, and the known_hosts and RejectPolicy deployhooks.remote.fleet.connect() checks, loaded the way a
 # plain Fabric user does (per connection). Each script appends what it does with `group`.
 GROUP_PRELUDE = r"""
 import sys
@@ -146,7 +146,7 @@ def pssh_ssh_opts(fleet: Fleet) -> str:
 
 def monit_settled(fleet: Fleet, app: str = "shop", timeout: float = 60) -> None:
     """Wait until monit on every host reports each of ``app``'s services OK with a pid."""
-    from deployhooks.monit import parse_status
+    from deployhooks.facts.monit import parse_status
 
     deadline = time.monotonic() + timeout
     pending = list(fleet.hosts)

@@ -101,7 +101,7 @@ def current_release(bf: BenchFleet, host=1) -> str:
 def monit_direct(bf: BenchFleet, verb: str, release: str, timeout: float = 120) -> tuple[float, float]:
     """``monit VERB all -g GROUP`` (restart, stop or start) on every host at once, no SSH, then
     wait. Returns (seconds until the process table shows the outcome on every host, seconds until
-    monit agrees on every host too), as deployhooks.policy.start_settled / stop_settled ask:
+    monit agrees on every host too), as deployhooks.guard.policy.start_settled / stop_settled ask:
 
     restart, start: every service's worker is a new process, idle, on ``release``; monit reports
                     each service running with that pid and nothing pending;
@@ -110,7 +110,7 @@ def monit_direct(bf: BenchFleet, verb: str, release: str, timeout: float = 120) 
 
     The process table is read from outside (psutil, machine pids, one scan for all hosts); monit
     is asked inside each host (its pids are the host's own), every 0.25 s like the product."""
-    from deployhooks.monit import parse_status
+    from deployhooks.facts.monit import parse_status
 
     f = bf.fleet
     want = {h.name: len(bf.apps[0].queues_on(h)) for h in f.hosts}
@@ -153,7 +153,7 @@ def monit_direct(bf: BenchFleet, verb: str, release: str, timeout: float = 120) 
                     return
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{h.name}: monit did not report the {verb} within {timeout}s")
-            time.sleep(0.25)   # the product's own poll interval (deployhooks.workers.POLL)
+            time.sleep(0.25)   # the product's own poll interval (deployhooks.guard.workers.POLL)
 
     bench.in_threads(monit_agrees, f.hosts)
     return table_done, time.perf_counter() - started
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 release = current_release(bf)
                 steps = parse_steps(d.proc.stdout)
-                # The same bytes the deploy shipped: deployhooks.deploy.build_archive's command.
+                # The same bytes the deploy shipped: deployhooks.commands.deploy.build_archive's command.
                 data = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar.gz", "HEAD"],
                                       capture_output=True, check=True).stdout
                 size = len(data)

@@ -64,7 +64,7 @@ from _fleet import PYTHON, REPO, AppSpec  # noqa: E402
 
 import redis  # noqa: E402
 
-from deployhooks.monit import parse_status  # noqa: E402
+from deployhooks.facts.monit import parse_status  # noqa: E402
 from deployhooks.testing.examplerepo import make_repo  # noqa: E402
 from deployhooks.testing.fakeresque import FAILED_KEY, FINISHED_KEY, STARTED_KEY, enqueue, open_gate  # noqa: E402
 from deployhooks.testing.fleet import Fleet  # noqa: E402

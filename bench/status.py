@@ -8,7 +8,7 @@ For each fleet size it brings up a private redis and a fleet of simulated hosts 
 
   status       fab resque.status --config <fleet config>   (cwd: the repo, so fab finds fabfile.py)
   group        baseline: python -c <script>: fabric ThreadingGroup.run('ps axww -o ...') with the
-               same key, known_hosts and RejectPolicy as deployhooks.fleet.connect()
+               same key, known_hosts and RejectPolicy as deployhooks.remote.fleet.connect()
   pssh         baseline: parallel-ssh -h <hosts> -l root -p <n> -i -x "-i KEY -o UserKnownHostsFile=KH
                -o StrictHostKeyChecking=yes ..." 'ps axww -o ...'  (OpenSSH's default key exchange)
   pssh-c25519  the same with -o KexAlgorithms=curve25519-sha256@libssh.org: the exchange paramiko
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _fleet as bench  # noqa: E402
 from _fleet import GROUP_PRELUDE, AppSpec, BenchFleet, PS_ARGS, PYTHON, fmt_s  # noqa: E402
 
-# The ThreadingGroup baseline: what deployhooks.fleet.connect() sets up, minus deployhooks.
+# The ThreadingGroup baseline: what deployhooks.remote.fleet.connect() sets up, minus deployhooks.
 GROUP_SCRIPT = GROUP_PRELUDE + r"""
 key, known_hosts, command, hosts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 group = group_of(key, known_hosts, hosts)
@@ -55,7 +55,8 @@ PARAMIKO_KEX = "curve25519-sha256@libssh.org"
 
 
 def status_command(config: str) -> str:
-    from deployhooks import settings, status
+    from deployhooks import settings
+    from deployhooks.facts import status
 
     return status.status_command(settings.load(config))
 

@@ -38,7 +38,7 @@ def fab(*args, timeout=180, **popen):
 def monit_settled(fleet, app: str = "shop", timeout: float = 30) -> None:
     """Wait until monit on every host of `fleet` reports each of `app`'s services OK with a pid
     (monit learns a new worker's pid a poll cycle after the process table shows it)."""
-    from deployhooks.monit import parse_status
+    from deployhooks.facts.monit import parse_status
 
     def ok() -> bool:
         for h in fleet.hosts:

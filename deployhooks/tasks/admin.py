@@ -7,7 +7,7 @@ import sys
 from invoke import Exit
 
 from ..errors import EXIT_FAILED
-from ..host import Host
+from ..remote.host import Host
 from .common import finish, load_settings, on_hosts, say, task
 
 _ROLES = "comma-separated roles to act on (default: resque.roles from the config)"
@@ -21,7 +21,7 @@ def setup(c, roles=None, config=None):
     Changes nothing when the host already matches the config; prints a diff of each file it
     changes; stops (through monit) the workers removed from the config before dropping them.
     """
-    from .. import setup as setup_mod  # here, not at the top: every fab call imports this file
+    from ..commands import install as setup_mod  # here, not at the top: every fab call imports this file
 
     settings = load_settings(config)
     finish(on_hosts(c, settings, roles, settings.resque.roles,
@@ -34,7 +34,7 @@ def doctor(c, roles=None, config=None):
 
     Exit 0 when everything passes or warns, 1 when a check fails, 3 when a host is unreachable.
     """
-    from .. import doctor as doctor_mod  # here, not at the top: every fab call imports this file
+    from ..commands import doctor as doctor_mod  # here, not at the top: every fab call imports this file
 
     settings = load_settings(config)
 
@@ -62,7 +62,7 @@ def init(c, app=None, deploy_to=None, user="deploy", path=".", force=False):
     """Write config/deployhooks.yml, fabfile.py and the deploy/ hook shims into an app."""
     from pathlib import Path
 
-    from .. import scaffold
+    from ..commands import scaffold
     from ..errors import DeployhooksError
 
     root = Path(path).resolve()

@@ -14,8 +14,8 @@ from invoke import Context, Exit
 
 from .. import settings as settings_mod
 from ..errors import EXIT_CONFIG, EXIT_INTERRUPTED, DeployhooksError
-from ..fleet import HostResult, Session, overall_code
-from ..host import Host
+from ..remote.fleet import HostResult, Session, overall_code
+from ..remote.host import Host
 from ..settings import Settings
 
 

@@ -11,13 +11,23 @@ from pathlib import Path
 
 from invoke import Exit
 
-from .. import deploy as deploy_mod
-from .. import rollback as rollback_mod
-from .. import release as release_mod
+from ..commands import deploy as deploy_mod
+from ..commands import rollback as rollback_mod
+from ..facts import release as release_mod
 from ..errors import EXIT_CONFIG, EXIT_REFUSED, DeployhooksError
 from ..settings import MAX_SECONDS
-from .common import (Hosts, dry_run, fabric_config, finish, load_settings, say, seconds,
-                     target_hosts, task, usage_error)
+from .common import (
+    Hosts,
+    dry_run,
+    fabric_config,
+    finish,
+    load_settings,
+    say,
+    seconds,
+    target_hosts,
+    task,
+    usage_error,
+)
 
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"

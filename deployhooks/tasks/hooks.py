@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .. import fleetguard
-from .. import hooks as hooks_mod
+from ..guard import fleet as fleetguard
+from ..commands import hooks as hooks_mod
 from .common import Hosts, finish, load_settings, say, task
 
 _HELP = {

@@ -11,13 +11,13 @@ import time
 
 from invoke import Exit
 
-from .. import deploy as deploy_mod
-from .. import fleetguard, guard, policy, workers
-from .. import release as release_mod
-from .. import status as status_mod
+from ..commands import deploy as deploy_mod
+from ..guard import fleet as fleetguard, onehost as guard, policy, workers
+from ..facts import release as release_mod
+from ..facts import status as status_mod
 from ..errors import EXIT_FAILED, EXIT_REFUSED, CommandFailed, Refused
-from ..fleet import HostResult
-from ..host import Host
+from ..remote.fleet import HostResult
+from ..remote.host import Host
 from ..settings import MAX_SECONDS
 from .common import Hosts, finish, load_settings, on_hosts, say, seconds, task, whole_number
 

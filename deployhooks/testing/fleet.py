@@ -81,8 +81,7 @@ from urllib.parse import urlparse
 import psutil
 
 from ..resque.monitrc import render_monitrc
-from ..resque.processes import (PS_COMMAND, RawProcess, WorkerProcess, normalize_title, parse_ps_output,
-                                workers_from)
+from ..facts.processes import PS_COMMAND, RawProcess, WorkerProcess, normalize_title, parse_ps_output, workers_from
 from .applayout import fake_worker_argv, make_app, test_user
 from .apphost import wrapper_path
 

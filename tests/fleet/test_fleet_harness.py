@@ -16,8 +16,8 @@ import pytest
 from tests.helpers import wait_for
 
 from deployhooks import settings as settings_mod
-from deployhooks.monit import parse_status
-from deployhooks.resque.processes import remote_processes, workers_from
+from deployhooks.facts.monit import parse_status
+from deployhooks.facts.processes import remote_processes, workers_from
 from deployhooks.testing.fakeresque import enqueue
 from deployhooks.testing.fleet import AppSpec, Fleet, FleetError
 

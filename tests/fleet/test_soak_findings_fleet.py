@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from deployhooks.monit import parse_status
+from deployhooks.facts.monit import parse_status
 from deployhooks.testing.fleet import AppSpec
 from tests.helpers import REPO, fab, make_repo, monit_settled, wait_for
 

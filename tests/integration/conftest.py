@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from deployhooks.resque.processes import local_processes, workers_from
+from deployhooks.facts.processes import local_processes, workers_from
 from deployhooks.testing.apphost import AppHost
 from tests.helpers import REPO, wait_for  # noqa: F401  (wait_for re-exported for tests)
 
@@ -48,7 +48,7 @@ class HostUnderTest:
 
     def services(self, deployed):
         out = self.monit.run("-B", "status", "-g", deployed.layout.group).stdout
-        from deployhooks.monit import parse_status
+        from deployhooks.facts.monit import parse_status
         return parse_status(out)
 
     def wait_running(self, deployed, n=None, release=None, timeout=30):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from deployhooks import fleet
+from deployhooks.remote import hostkeys
 from deployhooks import settings as settings_mod
-from deployhooks.fleet import Session, connect, explain_connect_error
+from deployhooks.remote.fleet import Session, connect, explain_connect_error
 from deployhooks.testing.sshserver import SshServer, keygen
 
 
@@ -40,7 +40,7 @@ def home(tmp_path, monkeypatch, servers):
         f"Host target\n  HostName 127.0.0.1\n  Port {target.port}\n  ProxyJump gw\n")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.setattr(fleet, "GLOBAL_KNOWN_HOSTS", (), raising=False)
+    monkeypatch.setattr(hostkeys, "GLOBAL_KNOWN_HOSTS", ())
     return home
 
 

@@ -15,10 +15,16 @@ import pytest
 from invoke import Context
 
 from deployhooks import settings as settings_mod
-from deployhooks.fleet import connect
-from deployhooks.resque.processes import (local_processes, parse_links, parse_ps_output,
-                                          ps_command, remote_processes, workers_from)
-from deployhooks.status import parse_status_output, status_command
+from deployhooks.remote.fleet import connect
+from deployhooks.facts.processes import (
+    local_processes,
+    parse_links,
+    parse_ps_output,
+    ps_command,
+    remote_processes,
+    workers_from,
+)
+from deployhooks.facts.status import parse_status_output, status_command
 
 from tests.helpers import wait_for
 

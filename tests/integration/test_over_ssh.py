@@ -6,8 +6,8 @@ import dataclasses
 import subprocess
 
 from deployhooks import settings as settings_mod
-from deployhooks.fleet import connect
-from deployhooks.resque.processes import local_processes, remote_processes, workers_from
+from deployhooks.remote.fleet import connect
+from deployhooks.facts.processes import local_processes, remote_processes, workers_from
 
 from tests.helpers import fab, wait_for
 

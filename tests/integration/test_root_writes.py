@@ -9,9 +9,9 @@ import pwd
 import pytest
 from invoke import Context
 
-from deployhooks import guard
+from deployhooks.guard import onehost as guard
 from deployhooks.errors import CommandFailed
-from deployhooks.host import Host
+from deployhooks.remote.host import Host
 from deployhooks.settings import parse
 from deployhooks.testing.applayout import make_app
 

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from deployhooks import doctor
+from deployhooks.commands import doctor
 from deployhooks import settings as settings_mod
-from deployhooks import setup as setup_mod
+from deployhooks.commands import install as setup_mod
 from deployhooks.errors import CommandFailed
-from deployhooks.host import Host
+from deployhooks.remote.host import Host
 from deployhooks.testing.apphost import wrapper_path
 from deployhooks.testing.sshserver import free_port
 from invoke import Context

@@ -80,7 +80,7 @@ def test_the_console_script_refuses_dash_h_instead_of_reporting_this_machine(tmp
 
 
 def test_init_scaffolds_an_app_and_never_overwrites_without_force(tmp_path):
-    from deployhooks.scaffold import SHIMS, shim_text
+    from deployhooks.commands.scaffold import SHIMS, shim_text
     from deployhooks.settings import load
 
     app = tmp_path / "myshop"

@@ -2,8 +2,8 @@
 
 import pytest
 
-from deployhooks.deploy import DeployReport, StepReport, summary_lines
-from deployhooks.rollback import previous_release
+from deployhooks.commands.deploy import DeployReport, StepReport, summary_lines
+from deployhooks.commands.rollback import previous_release
 
 
 def test_previous_release_is_the_one_before_current():
@@ -35,7 +35,7 @@ def test_no_change_lines_when_nothing_switched():
 
 
 def test_rollback_target_is_one_release_for_the_whole_fleet():
-    from deployhooks.rollback import HostReleases, rollback_target
+    from deployhooks.commands.rollback import HostReleases, rollback_target
     from deployhooks.errors import ConfigError
 
     a, b, c = "20260101000000", "20260102000000", "20260103000000"

@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from deployhooks.deploy import Deploy
-from deployhooks.rollback import previous_release
+from deployhooks.commands.deploy import Deploy
+from deployhooks.commands.rollback import previous_release
 from deployhooks.errors import ConfigError, Refused
-from deployhooks.release import link_resque_yml, release_name
+from deployhooks.facts.release import link_resque_yml, release_name
 from deployhooks.settings import parse
 
 SETTINGS = parse("app: shop\nhosts:\n  util: [h1]\nssh:\n  strict_host_keys: false\n")

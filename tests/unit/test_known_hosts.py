@@ -8,8 +8,10 @@ import paramiko
 import pytest
 from fabric import Config
 
-from deployhooks import fleet, settings
-from deployhooks.fleet import Session, connect, known_host_keys
+from deployhooks.remote import fleet, hostkeys
+from deployhooks import settings
+from deployhooks.remote.fleet import Session, connect
+from deployhooks.remote.hostkeys import known_host_keys
 
 KEYS = [paramiko.RSAKey.generate(1024) for _ in range(6)]
 
@@ -20,7 +22,7 @@ def home(tmp_path, monkeypatch):
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setattr(fleet, "GLOBAL_KNOWN_HOSTS", (), raising=False)
+    monkeypatch.setattr(hostkeys, "GLOBAL_KNOWN_HOSTS", ())
     return home
 
 
@@ -69,7 +71,7 @@ def test_each_connection_gets_its_own_hosts_keys(tmp_path):
 def test_strict_keys_refuse_unknown_servers(tmp_path):
     cfg, known = _setup(tmp_path, [])
     client = connect("root@10.0.0.1", cfg, known=known).client
-    with pytest.raises(fleet.UnknownHostKey, match="not found in known_hosts"):
+    with pytest.raises(hostkeys.UnknownHostKey, match="not found in known_hosts"):
         client._policy.missing_host_key(client, "10.0.0.1", KEYS[0])
 
 
@@ -89,7 +91,7 @@ def test_relaxed_keys_still_know_every_listed_key_and_warn_once_per_unknown_serv
 def test_the_users_second_file_and_the_system_files_are_read(tmp_path, home, monkeypatch):
     system = [_write(tmp_path / "etc" / name, [_line(f"10.0.0.{i}", KEYS[i])])
               for i, name in ((3, "ssh_known_hosts"), (4, "ssh_known_hosts2"))]
-    monkeypatch.setattr(fleet, "GLOBAL_KNOWN_HOSTS", tuple(str(p) for p in system), raising=False)
+    monkeypatch.setattr(hostkeys, "GLOBAL_KNOWN_HOSTS", tuple(str(p) for p in system))
     _write(home / ".ssh" / "known_hosts", [_line("10.0.0.1", KEYS[1])])
     _write(home / ".ssh" / "known_hosts2", [_line("10.0.0.2", KEYS[2])])
     cfg = settings.parse("app: shop\n")
@@ -134,7 +136,7 @@ def test_a_proxyjump_gateway_gets_its_own_keys_and_the_same_policy(tmp_path):
     assert _known(gateway, "[10.0.0.1]:2200") == {"ssh-rsa": KEYS[0]}
     assert _known(gateway, "10.0.0.2") == {}
     assert gateway.client.check.who == "gateway bastion"
-    with pytest.raises(fleet.UnknownHostKey) as caught:
+    with pytest.raises(hostkeys.UnknownHostKey) as caught:
         gateway.client._policy.missing_host_key(gateway.client, "[10.0.0.1]:2200", KEYS[2])
     assert caught.value.check is gateway.client.check
 
@@ -142,12 +144,12 @@ def test_a_proxyjump_gateway_gets_its_own_keys_and_the_same_policy(tmp_path):
 def test_each_file_is_parsed_once_per_session(tmp_path, home, monkeypatch):
     parsed = []
 
-    class Counting(fleet._KnownFile):
+    class Counting(hostkeys._KnownFile):
         def __init__(self, path):
             parsed.append(path)
             super().__init__(path)
 
-    monkeypatch.setattr(fleet, "_KnownFile", Counting)
+    monkeypatch.setattr(hostkeys, "_KnownFile", Counting)
     _write(home / "shared", [])
     config = _ssh_config("Host a b\n  UserKnownHostsFile ~/shared\n"
                          "Host c\n  ProxyJump a\n")
@@ -159,13 +161,13 @@ def test_each_file_is_parsed_once_per_session(tmp_path, home, monkeypatch):
 
 
 def test_messages_on_port_22_name_the_host_plainly(tmp_path):
-    check = fleet.HostKeyCheck(who="root@10.0.0.1", gateway=False, name="10.0.0.1", host="10.0.0.1", port=22,
+    check = hostkeys.HostKeyCheck(who="root@10.0.0.1", gateway=False, name="10.0.0.1", host="10.0.0.1", port=22,
                          sources=(("ssh-rsa", "/etc/ssh/ssh_known_hosts"),), add_to="/srv/kh")
     cfg = settings.parse("app: shop\n")
-    unknown = str(fleet.explain_connect_error("root@10.0.0.1", fleet.UnknownHostKey(check, KEYS[0]), cfg))
+    unknown = str(fleet.explain_connect_error("root@10.0.0.1", hostkeys.UnknownHostKey(check, KEYS[0]), cfg))
     assert unknown.startswith(f"root@10.0.0.1: unknown host key (ssh-rsa {KEYS[0].fingerprint}): ")
     assert "(ssh-keyscan 10.0.0.1 >> /srv/kh)" in unknown
-    changed = fleet.ChangedHostKey(check, paramiko.BadHostKeyException("10.0.0.1", KEYS[1], KEYS[0]))
+    changed = hostkeys.ChangedHostKey(check, paramiko.BadHostKeyException("10.0.0.1", KEYS[1], KEYS[0]))
     message = str(fleet.explain_connect_error("root@10.0.0.1", changed, cfg))
     assert message.startswith("root@10.0.0.1: HOST KEY CHANGED: ")
     assert "(ssh-keygen -R 10.0.0.1 -f /etc/ssh/ssh_known_hosts)" in message
@@ -177,7 +179,7 @@ def test_one_hosts_identity_file_is_not_offered_to_the_others():
     import paramiko
     from fabric import Config
 
-    from deployhooks.fleet import connect
+    from deployhooks.remote.fleet import connect
     from deployhooks.settings import parse
 
     ssh_config = paramiko.SSHConfig.from_text(

@@ -7,7 +7,7 @@ The texts below are what `ps_command` prints: ps rows, the mark line, then NUL-t
 import pytest
 
 from deployhooks.errors import CommandFailed
-from deployhooks.resque.processes import parse_links, parse_ps_output, workers_from
+from deployhooks.facts.processes import parse_links, parse_ps_output, workers_from
 
 APPS = {"shop": "/data/shop"}
 MARK, END = "__deployhooks_links__", "__deployhooks_end__"
@@ -72,7 +72,7 @@ def test_the_mark_and_end_inside_a_name_change_nothing():
 
 def test_a_resolved_root_holding_a_forged_line_stays_whole():
     # deploy_to a symlink into a folder whose name carries a line: the root record keeps it.
-    from deployhooks.resque.processes import rebase
+    from deployhooks.facts.processes import rebase
     real = "/mnt/x\n/proc/20/cwd\t/e/shop"
     text = listing(BUSY, f"/proc/20/cwd\t{real}/releases/1", f"/data/shop\t{real}")
     links = parse_links(text)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deployhooks.monit import classify_failure, parse_status
+from deployhooks.facts.monit import classify_failure, parse_status
 
 STATUS = """Monit 5.33.0 uptime: 1m
 

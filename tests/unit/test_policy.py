@@ -1,8 +1,8 @@
 """The guard's decisions, one test per branch."""
 
-from deployhooks import policy
-from deployhooks.monit import ServiceStatus
-from deployhooks.resque.processes import WorkerProcess
+from deployhooks.guard.onehost import policy
+from deployhooks.facts.monit import ServiceStatus
+from deployhooks.facts.processes import WorkerProcess
 
 
 def w(pid, state, release="r2", deleted=False):

@@ -3,8 +3,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from deployhooks.resque import proclines
-from deployhooks.resque.proclines import FORKED, IDLE, PAUSED, PROCESSING, STARTING, Procline
+from deployhooks.facts import proclines
+from deployhooks.facts.proclines import FORKED, IDLE, PAUSED, PROCESSING, STARTING, Procline
 
 versions = st.sampled_from(["1.5.0", "1.20.0", "1.23.1", "1.27.4", "2.1.0", "2.7.0", "3.0.0"])
 prefixes = st.one_of(st.just(""), st.from_regex(r"[a-z][a-z0-9_]{0,8}-", fullmatch=True))

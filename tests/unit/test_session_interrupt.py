@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from deployhooks import cancel, settings
-from deployhooks.fleet import Session
+from deployhooks.remote import cancel
+from deployhooks import settings
+from deployhooks.remote.fleet import Session
 
 
 @pytest.fixture(autouse=True)

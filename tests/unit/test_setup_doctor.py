@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from deployhooks import doctor as d
-from deployhooks import setup as s
+from deployhooks.commands import doctor as d
+from deployhooks.commands import install as s
 from deployhooks.errors import ConfigError
-from deployhooks.monit import ServiceStatus
-from deployhooks.resque.processes import WorkerProcess
+from deployhooks.facts.monit import ServiceStatus
+from deployhooks.facts.processes import WorkerProcess
 from deployhooks.settings import parse
-from deployhooks.status import HostFacts
+from deployhooks.facts.status import HostFacts
 from deployhooks.tasks import ns
 
 WRAPPER = "/usr/local/bin/deployhooks-resque"

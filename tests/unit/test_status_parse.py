@@ -1,7 +1,7 @@
 """The status command's output, parsed: workers, monit's answer and where `current` points."""
 
 from deployhooks import settings
-from deployhooks.status import parse_status_output, release_of
+from deployhooks.facts.status import parse_status_output, release_of
 
 CFG = settings.parse("app: shop\n")
 END = "__deployhooks_end__\0"   # the listing's end record; the sections follow it
@@ -47,7 +47,7 @@ def test_no_current_link_and_monit_down():
 
 
 def test_a_monit_managed_worker_with_an_unreadable_cwd_is_shown_not_down():
-    from deployhooks.status import rows_for
+    from deployhooks.facts.status import rows_for
     text = ("      7       1 31388 Ss   resque-3.0.0: Waiting for default\n"
             "      8       1 31388 Ss   resque-3.0.0: Waiting for other\n"
             "__deployhooks_links__\n"

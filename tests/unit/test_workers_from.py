@@ -1,6 +1,6 @@
 """Raw process rows -> worker records: children folded in, apps and releases told apart."""
 
-from deployhooks.resque.processes import RawProcess, parse_ps_output, workers_from
+from deployhooks.facts.processes import RawProcess, parse_ps_output, workers_from
 
 APPS = {"shop": "/data/shop"}
 
@@ -71,7 +71,7 @@ def test_ps_output_keeps_a_deleted_release_mark_and_spaces_in_the_path():
 
 
 def test_rebase_tells_resolved_cwds_under_the_configured_root():
-    from deployhooks.resque.processes import rebase
+    from deployhooks.facts.processes import rebase
     rows = [row(1, 0, "resque-3.0.0: Paused", cwd="/mnt/data/shop/releases/1"),
             row(2, 0, "resque-3.0.0: Paused", cwd="/mnt/data/shop/releases/old (deleted)"),
             row(3, 0, "resque-3.0.0: Paused", cwd="/mnt/data/shopping/releases/1"),
@@ -88,7 +88,7 @@ def test_rebase_tells_resolved_cwds_under_the_configured_root():
 
 
 def test_the_root_line_comes_back_in_the_links():
-    from deployhooks.resque.processes import parse_links
+    from deployhooks.facts.processes import parse_links
     text = ("  7 1 100 S resque-3.0.0: Paused\n__deployhooks_links__\n"
             "/proc/7/cwd\t/mnt/data/shop/releases/1\0/data/shop\t/mnt/data/shop\0"
             "__deployhooks_end__\0")

@@ -28,13 +28,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from . import monit as monit_mod
-from . import trust
-from .errors import CommandFailed, ConfigError
-from .host import Host
-from .resque.monitrc import render_monit_control, render_monitrc
-from .settings import Settings
-from .workers import wait_until
+from ..facts import monit as monit_mod
+from ..facts import trust
+from ..errors import CommandFailed, ConfigError
+from ..remote.host import Host
+from ..resque.monitrc import render_monit_control, render_monitrc
+from ..settings import Settings
+from ..guard.workers import wait_until
 
 Say = Callable[[str], None]
 
@@ -241,7 +241,7 @@ def _monit_error(host: Host, result, argv: list[str]) -> Exception:
 
 def resolve_wrapper(host: Host) -> str:
     """The wrapper's absolute path on the host, once it is known to be safe for root to run
-    (see :mod:`deployhooks.trust`); ConfigError naming each problem otherwise."""
+    (see :mod:`deployhooks.facts.trust`); ConfigError naming each problem otherwise."""
     found = find_wrapper(host)
     chain = trust.parse_chain(host.run(trust.wrapper_chain_command(found), warn=True).stdout)
     why = [p for label, (path, entries) in chain.items() for p in trust.problems(path, entries)]

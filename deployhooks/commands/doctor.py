@@ -17,13 +17,13 @@ from urllib.parse import urlparse
 
 import yaml
 
-from . import setup as setup_mod
-from . import status as status_mod
-from . import trust
-from .errors import CommandFailed, ConfigError
-from .host import Host
-from .resque.supervisor import WORKER_CMDLINE_RE
-from .settings import Settings
+from . import install as setup_mod
+from ..facts import status as status_mod
+from ..facts import trust
+from ..errors import CommandFailed, ConfigError
+from ..remote.host import Host
+from ..resque.supervisor import WORKER_CMDLINE_RE
+from ..settings import Settings
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 MONIT_DEFAULT_TIMEOUT = 30  # seconds monit gives a stop program without `with timeout`
@@ -164,7 +164,7 @@ def check_wrapper(configured: str, resolved: str | None, source: str) -> Check:
 
 def check_ownership(chains: Mapping[str, tuple[str, list[trust.PathEntry]]], source: str) -> list[Check]:
     """Root runs the wrapper (and its interpreter), reads the monitrc and writes in pid_dir:
-    each must be something only root can change (see deployhooks.trust)."""
+    each must be something only root can change (see deployhooks.facts.trust)."""
     subjects = [("root owns wrapper", ("wrapper", "interpreter"), "file", setup_mod.WRAPPER_TRUST_FIX),
                 ("root owns pid_dir", ("pid_dir",), "folder",
                  f"chown root:root and chmod 755 the folder and each parent, or set resque.pid_dir "

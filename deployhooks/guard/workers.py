@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
-from . import cancel, policy
-from .errors import CommandFailed
-from .host import Host
+from ..remote import cancel
+from . import policy
+from ..errors import CommandFailed
+from ..remote.host import Host
 
 Say = Callable[[str], None]
 POLL = 0.1  # each poll is one or two ~10 ms round trips; waits end sooner

@@ -13,11 +13,11 @@ import shlex
 import socket
 from typing import Callable, Iterable
 
-from .errors import CommandFailed
-from .monit import Monit
-from .resque import processes
-from .resque.processes import WorkerProcess
-from .settings import Settings
+from ..errors import CommandFailed
+from ..facts.monit import Monit
+from ..facts import processes
+from ..facts.processes import WorkerProcess
+from ..settings import Settings
 
 
 def _is_remote(c) -> bool:

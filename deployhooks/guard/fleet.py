@@ -21,10 +21,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Sequence
 
-from . import cancel, guard, policy, workers
-from .errors import EXIT_FAILED, CommandFailed, DeployhooksError, Refused
-from .host import Host
-from .settings import Settings
+from ..remote import cancel
+from . import onehost as guard, policy, workers
+from ..errors import EXIT_FAILED, CommandFailed, DeployhooksError, Refused
+from ..remote.host import Host
+from ..settings import Settings
 from .workers import Say, _quiet
 
 # run(fn, names) -> one result per host with .host, .code, .error and .value (fleet.HostResult).
@@ -63,7 +64,7 @@ def _failures(results) -> dict[str, str]:
 
 
 def _worst(results) -> int:
-    from .fleet import overall_code  # the one ranking of exit codes
+    from ..remote.fleet import overall_code  # the one ranking of exit codes
     return overall_code([r for r in results if r.code])
 
 

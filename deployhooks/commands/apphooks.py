@@ -18,7 +18,7 @@ import json
 import shlex
 import tarfile
 
-from .errors import CommandFailed
+from ..errors import CommandFailed
 
 POINTS = ("before_deploy", "before_bundle", "after_bundle", "before_compile_assets",
           "after_compile_assets", "before_migrate", "after_migrate", "before_symlink",

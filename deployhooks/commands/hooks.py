@@ -14,11 +14,12 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from . import guard, policy, release, workers
-from .errors import CommandFailed, ConfigError
-from .host import Host
-from .settings import NAME_RE, Settings
-from .workers import Say, _quiet
+from ..guard import onehost as guard, policy, workers
+from ..facts import release
+from ..errors import CommandFailed, ConfigError
+from ..remote.host import Host
+from ..settings import NAME_RE, Settings
+from ..guard.workers import Say, _quiet
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import signal
 import threading
 from typing import Iterator
 
-from .errors import CommandFailed
+from ..errors import CommandFailed
 
 CANCELLED = threading.Event()
 

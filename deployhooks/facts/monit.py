@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from .errors import CommandFailed, ConfigError
+from ..errors import CommandFailed, ConfigError
 
 NOT_MONITORED = "Not monitored"
 

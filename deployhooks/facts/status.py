@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 
 from . import monit
 from . import release as release_mod
-from .errors import CommandFailed
+from ..errors import CommandFailed
 from .monit import ServiceStatus
-from .resque.processes import WorkerProcess, parse_listing, ps_command, rebase, workers_from
-from .settings import Settings
+from .processes import WorkerProcess, parse_listing, ps_command, rebase, workers_from
+from ..settings import Settings
 
 _MARK = "__deployhooks_section__"
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-from .monit import ServiceStatus
-from .resque.processes import WorkerProcess
+from ..facts.monit import ServiceStatus
+from ..facts.processes import WorkerProcess
 
 PROCEED, REFUSE, WAIT = "proceed", "refuse", "wait"
 

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # The shims a pipeline runs on each server (Engine Yard runs deploy/<name> when executable).
 SHIMS = ("before_migrate", "before_symlink", "after_symlink", "deploy_failed")

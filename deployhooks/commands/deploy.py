@@ -25,13 +25,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import apphooks, cancel, fleetguard, guard, hooks
-from . import release as release_mod
-from .errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, CommandFailed,
-                     ConfigError, DeployhooksError, Refused)
-from .fleet import Session, overall_code
-from .host import Host
-from .settings import Settings
+from . import apphooks, hooks
+from ..remote import cancel
+from ..guard import fleet as fleetguard, onehost as guard
+from ..facts import release as release_mod
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    CommandFailed,
+    ConfigError,
+    DeployhooksError,
+    Refused,
+)
+from ..remote.fleet import Session, overall_code
+from ..remote.host import Host
+from ..settings import Settings
 
 Say = Callable[[str], None]
 q = shlex.quote

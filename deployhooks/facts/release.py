@@ -9,9 +9,9 @@ import shlex
 
 import yaml
 
-from .errors import CommandFailed, ConfigError
-from .host import Host
-from .settings import yaml_problem
+from ..errors import CommandFailed, ConfigError
+from ..remote.host import Host
+from ..settings import yaml_problem
 
 # A release's folder name: its UTC deploy time, YYYYMMDDHHMMSS, in ASCII digits, as Engine Yard,
 # Capistrano and `fab deploy` name them; deploy's cleanup and rollback only count such names.

@@ -1,6 +1,6 @@
 """The newcomer's sandbox: three simulated hosts, an example app, and a real `fab deploy`.
 
-`python -m deployhooks.sandbox up` (what `script/sandbox` runs) brings up three hosts on this
+`python -m deployhooks.testing.sandbox up` (what `script/sandbox` runs) brings up three hosts on this
 machine (Linux namespaces on 127.0.10.1-3, each with its own sshd, monit and two resque-style
 workers), makes host2 busy with a long job, then deploys the example app twice: once with
 `on_busy: abort` (the guard refuses and nothing changes), once with `on_busy: wait` (the guard
@@ -51,8 +51,8 @@ def fab(*args: str, check: bool = True) -> int:
 
 
 def up(root: Path) -> int:
-    from .testing.applayout import test_user
-    from .testing.fleet import Fleet
+    from .applayout import test_user
+    from .fleet import Fleet
 
     fleet_root = root / "fleet"
     if (fleet_root / "fleet.json").exists():
@@ -79,8 +79,8 @@ def up(root: Path) -> int:
 
 def _tour(root: Path, fleet_root: Path, fleet) -> int:
     """Steps 2-6 on a fleet that is up: status, a busy job, a refused and a waiting deploy."""
-    from .testing.examplerepo import make_repo
-    from .testing.fakeresque import enqueue
+    from .examplerepo import make_repo
+    from .fakeresque import enqueue
 
     fleet.wait_workers(timeout=60)
 

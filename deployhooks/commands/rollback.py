@@ -11,11 +11,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable
 
-from . import release as release_mod
+from ..facts import release as release_mod
 from .deploy import Deploy, Say, _StepFailed
-from .errors import ConfigError
-from .host import Host
-from .settings import Settings
+from ..errors import ConfigError
+from ..remote.host import Host
+from ..settings import Settings
 
 q = shlex.quote
 

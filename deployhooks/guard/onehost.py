@@ -20,9 +20,10 @@ import shlex
 import time
 from dataclasses import dataclass
 
-from . import cancel, policy, workers
-from .errors import CommandFailed, Refused
-from .host import Host
+from ..remote import cancel
+from . import policy, workers
+from ..errors import CommandFailed, Refused
+from ..remote.host import Host
 from .workers import Say, _quiet
 
 

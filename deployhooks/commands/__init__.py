@@ -1,0 +1,1 @@
+"""What users run: deploy, rollback, the hooks, install (resque.setup), doctor, init."""

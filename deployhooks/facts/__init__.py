@@ -1,0 +1,1 @@
+"""Read-only facts of a host: a command and a pure parser (processes, monit, releases, trust)."""
