@@ -66,12 +66,14 @@ def stop_all(fleet, redis_server) -> None:
             except KeyboardInterrupt:
                 continue
 
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM/SIGHUP, raised as an interrupt so every ``finally`` runs."""
 
 
 def terminate_on_signals() -> None:
     """Make SIGTERM and SIGHUP behave like Ctrl-C (KeyboardInterrupt): teardown code runs."""
+
     def handler(signum, _frame):
         raise _Terminated(f"signal {signum}")
 
@@ -81,13 +83,15 @@ def terminate_on_signals() -> None:
 
 # --- the fleet ------------------------------------------------------------------------------------
 
+
 class BenchFleet:
     """A temp dir, a private redis and a started fleet; ``with BenchFleet(...) as bf`` tears all
     three down on the way out, whatever happened (the fleet's hosts also die with this process
     if it is SIGKILLed: Fleet's die_with_parent)."""
 
-    def __init__(self, n: int, apps: Sequence[AppSpec], *, workdir: Path | None = None,
-                 keep: bool = False, label: str = "fleet"):
+    def __init__(
+        self, n: int, apps: Sequence[AppSpec], *, workdir: Path | None = None, keep: bool = False, label: str = "fleet"
+    ):
         self.n, self.apps, self.keep, self.label = n, list(apps), keep, label
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="deployhooks-bench-"))
@@ -101,8 +105,14 @@ class BenchFleet:
             self.redis = RedisServer().start()
             # address_base=None: the first free 127.0.K. block, so a test run's fleet elsewhere on
             # this machine does not collide with ours.
-            self.fleet = Fleet(self.dir / self.label, self.n, redis_url=self.redis.url, apps=self.apps,
-                               address_base=None, ready_timeout=120.0)
+            self.fleet = Fleet(
+                self.dir / self.label,
+                self.n,
+                redis_url=self.redis.url,
+                apps=self.apps,
+                address_base=None,
+                ready_timeout=120.0,
+            )
             self.fleet.start()
             if any(a.workers for a in self.apps):
                 self.fleet.wait_workers(timeout=180)
@@ -139,9 +149,11 @@ class BenchFleet:
 def pssh_ssh_opts(fleet: Fleet) -> str:
     """OpenSSH options equivalent to deployhooks' ssh settings: the fleet's key only, its
     known_hosts only, strict host keys, never a prompt."""
-    return (f"-i {fleet.client_key} -o IdentitiesOnly=yes -o UserKnownHostsFile={fleet.known_hosts} "
-            f"-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes "
-            f"-o ConnectTimeout=5")
+    return (
+        f"-i {fleet.client_key} -o IdentitiesOnly=yes -o UserKnownHostsFile={fleet.known_hosts} "
+        f"-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes "
+        f"-o ConnectTimeout=5"
+    )
 
 
 def monit_settled(fleet: Fleet, app: str = "shop", timeout: float = 60) -> None:
@@ -197,11 +209,14 @@ def fmt_counts(per_host: dict[str, int]) -> str:
     if min(values) == max(values):
         return f"{values[0]} on every host ({len(values)} hosts)"
     odd = sorted(per_host.items(), key=lambda kv: -kv[1])[:3]
-    return (f"min {min(values)} / median {statistics.median(values):g} / max {max(values)} over "
-            f"{len(values)} hosts (most: {', '.join(f'{k}={v}' for k, v in odd)})")
+    return (
+        f"min {min(values)} / median {statistics.median(values):g} / max {max(values)} over "
+        f"{len(values)} hosts (most: {', '.join(f'{k}={v}' for k, v in odd)})"
+    )
 
 
 # --- timing -------------------------------------------------------------------------------------
+
 
 class Timed:
     __slots__ = ("seconds", "proc")
@@ -214,12 +229,12 @@ class Timed:
         return self.proc.returncode == 0
 
 
-def run_timed(argv: Sequence[str], *, timeout: float = 300, cwd: Path | str = REPO,
-              env: dict | None = None) -> Timed:
+def run_timed(argv: Sequence[str], *, timeout: float = 300, cwd: Path | str = REPO, env: dict | None = None) -> Timed:
     """Run ``argv`` and return its wall time (fork to exit) and CompletedProcess (text)."""
     started = time.perf_counter()
-    proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.run(
+        list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env
+    )
     return Timed(time.perf_counter() - started, proc)
 
 
@@ -245,6 +260,7 @@ def fail_text(t: Timed, lines: int = 6) -> str:
 
 # --- parallel work in this process ----------------------------------------------------------------
 
+
 def in_threads(fn: Callable, items: Sequence) -> list:
     """``fn(item)`` for every item at once, in threads; results in order, exceptions re-raised."""
     results: list = [None] * len(items)
@@ -268,6 +284,7 @@ def in_threads(fn: Callable, items: Sequence) -> list:
 
 # --- the machine ----------------------------------------------------------------------------------
 
+
 def machine() -> str:
     """One line: cores, CPU model, memory, load average, interpreter."""
     model = ""
@@ -283,5 +300,7 @@ def machine() -> str:
     except (ValueError, OSError):
         mem_gb = float("nan")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} cores ({model or platform.machine()}), {mem_gb:.0f} GiB RAM, "
-            f"load average {load}, Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores ({model or platform.machine()}), {mem_gb:.0f} GiB RAM, "
+        f"load average {load}, Python {platform.python_version()}"
+    )

@@ -38,14 +38,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _fleet as bench  # noqa: E402
-from _fleet import GROUP_PRELUDE, AppSpec, BenchFleet, PYTHON, fmt_s  # noqa: E402
+from _fleet import GROUP_PRELUDE, PYTHON, AppSpec, BenchFleet, fmt_s  # noqa: E402
 
 GROUP = "shop_resque"
 MIGRATE_SECONDS = 1.0
 PARAMIKO_KEX = "curve25519-sha256@libssh.org"
 REMOTE_ARCHIVE = "/root/bench-upload.tar.gz"
 
-PUT_SCRIPT = GROUP_PRELUDE + r"""
+PUT_SCRIPT = (
+    GROUP_PRELUDE
+    + r"""
 key, known_hosts, local, remote, hosts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 group = group_of(key, known_hosts, hosts)
 try:
@@ -54,6 +56,7 @@ finally:
     group.close()
 sys.stdout.write(f"put to {len(results.succeeded)} hosts\n")
 """
+)
 
 # --what-if-nodelay: `fab` with TCP_NODELAY on paramiko's sockets. paramiko leaves Nagle on, so a
 # small request on an open connection can wait for the peer's delayed ACK (~40 ms on Linux) before
@@ -86,7 +89,7 @@ def parse_steps(stdout: str) -> list[tuple[str, float, str]]:
     except StopIteration:
         return []
     steps = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         m = STEP_LINE.match(line)
         if not m:
             break
@@ -115,9 +118,15 @@ def monit_direct(bf: BenchFleet, verb: str, release: str, timeout: float = 120) 
     f = bf.fleet
     want = {h.name: len(bf.apps[0].queues_on(h)) for h in f.hosts}
     old = {h: {w.pid for w in ws} for h, ws in bench.worker_scan(f).items()}
-    old_ns = dict(zip((h.name for h in f.hosts), bench.in_threads(
-        lambda h: {s.pid for s in parse_status(f.monit(h, "-B", "status", "-g", GROUP).stdout).values()},
-        f.hosts)))
+    old_ns = dict(
+        zip(
+            (h.name for h in f.hosts),
+            bench.in_threads(
+                lambda h: {s.pid for s in parse_status(f.monit(h, "-B", "status", "-g", GROUP).stdout).values()},
+                f.hosts,
+            ),
+        )
+    )
     started = time.perf_counter()
     bench.in_threads(lambda h: f.monit(h, verb, "all", "-g", GROUP), f.hosts)
     deadline = started + timeout
@@ -129,14 +138,18 @@ def monit_direct(bf: BenchFleet, verb: str, release: str, timeout: float = 120) 
             if verb == "stop":
                 if not any(w.pid in old[h.name] for w in mine):
                     done.add(h.name)
-            elif len([w for w in mine if w.state == "idle" and w.release == release
-                      and w.pid not in old[h.name]]) >= want[h.name]:
+            elif (
+                len([w for w in mine if w.state == "idle" and w.release == release and w.pid not in old[h.name]])
+                >= want[h.name]
+            ):
                 done.add(h.name)
         if len(done) == len(f.hosts):
             break
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"monit {verb}: process table not settled after {timeout}s on "
-                               f"{', '.join(h.name for h in f.hosts if h.name not in done)}")
+            raise RuntimeError(
+                f"monit {verb}: process table not settled after {timeout}s on "
+                f"{', '.join(h.name for h in f.hosts if h.name not in done)}"
+            )
         time.sleep(0.05)
     table_done = time.perf_counter() - started
 
@@ -146,14 +159,15 @@ def monit_direct(bf: BenchFleet, verb: str, release: str, timeout: float = 120) 
             if verb == "stop":
                 if services and all(s.stopped and not s.pending for s in services.values()):
                     return
-            elif services and all(s.running and not s.pending and s.pid not in old_ns[h.name]
-                                  for s in services.values()):
+            elif services and all(
+                s.running and not s.pending and s.pid not in old_ns[h.name] for s in services.values()
+            ):
                 live = {w.pid for w in f.workers(h, "shop") if w.release == release}
                 if all(s.pid in live for s in services.values()):
                     return
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{h.name}: monit did not report the {verb} within {timeout}s")
-            time.sleep(0.25)   # the product's own poll interval (deployhooks.guard.workers.POLL)
+            time.sleep(0.25)  # the product's own poll interval (deployhooks.guard.workers.POLL)
 
     bench.in_threads(monit_agrees, f.hosts)
     return table_done, time.perf_counter() - started
@@ -163,11 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=20, help="fleet size (default 20)")
     parser.add_argument("--deploys", type=int, default=3, help="deploys, each of a new release (default 3)")
-    parser.add_argument("--no-fab-restart", action="store_true",
-                        help="skip the `fab resque.restart` reference measurement")
-    parser.add_argument("--what-if-nodelay", action="store_true",
-                        help="also run one deploy per round through fab with TCP_NODELAY set on paramiko's "
-                             "sockets (patched in the benchmark's subprocess; adds ~15 s per round)")
+    parser.add_argument(
+        "--no-fab-restart", action="store_true", help="skip the `fab resque.restart` reference measurement"
+    )
+    parser.add_argument(
+        "--what-if-nodelay",
+        action="store_true",
+        help="also run one deploy per round through fab with TCP_NODELAY set on paramiko's "
+        "sockets (patched in the benchmark's subprocess; adds ~15 s per round)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (hosts' logs) afterwards")
     args = parser.parse_args(argv)
     if args.hosts < 1 or args.deploys < 1:
@@ -175,21 +193,27 @@ def main(argv: list[str] | None = None) -> int:
     bench.terminate_on_signals()
     started = time.monotonic()
     print(f"bench/deploy.py: {bench.machine()}")
-    print(f"{args.hosts} hosts, app shop with 1 resque worker per host (fakeresque, poll interval 0.2s, "
-          f"stop: quit), migrate_command 'sleep 1' on the first util host; {args.deploys} deploys")
-    app = AppSpec("shop", workers=("deploytest",),
-                  top_extra="deploy:\n  migrate_command: sleep 1\n  migrate_role: util\n")
+    print(
+        f"{args.hosts} hosts, app shop with 1 resque worker per host (fakeresque, poll interval 0.2s, "
+        f"stop: quit), migrate_command 'sleep 1' on the first util host; {args.deploys} deploys"
+    )
+    app = AppSpec(
+        "shop", workers=("deploytest",), top_extra="deploy:\n  migrate_command: sleep 1\n  migrate_role: util\n"
+    )
     rows = []
     try:
         with BenchFleet(args.hosts, [app], keep=args.keep, label=f"fleet{args.hosts}") as bf:
             f = bf.fleet
-            print(f"fleet up in {bf.bringup_seconds:.1f}s on {f.hosts[0].address}..{f.hosts[-1].address} "
-                  f"(temp dir {bf.dir})", flush=True)
+            print(
+                f"fleet up in {bf.bringup_seconds:.1f}s on {f.hosts[0].address}..{f.hosts[-1].address} "
+                f"(temp dir {bf.dir})",
+                flush=True,
+            )
             repo = bench.make_repo(bf.dir / "repo", "v0")
             hosts_file = bf.hosts_file()
             targets = [h.target for h in f.hosts]
             par = str(max(20, args.hosts))
-            bench.fab("--list")   # warm the fabfile's byte-code once; not timed
+            bench.fab("--list")  # warm the fabfile's byte-code once; not timed
             for i in range(1, args.deploys + 1):
                 print(f"\n--- deploy {i} of {args.deploys} ---", flush=True)
                 bench.make_repo(repo, f"v{i}")
@@ -203,56 +227,83 @@ def main(argv: list[str] | None = None) -> int:
                 release = current_release(bf)
                 steps = parse_steps(d.proc.stdout)
                 # The same bytes the deploy shipped: deployhooks.commands.deploy.build_archive's command.
-                data = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar.gz", "HEAD"],
-                                      capture_output=True, check=True).stdout
+                data = subprocess.run(
+                    ["git", "-C", str(repo), "archive", "--format=tar.gz", "HEAD"], capture_output=True, check=True
+                ).stdout
                 size = len(data)
                 archive = bf.dir / "release.tar.gz"
                 archive.write_bytes(data)
-                print(f"deploy {d.seconds:.2f}s, release {release}, archive {size} bytes; "
-                      f"SSH logins per host: {bench.fmt_counts(deploy_conns)}")
+                print(
+                    f"deploy {d.seconds:.2f}s, release {release}, archive {size} bytes; "
+                    f"SSH logins per host: {bench.fmt_counts(deploy_conns)}"
+                )
                 if not steps:
                     print("  (no step table found in the deploy's output)")
                 nodelay = None
                 if args.what_if_nodelay:
                     bench.make_repo(repo, f"v{i}-nodelay")
                     b = bench.accepted(f)
-                    t = bench.run_timed([PYTHON, "-c", NODELAY_FAB, "deploy", "--repo", str(repo),
-                                         "--config", bf.config], timeout=600)
+                    t = bench.run_timed(
+                        [PYTHON, "-c", NODELAY_FAB, "deploy", "--repo", str(repo), "--config", bf.config], timeout=600
+                    )
                     logins = bench.diff_counts(b, bench.accepted(f))
                     if t.ok and "deployed" in t.proc.stdout:
                         nodelay = {"wall": t.seconds, "steps": parse_steps(t.proc.stdout)}
                         release = current_release(bf)
-                        print(f"  what-if deploy with TCP_NODELAY {t.seconds:.2f}s, release {release}; SSH "
-                              f"logins per host: {bench.fmt_counts(logins)}")
+                        print(
+                            f"  what-if deploy with TCP_NODELAY {t.seconds:.2f}s, release {release}; SSH "
+                            f"logins per host: {bench.fmt_counts(logins)}"
+                        )
                     else:
                         print(f"  what-if deploy with TCP_NODELAY FAILED: {bench.fail_text(t, 12)}")
                 # --- upload baselines
                 pscp = ["parallel-scp", "-h", str(hosts_file), "-l", "root", "-p", par, "-t", "120"]
                 uploads = {
                     "parallel-scp": [*pscp, "-x", bf.ssh_opts(), str(archive), REMOTE_ARCHIVE],
-                    "parallel-scp c25519": [*pscp, "-x", f"{bf.ssh_opts()} -o KexAlgorithms={PARAMIKO_KEX}",
-                                            str(archive), REMOTE_ARCHIVE],
-                    "ThreadingGroup put": [PYTHON, "-c", PUT_SCRIPT, str(f.client_key), str(f.known_hosts),
-                                           str(archive), REMOTE_ARCHIVE, *targets],
+                    "parallel-scp c25519": [
+                        *pscp,
+                        "-x",
+                        f"{bf.ssh_opts()} -o KexAlgorithms={PARAMIKO_KEX}",
+                        str(archive),
+                        REMOTE_ARCHIVE,
+                    ],
+                    "ThreadingGroup put": [
+                        PYTHON,
+                        "-c",
+                        PUT_SCRIPT,
+                        str(f.client_key),
+                        str(f.known_hosts),
+                        str(archive),
+                        REMOTE_ARCHIVE,
+                        *targets,
+                    ],
                 }
                 upload_times = {}
                 for label, argv_ in uploads.items():
                     b = bench.accepted(f)
                     t = bench.run_timed(argv_)
                     logins = bench.diff_counts(b, bench.accepted(f))
-                    ok = t.ok and (t.proc.stdout.count("[SUCCESS]") == args.hosts if label.startswith("parallel")
-                                   else f"put to {args.hosts} hosts" in t.proc.stdout)
+                    ok = t.ok and (
+                        t.proc.stdout.count("[SUCCESS]") == args.hosts
+                        if label.startswith("parallel")
+                        else f"put to {args.hosts} hosts" in t.proc.stdout
+                    )
                     if ok:
                         upload_times[label] = t.seconds
-                    print(f"  upload {label:<20} {t.seconds:6.3f}s" + ("" if ok else f"  FAILED: {bench.fail_text(t)}")
-                          + f"  (SSH logins per host: {bench.fmt_counts(logins)})")
+                    print(
+                        f"  upload {label:<20} {t.seconds:6.3f}s"
+                        + ("" if ok else f"  FAILED: {bench.fail_text(t)}")
+                        + f"  (SSH logins per host: {bench.fmt_counts(logins)})"
+                    )
                 # --- restart baselines
                 direct = {}
                 for verb in ("restart", "stop", "start"):
                     try:
                         direct[verb] = monit_direct(bf, verb, release)
-                        print(f"  monit {verb:<8} direct: process table settled {direct[verb][0]:6.3f}s, "
-                              f"monit agrees {direct[verb][1]:6.3f}s")
+                        print(
+                            f"  monit {verb:<8} direct: process table settled {direct[verb][0]:6.3f}s, "
+                            f"monit agrees {direct[verb][1]:6.3f}s"
+                        )
                     except RuntimeError as exc:
                         direct[verb] = (None, None)
                         print(f"  monit {verb} direct FAILED: {exc}")
@@ -265,15 +316,27 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.no_fab_restart:
                     t = bench.fab("resque.restart", "--config", bf.config)
                     fab_restart = t.seconds if t.ok else None
-                    print(f"  fab resque.restart      {t.seconds:6.3f}s" + ("" if t.ok else f"  FAILED: {bench.fail_text(t)}"))
+                    print(
+                        f"  fab resque.restart      {t.seconds:6.3f}s"
+                        + ("" if t.ok else f"  FAILED: {bench.fail_text(t)}")
+                    )
                     bench.monit_settled(f, timeout=60)
-                rows.append({"wall": d.seconds, "steps": steps, "conns": deploy_conns,
-                             "upload": min(upload_times.values()) if upload_times else None,
-                             "upload_by": upload_times, "restart_pids": pids_s, "restart": monit_s,
-                             "fab_restart": fab_restart, "release": release,
-                             "stop": direct.get("stop", (None, None))[1],
-                             "start": direct.get("start", (None, None))[1],
-                             "nodelay": nodelay})
+                rows.append(
+                    {
+                        "wall": d.seconds,
+                        "steps": steps,
+                        "conns": deploy_conns,
+                        "upload": min(upload_times.values()) if upload_times else None,
+                        "upload_by": upload_times,
+                        "restart_pids": pids_s,
+                        "restart": monit_s,
+                        "fab_restart": fab_restart,
+                        "release": release,
+                        "stop": direct.get("stop", (None, None))[1],
+                        "start": direct.get("start", (None, None))[1],
+                        "nodelay": nodelay,
+                    }
+                )
             load = bench.machine().split("load average ")[1].split(",")[0]
     except KeyboardInterrupt:
         print("\ninterrupted: fleet and redis stopped", file=sys.stderr)
@@ -303,43 +366,62 @@ def main(argv: list[str] | None = None) -> int:
         vals = [next((s for n, s, _ in r["steps"] if n == name), None) for r in rows]
         nd = [next((s for n, s, _ in x["steps"] if n == name), None) for x in nd_rows]
         oks = {next((o for n, _, o in r["steps"] if n == name), "-") for r in rows}
-        print(f"{name:<22}{fmt_s(med(vals), 9)}{nd_col(nd)}   " + "  ".join(fmt_s(v, 6) for v in vals)
-              + f"   hosts ok {'/'.join(sorted(oks))}")
+        print(
+            f"{name:<22}{fmt_s(med(vals), 9)}{nd_col(nd)}   "
+            + "  ".join(fmt_s(v, 6) for v in vals)
+            + f"   hosts ok {'/'.join(sorted(oks))}"
+        )
     step_sum = [sum(s for _, s, _ in r["steps"]) for r in rows]
     walls = [r["wall"] for r in rows]
     nd_sum = [sum(s for _, s, _ in x["steps"]) for x in nd_rows]
     nd_wall = [x["wall"] for x in nd_rows]
-    print(f"{'sum of steps':<22}{fmt_s(med(step_sum), 9)}{nd_col(nd_sum)}   "
-          + "  ".join(fmt_s(v, 6) for v in step_sum))
-    print(f"{'outside the steps':<22}{fmt_s(med([w - s for w, s in zip(walls, step_sum)]), 9)}"
-          f"{nd_col([w - s for w, s in zip(nd_wall, nd_sum)])}   "
-          + "  ".join(fmt_s(w - s, 6) for w, s in zip(walls, step_sum))
-          + "   (python start, imports, config, git archive, summary)")
+    print(
+        f"{'sum of steps':<22}{fmt_s(med(step_sum), 9)}{nd_col(nd_sum)}   " + "  ".join(fmt_s(v, 6) for v in step_sum)
+    )
+    print(
+        f"{'outside the steps':<22}{fmt_s(med([w - s for w, s in zip(walls, step_sum)]), 9)}"
+        f"{nd_col([w - s for w, s in zip(nd_wall, nd_sum)])}   "
+        + "  ".join(fmt_s(w - s, 6) for w, s in zip(walls, step_sum))
+        + "   (python start, imports, config, git archive, summary)"
+    )
     print(f"{'deploy wall':<22}{fmt_s(med(walls), 9)}{nd_col(nd_wall)}   " + "  ".join(fmt_s(v, 6) for v in walls))
     if nd_rows:
-        print(f"(NODELAY: medians of {len(nd_rows)} what-if deploys through fab with TCP_NODELAY on "
-              f"paramiko's sockets, run in the same rounds)")
+        print(
+            f"(NODELAY: medians of {len(nd_rows)} what-if deploys through fab with TCP_NODELAY on "
+            f"paramiko's sockets, run in the same rounds)"
+        )
 
     def step_med(name):
         return med([next((s for n, s, _ in r["steps"] if n == name), None) for r in rows])
 
-    print("\nthe worker steps against monit doing the same directly (medians; direct = no SSH, all hosts "
-          "at once, until process table and monit agree):")
-    for step, verb, what in (("guard (before_migrate)", "stop", "guard: pause, wait Paused, monit stop, wait exited"),
-                             ("after_symlink", "start", "monit restart, wait new pids on the release")):
+    print(
+        "\nthe worker steps against monit doing the same directly (medians; direct = no SSH, all hosts "
+        "at once, until process table and monit agree):"
+    )
+    for step, verb, what in (
+        ("guard (before_migrate)", "stop", "guard: pause, wait Paused, monit stop, wait exited"),
+        ("after_symlink", "start", "monit restart, wait new pids on the release"),
+    ):
         a, b = step_med(step), med([r[verb] for r in rows])
         extra = f"  -> {a - b:+.3f}s" if a is not None and b is not None else ""
         print(f"  {step:<23}{fmt_s(a)} s  vs  monit {verb:<5} direct{fmt_s(b)} s{extra}   ({what})")
     lock = step_med("lock")
     if lock is not None:
-        print(f"  lock           {fmt_s(lock)} s  = {lock / args.hosts * 1000:.0f} ms per host: hosts are locked "
-              f"one after another, and each host's SSH connection is opened by its lock command")
+        print(
+            f"  lock           {fmt_s(lock)} s  = {lock / args.hosts * 1000:.0f} ms per host: hosts are locked "
+            f"one after another, and each host's SSH connection is opened by its lock command"
+        )
 
     conn_lo = min(min(r["conns"].values()) for r in rows)
     conn_hi = max(max(r["conns"].values()) for r in rows)
-    print("\nSSH logins per host per deploy (sshd logs): "
-          + (f"{conn_lo} on every host in every deploy" if conn_lo == conn_hi else
-             f"between {conn_lo} and {conn_hi}; " + "; ".join(bench.fmt_counts(r["conns"]) for r in rows)))
+    print(
+        "\nSSH logins per host per deploy (sshd logs): "
+        + (
+            f"{conn_lo} on every host in every deploy"
+            if conn_lo == conn_hi
+            else f"between {conn_lo} and {conn_hi}; " + "; ".join(bench.fmt_counts(r["conns"]) for r in rows)
+        )
+    )
 
     print("\nbaselines (medians):")
     for label in ("parallel-scp", "parallel-scp c25519", "ThreadingGroup put"):
@@ -350,8 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  fab resque.restart (reference){fmt_s(med([r['fab_restart'] for r in rows]))} s")
 
     print("\noverhead = deploy wall - (upload [fastest] + migrate 1.0 + restart [direct, monit agrees])")
-    print(f"{'deploy':>7}{'wall':>9}{'upload':>9}{'migrate':>9}{'restart':>9}{'unavoid.':>10}"
-          f"{'overhead':>10}{'wall/unavoid.':>15}")
+    print(
+        f"{'deploy':>7}{'wall':>9}{'upload':>9}{'migrate':>9}{'restart':>9}{'unavoid.':>10}"
+        f"{'overhead':>10}{'wall/unavoid.':>15}"
+    )
     overheads, ratios = [], []
     for i, r in enumerate(rows, 1):
         if r["upload"] is None or r["restart"] is None:
@@ -360,12 +444,17 @@ def main(argv: list[str] | None = None) -> int:
         unavoidable = r["upload"] + MIGRATE_SECONDS + r["restart"]
         overheads.append(r["wall"] - unavoidable)
         ratios.append(r["wall"] / unavoidable)
-        print(f"{i:>7}{fmt_s(r['wall'], 9)}{fmt_s(r['upload'], 9)}{fmt_s(MIGRATE_SECONDS, 9)}"
-              f"{fmt_s(r['restart'], 9)}{fmt_s(unavoidable, 10)}{fmt_s(overheads[-1], 10)}{ratios[-1]:>14.2f}x")
+        print(
+            f"{i:>7}{fmt_s(r['wall'], 9)}{fmt_s(r['upload'], 9)}{fmt_s(MIGRATE_SECONDS, 9)}"
+            f"{fmt_s(r['restart'], 9)}{fmt_s(unavoidable, 10)}{fmt_s(overheads[-1], 10)}{ratios[-1]:>14.2f}x"
+        )
     if overheads:
         print(f"{'median':>7}{fmt_s(med(walls), 9)}{'':>37}{fmt_s(med(overheads), 10)}{med(ratios):>14.2f}x")
-        pid_only = [r["wall"] - (r["upload"] + MIGRATE_SECONDS + r["restart_pids"]) for r in rows
-                    if r["upload"] is not None and r["restart_pids"] is not None]
+        pid_only = [
+            r["wall"] - (r["upload"] + MIGRATE_SECONDS + r["restart_pids"])
+            for r in rows
+            if r["upload"] is not None and r["restart_pids"] is not None
+        ]
         if pid_only:
             print(f"(with the pids-only restart baseline instead, the median overhead is {med(pid_only):.3f}s)")
     print(f"\nload average (1 min) at the end: {load}")

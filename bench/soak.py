@@ -60,9 +60,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _fleet as bench  # noqa: E402
-from _fleet import PYTHON, REPO, AppSpec  # noqa: E402
-
 import redis  # noqa: E402
+from _fleet import PYTHON, REPO, AppSpec  # noqa: E402
 
 from deployhooks.facts.monit import parse_status  # noqa: E402
 from deployhooks.testing.examplerepo import make_repo  # noqa: E402
@@ -80,11 +79,11 @@ SPEC = AppSpec(APP, workers=("deploytest", "q_{host}"), grace_time=GRACE_TIME)
 RECORD = f"{DEPLOY_TO}/shared/deployhooks/guard.json"
 LOCK = f"{DEPLOY_TO}/shared/deployhooks/deploy.lock"
 
-FAB_TIMEOUT = 240        # seconds for any one fab call: the longest plan needs well under 90
-JOB_SETTLE = 60          # seconds for every job of a round to finish once its gates are open
-WORKER_SETTLE = 45       # seconds for every worker to run, monitored, on current
-GATE_MAX = 120           # a GateJob ends by itself after this, whatever happens to the soak
-CONNECT_TIMEOUT = 5      # the fleet's config: ssh.connect_timeout
+FAB_TIMEOUT = 240  # seconds for any one fab call: the longest plan needs well under 90
+JOB_SETTLE = 60  # seconds for every job of a round to finish once its gates are open
+WORKER_SETTLE = 45  # seconds for every worker to run, monitored, on current
+GATE_MAX = 120  # a GateJob ends by itself after this, whatever happens to the soak
+CONNECT_TIMEOUT = 5  # the fleet's config: ssh.connect_timeout
 
 OPS = {"deploy": 4, "rollback": 2, "restart": 2, "stop-start": 1, "drain": 1}
 FAULTS = {"none": 8, "ctrl-c": 4, "concurrent-deploy": 3, "sshd-kill": 3, "sshd-stall": 2}
@@ -93,11 +92,29 @@ SLEEP_SECONDS = (0.3, 1.5, 5.0, 8.0)  # 5 and 8 outlast grace_time
 # that matter (the guard's stop, the switch, after_symlink's restart) instead of before or
 # after a short operation.
 MARKERS = {
-    "deploy": ("==> lock", "==> upload", "==> guard", "paused ", "monit stop", "==> migrate",
-               "==> prepare switch", "==> switch current", "==> after_symlink", "monit restart",
-               "==> cleanup"),
-    "rollback": ("==> read releases", "==> guard", "paused ", "monit stop", "==> switch current",
-                 "==> after_symlink", "monit restart", "==> move rolled-back"),
+    "deploy": (
+        "==> lock",
+        "==> upload",
+        "==> guard",
+        "paused ",
+        "monit stop",
+        "==> migrate",
+        "==> prepare switch",
+        "==> switch current",
+        "==> after_symlink",
+        "monit restart",
+        "==> cleanup",
+    ),
+    "rollback": (
+        "==> read releases",
+        "==> guard",
+        "paused ",
+        "monit stop",
+        "==> switch current",
+        "==> after_symlink",
+        "monit restart",
+        "==> move rolled-back",
+    ),
     "restart": ("paused ", "monit stop", "monit start", "waiting for"),
     "stop-start": ("paused ", "monit stop", "waiting for"),
     "drain": ("paused ", "waiting for", "monit stop"),
@@ -108,21 +125,25 @@ RELEASE_RE = re.compile(r"^\d{14}$")
 
 # --- the plan of a round (pure: a generator in, a plan out) ----------------------------------
 
+
 @dataclass
 class JobPlan:
     """One background job: `enqueue_at` None means before the operation (in flight when it
     starts); a gate's `open_at` None means only after the operation."""
 
     tag: str
-    kind: str                 # "sleep" | "gate"
+    kind: str  # "sleep" | "gate"
     queue: str
-    seconds: float = 0.0      # a SleepJob's length
+    seconds: float = 0.0  # a SleepJob's length
     enqueue_at: float | None = None
     open_at: float | None = None
 
     def describe(self) -> str:
-        what = f"sleep {self.seconds:g}s" if self.kind == "sleep" else \
-            f"gate open@{'after' if self.open_at is None else f'{self.open_at:.1f}s'}"
+        what = (
+            f"sleep {self.seconds:g}s"
+            if self.kind == "sleep"
+            else f"gate open@{'after' if self.open_at is None else f'{self.open_at:.1f}s'}"
+        )
         when = "pre" if self.enqueue_at is None else f"@{self.enqueue_at:.1f}s"
         return f"{what} on {self.queue} {when}"
 
@@ -134,7 +155,7 @@ class RoundPlan:
     index: int
     op: str
     fault: str
-    fault_at: float = 0.0           # seconds after the op started, or after fault_marker
+    fault_at: float = 0.0  # seconds after the op started, or after fault_marker
     fault_marker: str | None = None  # a progress line of the op to wait for first
     fault_host: int = 0
     stall_for: float = 0.0
@@ -155,8 +176,7 @@ class RoundPlan:
         else:
             op += f"[{self.on_busy}/{self.wait_timeout}s]"
         fault = self.fault
-        when = (f"'{self.fault_marker.strip()}'+{self.fault_at:.1f}s" if self.fault_marker
-                else f"{self.fault_at:.1f}s")
+        when = f"'{self.fault_marker.strip()}'+{self.fault_at:.1f}s" if self.fault_marker else f"{self.fault_at:.1f}s"
         if self.fault in ("sshd-kill", "host-kill"):
             fault += f"(host{self.fault_host}@{when})"
         elif self.fault == "sshd-stall":
@@ -170,8 +190,9 @@ def _weighted(rng: random.Random, weights: dict[str, int]) -> str:
     return rng.choices(list(weights), list(weights.values()))[0]
 
 
-def plan_round(seed: int, index: int, hosts: int, *, last: bool, host_kill: bool,
-               faults: dict[str, int] = FAULTS) -> RoundPlan:
+def plan_round(
+    seed: int, index: int, hosts: int, *, last: bool, host_kill: bool, faults: dict[str, int] = FAULTS
+) -> RoundPlan:
     """The plan of round `index` of run `seed`: the same arguments give the same plan."""
     rng = random.Random(f"{seed}:{index}")
     plan = RoundPlan(index, _weighted(rng, OPS), _weighted(rng, faults))
@@ -183,9 +204,13 @@ def plan_round(seed: int, index: int, hosts: int, *, last: bool, host_kill: bool
     plan.migrate = rng.choice([None, None, "sleep 1", "sleep 3"])
     plan.drain_deadline = rng.choice([4, 15])
     plan.fault_host = rng.randint(1, hosts)
-    plan.fault_at = {"ctrl-c": rng.uniform(0.3, 6), "concurrent-deploy": rng.uniform(0, 3),
-                     "sshd-kill": rng.uniform(0.3, 6), "sshd-stall": rng.uniform(0.3, 5),
-                     "host-kill": rng.uniform(0.5, 6)}.get(plan.fault, 0.0)
+    plan.fault_at = {
+        "ctrl-c": rng.uniform(0.3, 6),
+        "concurrent-deploy": rng.uniform(0, 3),
+        "sshd-kill": rng.uniform(0.3, 6),
+        "sshd-stall": rng.uniform(0.3, 5),
+        "host-kill": rng.uniform(0.5, 6),
+    }.get(plan.fault, 0.0)
     plan.stall_for = rng.uniform(1, 8)
     if plan.fault not in ("none", "concurrent-deploy") and rng.random() < 0.6:
         # Only lines this plan's operation prints: no "==> migrate" without a migration.
@@ -210,8 +235,7 @@ def config_variant(base: str, plan: RoundPlan) -> str:
     """The fleet's config with the round's resque and deploy settings. The fleet writes the
     `resque:` section last and none of these keys, so appending them keeps every key single."""
     text = base.rstrip("\n") + "\n"
-    text += (f"  on_busy: {plan.on_busy}\n  wait_timeout: {plan.wait_timeout}\n"
-             f"  guard_at: {plan.guard_at}\n")
+    text += f"  on_busy: {plan.on_busy}\n  wait_timeout: {plan.wait_timeout}\n  guard_at: {plan.guard_at}\n"
     text += "keep_releases: 3\n"
     if plan.migrate:
         text += f"deploy:\n  migrate_command: {plan.migrate}\n  migrate_role: util\n"
@@ -243,6 +267,7 @@ def allowed_codes(plan: RoundPlan, has_target: bool) -> dict[int, str]:
 
 # --- the fleet ---------------------------------------------------------------------------------
 
+
 class SoakFleet:
     """A temp dir, a private redis and a started fleet logging in as `login`; all three go away
     on exit, on an exception and on Ctrl-C/SIGTERM (bench._fleet.terminate_on_signals)."""
@@ -256,8 +281,15 @@ class SoakFleet:
     def __enter__(self) -> "SoakFleet":
         try:
             self.redis = RedisServer().start()
-            self.fleet = Fleet(self.dir / "fleet", self.n, redis_url=self.redis.url, apps=[SPEC],
-                               address_base=None, ready_timeout=120.0, login=self.login)
+            self.fleet = Fleet(
+                self.dir / "fleet",
+                self.n,
+                redis_url=self.redis.url,
+                apps=[SPEC],
+                address_base=None,
+                ready_timeout=120.0,
+                login=self.login,
+            )
             self.fleet.start()
             self.fleet.wait_workers(timeout=120)
             bench.monit_settled(self.fleet, APP, timeout=120)
@@ -275,6 +307,7 @@ class SoakFleet:
 
 
 # --- looking at the hosts (from the machine: psutil, nsenter, the hosts' folders) -------------
+
 
 def current_of(f: Fleet, h: int) -> str | None:
     """The release `current` points at on host `h`, or None when it is not a release link."""
@@ -328,13 +361,19 @@ def worker_problems(f: Fleet, h: int, workers: list) -> list[str]:
     states = Counter(w.state for w in workers)
     if len(workers) != want or set(states) - {"idle", "busy"}:
         problems.append(f"{len(workers)}/{want} workers ({dict(states)})")
-    stale = [f"{w.pid} on {w.release}{' (deleted)' if w.release_deleted else ''}" for w in workers
-             if w.release != cur or w.release_deleted]
+    stale = [
+        f"{w.pid} on {w.release}{' (deleted)' if w.release_deleted else ''}"
+        for w in workers
+        if w.release != cur or w.release_deleted
+    ]
     if stale:
         problems.append(f"not on current {cur}: {', '.join(stale)}")
     services = monit_services(f, h)
-    bad = [f"{s.name}: {s.status}/{s.monitoring}" for s in services.values()
-           if not s.running or s.pending or s.monitoring != "Monitored"]
+    bad = [
+        f"{s.name}: {s.status}/{s.monitoring}"
+        for s in services.values()
+        if not s.running or s.pending or s.monitoring != "Monitored"
+    ]
     if len(services) != want or bad:
         problems.append(f"monit: {len(services)} services {'; '.join(bad)}")
     elif {s.pid for s in services.values()} != {w.pid for w in workers}:
@@ -344,8 +383,11 @@ def worker_problems(f: Fleet, h: int, workers: list) -> list[str]:
 
 def leftovers(f: Fleet, h: int) -> list[str]:
     """A guard record or a deploy lock left on host `h`."""
-    return [name for name, path in (("guard record", RECORD), ("deploy lock", LOCK))
-            if os.path.lexists(f.host(h).path(path))]
+    return [
+        name
+        for name, path in (("guard record", RECORD), ("deploy lock", LOCK))
+        if os.path.lexists(f.host(h).path(path))
+    ]
 
 
 def wait_for(check, timeout: float, interval: float = 0.25):
@@ -411,10 +453,25 @@ class Pollers:
     def __init__(self, f: Fleet, live: list[int]):
         self.procs = {}
         for h in live:
-            argv = ["nsenter", "-t", str(f.host(h).pid), "-p", "-m", "-u", "--", "env", "--default-signal",
-                    PYTHON, "-c", POLLER, f"{DEPLOY_TO}/current", f"{DEPLOY_TO}/releases"]
-            self.procs[h] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=subprocess.DEVNULL, text=True)
+            argv = [
+                "nsenter",
+                "-t",
+                str(f.host(h).pid),
+                "-p",
+                "-m",
+                "-u",
+                "--",
+                "env",
+                "--default-signal",
+                PYTHON,
+                "-c",
+                POLLER,
+                f"{DEPLOY_TO}/current",
+                f"{DEPLOY_TO}/releases",
+            ]
+            self.procs[h] = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
 
     def stop(self) -> dict[int, dict | None]:
         """End every poller (stdin closed) and return its counts; None for a host that died."""
@@ -438,6 +495,7 @@ class Pollers:
 
 # --- fab ---------------------------------------------------------------------------------------
 
+
 class FabRun:
     """`fab ARGS` from the repository as a subprocess, stdout and stderr into one log file."""
 
@@ -447,8 +505,14 @@ class FabRun:
         self._out = open(log, "w")
         self._out.write(f"$ fab {' '.join(args)}\n")
         self._out.flush()
-        self.proc = subprocess.Popen([PYTHON, "-m", "fabric", *args], cwd=REPO, stdin=subprocess.DEVNULL,
-                                     stdout=self._out, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "fabric", *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.code: int | None = None
         self.timed_out = False
         self.seconds = 0.0
@@ -488,6 +552,7 @@ def fab(args: list[str], log: Path) -> FabRun:
 
 # --- jobs --------------------------------------------------------------------------------------
 
+
 class JobScheduler(threading.Thread):
     """Enqueues the round's timed jobs and opens its timed gates, relative to the operation's
     start; `finish()` enqueues at once whatever is still due, so every planned job exists."""
@@ -495,9 +560,11 @@ class JobScheduler(threading.Thread):
     def __init__(self, client: redis.Redis, jobs: list[JobPlan]):
         super().__init__(daemon=True)
         self.client = client
-        self.events = sorted([(j.enqueue_at, "enqueue", j) for j in jobs if j.enqueue_at is not None]
-                             + [(j.open_at, "open", j) for j in jobs if j.open_at is not None],
-                             key=lambda e: e[0])
+        self.events = sorted(
+            [(j.enqueue_at, "enqueue", j) for j in jobs if j.enqueue_at is not None]
+            + [(j.open_at, "open", j) for j in jobs if j.open_at is not None],
+            key=lambda e: e[0],
+        )
         self.done = threading.Event()
         self.lock = threading.Lock()
         self.start_time = time.monotonic()
@@ -545,6 +612,7 @@ def in_flight(client: redis.Redis, tags: list[str]) -> list[str]:
 
 
 # --- faults ------------------------------------------------------------------------------------
+
 
 def sshd_pids(f: Fleet, h: int) -> list:
     """Host `h`'s sshd processes (the listener and every session), as psutil processes."""
@@ -632,11 +700,12 @@ class Fault(threading.Thread):
 
 # --- one round ---------------------------------------------------------------------------------
 
+
 @dataclass
 class RoundResult:
     plan: RoundPlan
     code: int | None = None
-    codes: list[str] = field(default_factory=list)       # every fab call: "name:code"
+    codes: list[str] = field(default_factory=list)  # every fab call: "name:code"
     recoveries: list[str] = field(default_factory=list)
     violations: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -733,8 +802,14 @@ class Soak:
 
     def snapshot(self) -> dict:
         byh = workers_by_host(self.f)
-        return {h: {"current": current_of(self.f, h), "releases": releases_of(self.f, h),
-                    "pids": sorted(w.pid for w in byh[h])} for h in self.live}
+        return {
+            h: {
+                "current": current_of(self.f, h),
+                "releases": releases_of(self.f, h),
+                "pids": sorted(w.pid for w in byh[h]),
+            }
+            for h in self.live
+        }
 
     def start_jobs(self, plan: RoundPlan) -> None:
         """Enqueue the jobs due before the operation and give them up to 3 s to start, so that
@@ -743,8 +818,9 @@ class Soak:
         for job in pre:
             enqueue_job(self.client, job)
         if pre:
-            wait_for(lambda: [t for t in (j.tag for j in pre) if t not in tag_counts(self.client, STARTED_KEY)],
-                     3.0, 0.05)
+            wait_for(
+                lambda: [t for t in (j.tag for j in pre) if t not in tag_counts(self.client, STARTED_KEY)], 3.0, 0.05
+            )
 
     def after_fault(self, fault: Fault, res: RoundResult) -> None:
         if fault.note:
@@ -762,15 +838,17 @@ class Soak:
         if fault.host_killed:
             self.live.remove(fault.plan.fault_host)
 
-    def check_outcome(self, res: RoundResult, op: FabRun, pre: dict, target: str | None,
-                      fault: Fault | None) -> None:
+    def check_outcome(self, res: RoundResult, op: FabRun, pre: dict, target: str | None, fault: Fault | None) -> None:
         """The exit code is one the README allows here, and the hosts show what it claims."""
         plan, code, text = res.plan, res.code, op.text
         allowed = allowed_codes(plan, target is not None)
         if code not in allowed:
-            res.violate("exit-code", f"fab {plan.op} exited {code}; allowed here: "
-                                     + ", ".join(f"{c} ({why})" for c, why in allowed.items())
-                                     + f" -- last lines: {' | '.join(text.strip().splitlines()[-3:])}")
+            res.violate(
+                "exit-code",
+                f"fab {plan.op} exited {code}; allowed here: "
+                + ", ".join(f"{c} ({why})" for c, why in allowed.items())
+                + f" -- last lines: {' | '.join(text.strip().splitlines()[-3:])}",
+            )
         racing = fault is not None and fault.second is not None and fault.second.code == 0
         currents = {h: current_of(self.f, h) for h in self.live}
         if code == 0:
@@ -785,8 +863,11 @@ class Soak:
             elif plan.op in ("stop-start", "drain"):
                 up = {h: len(ws) for h, ws in workers_by_host(self.f).items() if h in self.live and ws}
                 if up:
-                    res.violate("outcome", f"{plan.op} exited 0 but workers still run: {up}"
-                                + (" (the deploy alongside started them again)" if racing else ""))
+                    res.violate(
+                        "outcome",
+                        f"{plan.op} exited 0 but workers still run: {up}"
+                        + (" (the deploy alongside started them again)" if racing else ""),
+                    )
             elif plan.op == "restart" and plan.fault == "none":
                 byh = workers_by_host(self.f)
                 kept = {h: sorted(set(pre[h]["pids"]) & {w.pid for w in byh[h]}) for h in self.live}
@@ -834,20 +915,23 @@ class Soak:
         named_lock = "rm -rf" in text and "deploy.lock" in text
 
         def excused(item: str) -> bool:
-            return (named_lock and item == "deploy lock") or (
-                item != "deploy lock" and (named_repair or after_switch))
+            return (named_lock and item == "deploy lock") or (item != "deploy lock" and (named_repair or after_switch))
 
         silent = {h: [i for i in p if not excused(i)] for h, p in problems.items()}
         silent = {h: p for h, p in silent.items() if p}
         if silent:
             res.silent = silent
-            res.violate("left-behind", f"after exit {res.code}, not named in the output: "
-                        + "; ".join(f"host{h}: {', '.join(p)}" for h, p in silent.items()))
+            res.violate(
+                "left-behind",
+                f"after exit {res.code}, not named in the output: "
+                + "; ".join(f"host{h}: {', '.join(p)}" for h, p in silent.items()),
+            )
         named = {h: [i for i in p if excused(i)] for h, p in problems.items()}
         named = {h: p for h, p in named.items() if p}
         if named:
-            res.notes.append("left behind, as the output says: "
-                             + "; ".join(f"host{h}: {', '.join(p)}" for h, p in named.items()))
+            res.notes.append(
+                "left behind, as the output says: " + "; ".join(f"host{h}: {', '.join(p)}" for h, p in named.items())
+            )
 
     def check_stray_releases(self, res: RoundResult, text: str, pre: dict) -> None:
         """README: a deploy stopped before the switch moves its new release to releases_failed/
@@ -855,15 +939,19 @@ class Soak:
         releases/ and is not current must be one of those, or named as not moved."""
         if "AFTER the switch" in text:
             return
-        stray = {h: sorted(set(releases_of(self.f, h)) - set(pre[h]["releases"]) - {current_of(self.f, h)})
-                 for h in self.live}
+        stray = {
+            h: sorted(set(releases_of(self.f, h)) - set(pre[h]["releases"]) - {current_of(self.f, h)})
+            for h in self.live
+        }
         stray = {h: r for h, r in stray.items() if r}
         if not stray:
             return
         where = "; ".join(f"host{h}: releases/{', '.join(r)}" for h, r in stray.items())
         if "new release was moved to releases_failed/" in text:
-            res.violate("left-behind", f"the summary says the new release was moved to releases_failed/, "
-                                       f"but it is still in {where}")
+            res.violate(
+                "left-behind",
+                f"the summary says the new release was moved to releases_failed/, but it is still in {where}",
+            )
         elif "could not move" in text:
             res.notes.append(f"new release left in releases/, as the output says: {where}")
         else:
@@ -872,23 +960,38 @@ class Soak:
         # must not count a release that never went live.
         for h, names in stray.items():
             for name in names:
-                self.as_owner(h, f"mkdir -p {DEPLOY_TO}/releases_failed && "
-                                 f"mv {DEPLOY_TO}/releases/{name} {DEPLOY_TO}/releases_failed/{name}")
+                self.as_owner(
+                    h,
+                    f"mkdir -p {DEPLOY_TO}/releases_failed && "
+                    f"mv {DEPLOY_TO}/releases/{name} {DEPLOY_TO}/releases_failed/{name}",
+                )
                 res.recoveries.append(f"mv-release@host{h}")
 
     def as_owner(self, h: int, command: str) -> None:
         """Run `command` on host `h` as the owner of deploy_to, as the deploy would have: a
         folder root made there would refuse the deploy user later."""
         st = os.stat(self.f.host(h).path(DEPLOY_TO))
-        self.f.run(h, ["setpriv", f"--reuid={st.st_uid}", f"--regid={st.st_gid}", "--clear-groups",
-                       "sh", "-c", command], check=True, timeout=20)
+        self.f.run(
+            h,
+            ["setpriv", f"--reuid={st.st_uid}", f"--regid={st.st_gid}", "--clear-groups", "sh", "-c", command],
+            check=True,
+            timeout=20,
+        )
 
     @staticmethod
     def output(op: FabRun, fault: Fault | None) -> str:
         return op.text + (fault.second.text if fault and fault.second else "")
 
-    def recover(self, res: RoundResult, op: FabRun, plan: RoundPlan, config: Path, target: str | None,
-                rdir: Path, fault: Fault | None) -> None:
+    def recover(
+        self,
+        res: RoundResult,
+        op: FabRun,
+        plan: RoundPlan,
+        config: Path,
+        target: str | None,
+        rdir: Path,
+        fault: Fault | None,
+    ) -> None:
         """Run the repair the output names (or a rerun after Ctrl-C), and count it: the deploy
         lock's rm -rf, `fab hooks.deploy-failed`, a rerun after Ctrl-C or after a failure after
         the switch. The round's jobs are let finish first, so no repair is refused by them."""
@@ -904,8 +1007,7 @@ class Soak:
         elif any(i != "deploy lock" for p in res.silent.values() for i in p):
             # Already a violation; repaired with the README's repair for what a guard leaves, so
             # that the next rounds start clean and do not report it again.
-            self.run_recovery(res, ["hooks.deploy-failed", "--config", str(config)], rdir,
-                              "deploy-failed(not named)")
+            self.run_recovery(res, ["hooks.deploy-failed", "--config", str(config)], rdir, "deploy-failed(not named)")
         for h, p in res.silent.items():
             if "deploy lock" in p and os.path.lexists(self.f.host(h).path(LOCK)):
                 self.f.run(h, f"rm -rf {LOCK}", timeout=20)
@@ -923,8 +1025,9 @@ class Soak:
         r = fab(args, rdir / f"recovery{len(res.recoveries)}-{args[0]}.log")
         res.recoveries.append(f"{label}:{r.code}")
         if r.code != 0:
-            res.violate("recovery", f"fab {' '.join(args[:1])} exited {r.code}: "
-                                    + " | ".join(r.text.strip().splitlines()[-3:]))
+            res.violate(
+                "recovery", f"fab {' '.join(args[:1])} exited {r.code}: " + " | ".join(r.text.strip().splitlines()[-3:])
+            )
 
     def config_without(self, config: Path, host: int, rdir: Path) -> Path:
         """The round's config minus a dead host, for the recovery on the hosts still up."""
@@ -943,8 +1046,10 @@ class Soak:
             if p is None:
                 res.violate("current", f"host{h}: the poller gave no result")
             elif p["misses"]:
-                res.violate("current", f"host{h}: {p['misses']} of {p['checks']} checks found no "
-                                       f"release (first: {p['first_bad']})")
+                res.violate(
+                    "current",
+                    f"host{h}: {p['misses']} of {p['checks']} checks found no release (first: {p['first_bad']})",
+                )
 
     def check_jobs(self, res: RoundResult, plan: RoundPlan, failed_before: int, fault: Fault | None) -> None:
         """Every job ran exactly once to its end; none failed. With a host killed, the jobs it
@@ -1021,18 +1126,31 @@ class Soak:
                 script += f"; kill -CONT {' '.join(map(str, paused))}"
             self.f.run(h, script, timeout=30)
         left = wait_for(lambda: host_problems(self.f, hosts), WORKER_SETTLE, 0.5)
-        res.notes.append(f"harness reset of {', '.join(f'host{h}' for h in hosts)} as root"
-                         + (f"; still wrong: {left}" if left else ""))
+        res.notes.append(
+            f"harness reset of {', '.join(f'host{h}' for h in hosts)} as root"
+            + (f"; still wrong: {left}" if left else "")
+        )
 
 
 # --- reporting ---------------------------------------------------------------------------------
+
 
 def round_line(seed: int, r: RoundResult) -> str:
     p = r.plan
     kinds = Counter(k for k, _ in r.violations)
     checks = []
-    for name in ("exit-code", "outcome", "jobs", "current", "workers", "leftovers", "left-behind",
-                 "same-release", "recovery", "timeout"):
+    for name in (
+        "exit-code",
+        "outcome",
+        "jobs",
+        "current",
+        "workers",
+        "leftovers",
+        "left-behind",
+        "same-release",
+        "recovery",
+        "timeout",
+    ):
         if kinds[name]:
             checks.append(f"{name} FAIL")
     polls = [v for v in r.polls.values() if v]
@@ -1041,9 +1159,11 @@ def round_line(seed: int, r: RoundResult) -> str:
     verdict = "ok" if not r.violations else "VIOLATED: " + ", ".join(checks)
     jobs = f"jobs {r.jobs_done}/{len(p.jobs)}" + (f" ({r.excused_jobs} died with the host)" if r.excused_jobs else "")
     rec = f" recovery [{', '.join(r.recoveries)}]" if r.recoveries else ""
-    return (f"round {p.index:>3} seed {seed} {p.describe()} jobs: {len(p.jobs)} | exit {r.code}"
-            f" ({' '.join(r.codes)}){rec} | {jobs}, current {n} checks, worst gap {worst:.0f} ms"
-            f" | {verdict} | {r.seconds:.1f}s")
+    return (
+        f"round {p.index:>3} seed {seed} {p.describe()} jobs: {len(p.jobs)} | exit {r.code}"
+        f" ({' '.join(r.codes)}){rec} | {jobs}, current {n} checks, worst gap {worst:.0f} ms"
+        f" | {verdict} | {r.seconds:.1f}s"
+    )
 
 
 def totals(seed: int, results: list[RoundResult], seconds: float, bringup: float, repro: str) -> list[str]:
@@ -1052,13 +1172,18 @@ def totals(seed: int, results: list[RoundResult], seconds: float, bringup: float
     lines = [
         f"=== soak seed {seed}: {len(results)} rounds in {seconds:.0f}s "
         f"(fleet up in {bringup:.0f}s, median round {sorted(r.seconds for r in results)[len(results) // 2]:.1f}s)"
-        if results else f"=== soak seed {seed}: no round ran",
+        if results
+        else f"=== soak seed {seed}: no round ran",
         "ops: " + ", ".join(f"{k} {v}" for k, v in Counter(r.plan.op for r in results).most_common()),
-        "faults: " + ", ".join(f"{k} {v}" for k, v in Counter(r.plan.fault for r in results).most_common())
+        "faults: "
+        + ", ".join(f"{k} {v}" for k, v in Counter(r.plan.fault for r in results).most_common())
         + f" ({sum(1 for r in results if any('no fault' in n for n in r.notes))} did not land: "
-          f"the operation had ended first)",
-        "exit codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(Counter(r.code for r in results).items(),
-                                                                   key=lambda kv: (kv[0] is None, kv[0] or 0))),
+        f"the operation had ended first)",
+        "exit codes: "
+        + ", ".join(
+            f"{k}: {v}"
+            for k, v in sorted(Counter(r.code for r in results).items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+        ),
         f"recoveries: {sum(len(r.recoveries) for r in results)} "
         f"({', '.join(f'{k} {v}' for k, v in Counter(x.split(':')[0].split('@')[0] for r in results for x in r.recoveries).items()) or 'none'})",
         f"jobs: {sum(len(r.plan.jobs) for r in results)} planned, {sum(r.jobs_done for r in results)} finished, "
@@ -1066,17 +1191,21 @@ def totals(seed: int, results: list[RoundResult], seconds: float, bringup: float
         f"{sum(r.late_failed for r in results)} recorded in resque:failed rounds later (dead-worker pruning)",
         f"current: {sum(v['checks'] for v in polls)} checks, {sum(v['misses'] for v in polls)} without a release, "
         f"{sum(v['late'] for v in polls)} gaps over 10 ms (worst {max((v['worst_ms'] for v in polls), default=0):.0f} ms)",
-        f"violations: {sum(kinds.values())}" + (" (" + ", ".join(f"{k} {v}" for k, v in kinds.items()) + ")" if kinds else ""),
+        f"violations: {sum(kinds.values())}"
+        + (" (" + ", ".join(f"{k} {v}" for k, v in kinds.items()) + ")" if kinds else ""),
     ]
     bad = [r for r in results if r.violations]
     for r in bad:
-        lines.append(f"  round {r.plan.index} (reproduce: {repro} --rounds {r.plan.index}; "
-                     f"its plan alone on a fresh fleet: --only {r.plan.index}):")
+        lines.append(
+            f"  round {r.plan.index} (reproduce: {repro} --rounds {r.plan.index}; "
+            f"its plan alone on a fresh fleet: --only {r.plan.index}):"
+        )
         lines += [f"    {k}: {d}" for k, d in r.violations]
     return lines
 
 
 # --- main --------------------------------------------------------------------------------------
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -1084,12 +1213,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=None, help="default: random, printed")
     ap.add_argument("--hosts", type=int, default=3)
     ap.add_argument("--login", default="deploy", help="the hosts' SSH login (deploy: sudo for monit only)")
-    ap.add_argument("--host-kill", choices=["last", "never"], default="last",
-                    help="SIGKILL a host in the last round (the harness cannot bring it back)")
-    ap.add_argument("--faults", default=",".join(FAULTS),
-                    help=f"the faults to draw from, comma-separated (default all: {','.join(FAULTS)})")
-    ap.add_argument("--only", type=int, default=None, metavar="ROUND",
-                    help="play only this round's plan, on a fresh fleet")
+    ap.add_argument(
+        "--host-kill",
+        choices=["last", "never"],
+        default="last",
+        help="SIGKILL a host in the last round (the harness cannot bring it back)",
+    )
+    ap.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"the faults to draw from, comma-separated (default all: {','.join(FAULTS)})",
+    )
+    ap.add_argument(
+        "--only", type=int, default=None, metavar="ROUND", help="play only this round's plan, on a fresh fleet"
+    )
     ap.add_argument("--keep-logs", action="store_true", help="keep every fab log, not only on violations")
     ap.add_argument("--log-dir", type=Path, default=None)
     return ap.parse_args(argv)
@@ -1099,16 +1236,18 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 100000)
     faults = {name: FAULTS[name] for name in args.faults.split(",") if name in FAULTS}
-    if args.rounds < 1 or not 2 <= args.hosts <= 20 or not faults \
-            or len(faults) != len(args.faults.split(",")):
+    if args.rounds < 1 or not 2 <= args.hosts <= 20 or not faults or len(faults) != len(args.faults.split(",")):
         print(f"--rounds must be >= 1, --hosts 2..20, --faults some of {','.join(FAULTS)}", file=sys.stderr)
         return 2
     bench.terminate_on_signals()
     logdir = args.log_dir or Path(tempfile.mkdtemp(prefix=f"deployhooks-soak-logs-{seed}-"))
     indexes = [args.only] if args.only else list(range(1, args.rounds + 1))
     last = indexes[-1] if not args.only else args.rounds
-    print(f"soak: seed {seed}, rounds {indexes[0]}..{indexes[-1]}, {args.hosts} hosts, login {args.login}, "
-          f"faults {','.join(faults)}, host kill: {args.host_kill}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {bench.machine()}", flush=True)
+    print(
+        f"soak: seed {seed}, rounds {indexes[0]}..{indexes[-1]}, {args.hosts} hosts, login {args.login}, "
+        f"faults {','.join(faults)}, host kill: {args.host_kill}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {bench.machine()}",
+        flush=True,
+    )
     results: list[RoundResult] = []
     started = time.monotonic()
     bringup = 0.0
@@ -1117,8 +1256,9 @@ def main(argv=None) -> int:
             bringup = time.monotonic() - started
             soak = Soak(sf, seed, logdir)
             for i in indexes:
-                plan = plan_round(seed, i, args.hosts, last=i == last, host_kill=args.host_kill == "last",
-                                  faults=faults)
+                plan = plan_round(
+                    seed, i, args.hosts, last=i == last, host_kill=args.host_kill == "last", faults=faults
+                )
                 r = soak.run_round(plan)
                 results.append(r)
                 print(round_line(seed, r), flush=True)
@@ -1134,10 +1274,12 @@ def main(argv=None) -> int:
     except Exception as exc:  # a fleet that did not come up; all torn down
         print(f"\nsoak failed: {type(exc).__name__}: {exc} (fleet and redis stopped)", file=sys.stderr)
         return 3
-    repro = f".venv/bin/python bench/soak.py --seed {seed} --hosts {args.hosts}" + (
-        f" --login {args.login}" if args.login != "deploy" else "") + (
-        f" --faults {','.join(faults)}" if list(faults) != list(FAULTS) else "") + (
-        " --host-kill never" if args.host_kill == "never" else "")
+    repro = (
+        f".venv/bin/python bench/soak.py --seed {seed} --hosts {args.hosts}"
+        + (f" --login {args.login}" if args.login != "deploy" else "")
+        + (f" --faults {','.join(faults)}" if list(faults) != list(FAULTS) else "")
+        + (" --host-kill never" if args.host_kill == "never" else "")
+    )
     print("\n".join(totals(seed, results, time.monotonic() - started, bringup, repro)))
     violated = any(r.violations for r in results)
     if violated or args.keep_logs:

@@ -33,10 +33,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _fleet as bench  # noqa: E402
-from _fleet import GROUP_PRELUDE, AppSpec, BenchFleet, PS_ARGS, PYTHON, fmt_s  # noqa: E402
+from _fleet import GROUP_PRELUDE, PS_ARGS, PYTHON, AppSpec, BenchFleet, fmt_s  # noqa: E402
 
 # The ThreadingGroup baseline: what deployhooks.remote.fleet.connect() sets up, minus deployhooks.
-GROUP_SCRIPT = GROUP_PRELUDE + r"""
+GROUP_SCRIPT = (
+    GROUP_PRELUDE
+    + r"""
 key, known_hosts, command, hosts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 group = group_of(key, known_hosts, hosts)
 try:
@@ -46,11 +48,17 @@ finally:
 for conn, result in results.items():
     sys.stdout.write(f"{conn.host}: {len(result.stdout.splitlines())} lines\n")
 """
+)
 
 NAMES = ("status", "group", "pssh", "pssh-c25519", "group-stcmd")
 BASELINES = ("group", "pssh", "pssh-c25519")
-LABELS = {"status": "fab resque.status", "group": "ThreadingGroup ps", "pssh": "parallel-ssh ps",
-          "pssh-c25519": "parallel-ssh ps c25519", "group-stcmd": "(ThreadingGroup st-cmd)"}
+LABELS = {
+    "status": "fab resque.status",
+    "group": "ThreadingGroup ps",
+    "pssh": "parallel-ssh ps",
+    "pssh-c25519": "parallel-ssh ps c25519",
+    "group-stcmd": "(ThreadingGroup st-cmd)",
+}
 PARAMIKO_KEX = "curve25519-sha256@libssh.org"
 
 
@@ -71,8 +79,15 @@ def commands(bf: BenchFleet) -> dict[str, list[str]]:
         "group": [PYTHON, "-c", GROUP_SCRIPT, str(f.client_key), str(f.known_hosts), PS_ARGS, *targets],
         "pssh": [*pssh, "-x", bf.ssh_opts(), "-i", PS_ARGS],
         "pssh-c25519": [*pssh, "-x", f"{bf.ssh_opts()} -o KexAlgorithms={PARAMIKO_KEX}", "-i", PS_ARGS],
-        "group-stcmd": [PYTHON, "-c", GROUP_SCRIPT, str(f.client_key), str(f.known_hosts),
-                        status_command(bf.config), *targets],
+        "group-stcmd": [
+            PYTHON,
+            "-c",
+            GROUP_SCRIPT,
+            str(f.client_key),
+            str(f.known_hosts),
+            status_command(bf.config),
+            *targets,
+        ],
     }
 
 
@@ -125,18 +140,23 @@ def remote_cost(bf: BenchFleet, runs: int = 7) -> dict[str, float | None]:
 
 def measure(n: int, runs: int, workers: int, keep: bool) -> dict:
     apps = [AppSpec("shop", workers=("deploytest",) * workers, interval=1.0)]
-    print(f"\n=== {n} hosts, {workers} resque worker(s) per host ({n * workers} workers), "
-          f"{runs} timed rounds after 1 warm-up ===", flush=True)
+    print(
+        f"\n=== {n} hosts, {workers} resque worker(s) per host ({n * workers} workers), "
+        f"{runs} timed rounds after 1 warm-up ===",
+        flush=True,
+    )
     with BenchFleet(n, apps, keep=keep, label=f"fleet{n}") as bf:
         f = bf.fleet
-        print(f"fleet up in {bf.bringup_seconds:.1f}s on {f.hosts[0].address}..{f.hosts[-1].address} "
-              f"(temp dir {bf.dir})", flush=True)
+        print(
+            f"fleet up in {bf.bringup_seconds:.1f}s on {f.hosts[0].address}..{f.hosts[-1].address} (temp dir {bf.dir})",
+            flush=True,
+        )
         argv = commands(bf)
         times: dict[str, list[float]] = {k: [] for k in NAMES}
         conns: dict[str, list[dict[str, int]]] = {k: [] for k in NAMES}
         problems: dict[str, list[str]] = {k: [] for k in NAMES}
         status_tail = None
-        for round_no in range(runs + 1):      # round 0 is the warm-up
+        for round_no in range(runs + 1):  # round 0 is the warm-up
             shift = round_no % len(NAMES)
             for name in NAMES[shift:] + NAMES[:shift]:
                 before = bench.accepted(f)
@@ -163,8 +183,10 @@ def measure(n: int, runs: int, workers: int, keep: bool) -> dict:
             counts = f"{lo} on every host in every run" if lo == hi else f"between {lo} and {hi}"
         else:
             counts = "n/a (no run counted)"
-        print(f"{LABELS[name]:<24}{fmt_s(med[name], 9)}{fmt_s(min(v) if v else None, 8)}"
-              f"{fmt_s(max(v) if v else None, 8)}  {len(v):>4}  {counts}")
+        print(
+            f"{LABELS[name]:<24}{fmt_s(med[name], 9)}{fmt_s(min(v) if v else None, 8)}"
+            f"{fmt_s(max(v) if v else None, 8)}  {len(v):>4}  {counts}"
+        )
         for why in problems[name][:3]:
             print(f"  ! {LABELS[name]}: run not counted: {why}")
     print(f"load average (1 min) after the runs: {load}")
@@ -178,32 +200,39 @@ def measure(n: int, runs: int, workers: int, keep: bool) -> dict:
     if s and fast:
         fast_name, fast_s = min(fast, key=lambda kv: kv[1])
         verdict = "within" if s / fast_s <= 1.3 else "NOT within"
-        print(f"status vs the faster baseline ({LABELS[fast_name]}): {s / fast_s:.2f}x, "
-              f"{verdict} the 1.3x target")
+        print(f"status vs the faster baseline ({LABELS[fast_name]}): {s / fast_s:.2f}x, {verdict} the 1.3x target")
     g, gs = med["group"], med["group-stcmd"]
     if s and g and gs:
-        print(f"where status's extra {s - g:+.3f}s over ThreadingGroup ps goes: remote command "
-              f"(group st-cmd - group ps) {gs - g:+.3f}s, fab/deployhooks client side "
-              f"(status - group st-cmd) {s - gs:+.3f}s")
+        print(
+            f"where status's extra {s - g:+.3f}s over ThreadingGroup ps goes: remote command "
+            f"(group st-cmd - group ps) {gs - g:+.3f}s, fab/deployhooks client side "
+            f"(status - group st-cmd) {s - gs:+.3f}s"
+        )
     rc = ", ".join(f"{k} {v * 1000:.1f} ms" if v else f"{k} n/a" for k, v in remote.items())
     print(f"remote commands inside host1 (nsenter, no SSH; median of 7): {rc}")
     if remote.get("status command") and remote.get("ps axww -o ..."):
         extra = remote["status command"] - remote["ps axww -o ..."]
-        print(f"  -> the status command costs {extra * 1000:.1f} ms more than ps per host; here all {n} "
-              f"hosts share this machine's cores (~{n * extra / (os.cpu_count() or 1):.2f}s of the "
-              f"gap at {os.cpu_count()} cores), on real hosts it would run in parallel")
+        print(
+            f"  -> the status command costs {extra * 1000:.1f} ms more than ps per host; here all {n} "
+            f"hosts share this machine's cores (~{n * extra / (os.cpu_count() or 1):.2f}s of the "
+            f"gap at {os.cpu_count()} cores), on real hosts it would run in parallel"
+        )
     return {"n": n, "workers": workers, "med": med, "runs": {k: len(v) for k, v in times.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", default="20,100", help="comma-separated fleet sizes (default 20,100)")
-    parser.add_argument("--runs", default="7,3",
-                        help="timed rounds per size, after one warm-up round; one value per size, the "
-                             "last repeats (default 7,3: 7 at the first size, 3 at the others)")
+    parser.add_argument(
+        "--runs",
+        default="7,3",
+        help="timed rounds per size, after one warm-up round; one value per size, the "
+        "last repeats (default 7,3: 7 at the first size, 3 at the others)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="resque workers per host (default 1; >= 1)")
-    parser.add_argument("--floor-runs", type=int, default=5,
-                        help="runs of the interpreter/import probes (0 skips them; default 5)")
+    parser.add_argument(
+        "--floor-runs", type=int, default=5, help="runs of the interpreter/import probes (0 skips them; default 5)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (hosts' logs) afterwards")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.hosts.split(",") if x.strip()]
@@ -216,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.terminate_on_signals()
     started = time.monotonic()
     print(f"bench/status.py: {bench.machine()}")
-    print(f"fleet sizes {sizes}, timed rounds {runs[:len(sizes)]}; {args.workers} resque worker(s) per host "
-          f"(fakeresque, poll interval 1s); commands alternated, order rotated every round")
+    print(
+        f"fleet sizes {sizes}, timed rounds {runs[: len(sizes)]}; {args.workers} resque worker(s) per host "
+        f"(fakeresque, poll interval 1s); commands alternated, order rotated every round"
+    )
     results = []
     try:
         if args.floor_runs:
@@ -242,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['n']:>6}{r['n'] * r['workers']:>8}" + "".join(fmt_s(m[c], 13) for c in cols) + ratio)
     if len(results) >= 2:
         a, b = results[0], results[-1]
-        grow = [f"{k} {(b['med'][k] - a['med'][k]) / (b['n'] - a['n']) * 1000:+.1f}"
-                for k in cols if a["med"][k] and b["med"][k]]
+        grow = [
+            f"{k} {(b['med'][k] - a['med'][k]) / (b['n'] - a['n']) * 1000:+.1f}"
+            for k in cols
+            if a["med"][k] and b["med"][k]
+        ]
         print(f"marginal ms per extra host ({a['n']} -> {b['n']} hosts): " + ", ".join(grow))
     print(f"\ntotal benchmark time {time.monotonic() - started:.0f}s")
     return 0

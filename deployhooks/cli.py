@@ -17,12 +17,12 @@ class DeployhooksConfig(Config):
 
     @staticmethod
     def global_defaults():
-        return merge_dicts(Config.global_defaults(),
-                           {"run": {"in_stream": False}, "deployhooks": {"on_server": True}})
+        return merge_dicts(Config.global_defaults(), {"run": {"in_stream": False}, "deployhooks": {"on_server": True}})
 
 
-program = Fab(name="deployhooks", version=__version__, namespace=ns,
-              executor_class=Executor, config_class=DeployhooksConfig)
+program = Fab(
+    name="deployhooks", version=__version__, namespace=ns, executor_class=Executor, config_class=DeployhooksConfig
+)
 
 
 def main() -> None:

@@ -68,8 +68,7 @@ ENV_VAR = "DEPLOYHOOKS_CONFIG"
 # newline), so `.match` and `.fullmatch` both mean the whole text.
 NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
 # user@host:port, host names and IPv4 only: nothing a shell or ssh option parser could misread.
-HOST_RE = re.compile(
-    r"\A(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(?::(?P<port>[0-9]{1,5}))?\Z")
+HOST_RE = re.compile(r"\A(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(?::(?P<port>[0-9]{1,5}))?\Z")
 QUEUE_RE = re.compile(r"\A(?:\*|[A-Za-z0-9_.:-]+)\Z")
 USER_RE = re.compile(r"\A[a-z_][a-z0-9_-]*\$?\Z")
 COMMAND_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")
@@ -85,14 +84,47 @@ DEFAULT_WORKER_COMMAND = ("bundle", "exec", "rake", "-f", "{current}/Rakefile", 
 PATH_CHARS_RE = re.compile(r"\A[A-Za-z0-9_./@+-]+\Z")
 # Folders the system owns: never a deploy_to or pid_dir (this tool creates and removes what is
 # inside those: releases, links, pidfiles), never the folder of the monitrc (written as root).
-SYSTEM_FOLDERS = frozenset({
-    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
-    "/lost+found", "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/snap", "/srv",
-    "/sys", "/tmp", "/usr", "/var",
-    "/usr/bin", "/usr/lib", "/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/local/sbin",
-    "/usr/sbin", "/usr/share", "/var/cache", "/var/lib", "/var/log", "/var/run", "/var/spool",
-    "/var/tmp",
-})
+SYSTEM_FOLDERS = frozenset(
+    {
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/lost+found",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/snap",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/var",
+        "/usr/bin",
+        "/usr/lib",
+        "/usr/local",
+        "/usr/local/bin",
+        "/usr/local/lib",
+        "/usr/local/sbin",
+        "/usr/sbin",
+        "/usr/share",
+        "/var/cache",
+        "/var/lib",
+        "/var/log",
+        "/var/run",
+        "/var/spool",
+        "/var/tmp",
+    }
+)
 # Kernel file systems: nothing of an app's lives there.
 VIRTUAL_FOLDERS = ("/proc", "/sys", "/dev")
 
@@ -147,8 +179,7 @@ class ResqueSettings:
 
     def worker_argv(self, current_path: str) -> tuple[str, ...]:
         """`worker_command` with each `{current}` replaced by `current_path`."""
-        return tuple(word.replace(CURRENT_PLACEHOLDER, current_path)
-                     for word in self.worker_command)
+        return tuple(word.replace(CURRENT_PLACEHOLDER, current_path) for word in self.worker_command)
 
     @property
     def settle_timeout(self) -> int:
@@ -239,10 +270,11 @@ class Settings:
 
     def roles_of(self, host: str) -> tuple[str, ...]:
         """The roles that list `host` (matched with or without user@ and :port)."""
+
         def bare(h: str) -> str:
             return h.split("@")[-1].split(":")[0]
-        return tuple(role for role, hs in self.hosts.items()
-                     if any(h == host or bare(h) == bare(host) for h in hs))
+
+        return tuple(role for role, hs in self.hosts.items() if any(h == host or bare(h) == bare(host) for h in hs))
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -260,16 +292,14 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 class _Spec:
     """One key's expectation: a check that returns the Python value or raises `_Bad`."""
 
-    def __init__(self, check: Callable[[yaml.Node, str], Any], default: Any = None,
-                 required: bool = False):
+    def __init__(self, check: Callable[[yaml.Node, str], Any], default: Any = None, required: bool = False):
         self.check, self.default, self.required = check, default, required
 
 
 class _Bad(Exception):
     """A refused value: `node` gives the line, `expected` what would have been accepted."""
 
-    def __init__(self, node: yaml.Node | None, expected: str, key: str | None = None,
-                 show_got: bool = True):
+    def __init__(self, node: yaml.Node | None, expected: str, key: str | None = None, show_got: bool = True):
         super().__init__(expected)
         self.node, self.expected, self.key, self.show_got = node, expected, key, show_got
 
@@ -293,27 +323,31 @@ def _text(node: yaml.Node, expected: str) -> str:
 
 def _show_tag(tag: str) -> str:
     """A tag as it was written: `!!binary` rather than `tag:yaml.org,2002:binary`."""
-    return _shorten("!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag)
+    return _shorten("!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag)
 
 
 def _string(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Callable:
     """A non-empty string; with `pattern`, one it matches in full; without, one free of control
     characters other than tab and newline (shell commands may span lines)."""
+
     def check(node: yaml.Node, key: str) -> str:
         value = _text(node, what)
         if not value or (pattern.fullmatch(value) is None if pattern else _CONTROL_RE.search(value)):
             raise _Bad(node, what)
         return value
+
     return check
 
 
 def _choice(*choices: str) -> Callable:
     what = "one of " + ", ".join(choices)
+
     def check(node: yaml.Node, key: str) -> str:
         value = _text(node, what)
         if value not in choices:
             raise _Bad(node, what)
         return value
+
     return check
 
 
@@ -332,6 +366,7 @@ def _int(minimum: int, maximum: int) -> Callable:
     """A whole number in [minimum, maximum] written in plain decimal digits: YAML 1.1 would read
     `1:30` as 90, `0x10` as 16 and `010` as 8, none of which is what the writer most likely meant."""
     what = f"a whole number from {minimum} to {maximum}"
+
     def check(node: yaml.Node, key: str) -> int:
         text = _text(node, what)
         if not _DECIMAL_RE.fullmatch(text):
@@ -340,6 +375,7 @@ def _int(minimum: int, maximum: int) -> Callable:
         if len(text) > len(str(maximum)) or not minimum <= int(text) <= maximum:
             raise _Bad(node, what)
         return int(text)
+
     return check
 
 
@@ -355,15 +391,21 @@ def _bool(node: yaml.Node, key: str) -> bool:
     return text in _TRUE
 
 
-_PATH_WHAT = ("an absolute, normalized path (no //, /./, /../ or trailing /) other than /, of "
-              "letters, digits and _ . / @ + -")
+_PATH_WHAT = (
+    "an absolute, normalized path (no //, /./, /../ or trailing /) other than /, of letters, digits and _ . / @ + -"
+)
 
 
 def _abs_path(node: yaml.Node, key: str) -> str:
     """An absolute, normalized path other than `/`, made of PATH_CHARS_RE characters only."""
     value = _text(node, _PATH_WHAT)
-    if (not value.startswith("/") or value.startswith("//") or value == "/"
-            or not PATH_CHARS_RE.fullmatch(value) or os.path.normpath(value) != value):
+    if (
+        not value.startswith("/")
+        or value.startswith("//")
+        or value == "/"
+        or not PATH_CHARS_RE.fullmatch(value)
+        or os.path.normpath(value) != value
+    ):
         raise _Bad(node, _PATH_WHAT)
     return value
 
@@ -377,8 +419,7 @@ def _own_folder(node: yaml.Node, key: str) -> str:
     folder (SYSTEM_FOLDERS) nor anything under /proc, /sys or /dev."""
     value = _abs_path(node, key)
     if _is_system(value):
-        raise _Bad(node, "a folder of the app's own, not a system folder such as /tmp, /etc, "
-                         "/var or /var/run")
+        raise _Bad(node, "a folder of the app's own, not a system folder such as /tmp, /etc, /var or /var/run")
     return value
 
 
@@ -389,31 +430,35 @@ def _monitrc_file(node: yaml.Node, key: str) -> str:
     value = _abs_path(node, key)
     folder, name = os.path.split(value)
     if folder == "/" or _is_system(folder) or _is_system(value) or name.startswith("."):
-        raise _Bad(node, "a file in a folder monit includes, e.g. "
-                         "/etc/monit.d/resque_<app>.monitrc (not in / or a system folder such as "
-                         "/etc, and not a dot name)")
+        raise _Bad(
+            node,
+            "a file in a folder monit includes, e.g. "
+            "/etc/monit.d/resque_<app>.monitrc (not in / or a system folder such as "
+            "/etc, and not a dot name)",
+        )
     return value
 
 
 def _relative(what: str) -> Callable:
     """A normalized relative path under a folder of the app (no `..`, no leading `/`)."""
+
     def check(node: yaml.Node, key: str) -> str:
         value = _string(_REL_RE, what)(node, key)
         if os.path.normpath(value) != value or value == ".":
             raise _Bad(node, what)
         return value
+
     return check
 
 
-def _list_of(item: Callable, what: str, maximum: int | None = None,
-             items: str = "items") -> Callable:
+def _list_of(item: Callable, what: str, maximum: int | None = None, items: str = "items") -> Callable:
     """A YAML list of `item`s (or "a,b" for one), not empty, at most `maximum` `items` long."""
+
     def check(node: yaml.Node, key: str) -> tuple:
         if isinstance(node, yaml.ScalarNode):
             # "a,b" is accepted where a list is expected: resque_N.conf files say QUEUE=a,b.
             parts = [p.strip() for p in _text(node, what).split(",")]
-            values = tuple(item(yaml.ScalarNode(_STR, p, node.start_mark, node.end_mark), key)
-                           for p in parts)
+            values = tuple(item(yaml.ScalarNode(_STR, p, node.start_mark, node.end_mark), key) for p in parts)
         elif isinstance(node, yaml.SequenceNode) and node.tag == _SEQ and node.value:
             values = tuple(item(n, key) for n in node.value)
         else:
@@ -421,6 +466,7 @@ def _list_of(item: Callable, what: str, maximum: int | None = None,
         if maximum is not None and len(values) > maximum:
             raise _Bad(node, f"at most {maximum} {items}", show_got=False)
         return values
+
     return check
 
 
@@ -451,8 +497,7 @@ def _hosts(node: yaml.Node, key: str) -> dict[str, tuple[str, ...]]:
 
 
 def _worker_entry(node: yaml.Node, key: str) -> tuple[str, ...]:
-    spec = {"queues": _Spec(_list_of(_string(QUEUE_RE, "a queue name or *"),
-                                     "a list of queue names"), required=True)}
+    spec = {"queues": _Spec(_list_of(_string(QUEUE_RE, "a queue name or *"), "a list of queue names"), required=True)}
     return _mapping(node, key, spec)["queues"]
 
 
@@ -494,12 +539,13 @@ def _worker_command(node: yaml.Node, key: str) -> tuple[str, ...]:
 
     Each word full-matches WORKER_TOKEN_RE; braces only as the `{current}` placeholder.
     """
-    what = ("a command (a list of words or a string) whose words use only letters, digits and "
-            "_ . / : = @ % + , - (and {current})")
+    what = (
+        "a command (a list of words or a string) whose words use only letters, digits and "
+        "_ . / : = @ % + , - (and {current})"
+    )
     if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
         # The words as written: YAML must not turn `on` into True or `010` into 8.
-        words = [n.value if isinstance(n, yaml.ScalarNode) and n.tag in _SCALAR_TAGS else None
-                 for n in node.value]
+        words = [n.value if isinstance(n, yaml.ScalarNode) and n.tag in _SCALAR_TAGS else None for n in node.value]
     else:
         try:
             words = shlex.split(_text(node, what))
@@ -520,25 +566,25 @@ def _seconds(maximum: int = MAX_SECONDS) -> Callable:
 
 
 _RESQUE_SCHEMA = {
-    "roles": _Spec(_list_of(_string(NAME_RE, "a role name"), "a list of role names"),
-                   default=("util", "solo")),
+    "roles": _Spec(_list_of(_string(NAME_RE, "a role name"), "a list of role names"), default=("util", "solo")),
     "stop": _Spec(_choice("quit", "term"), default="quit"),
     "grace_time": _Spec(_seconds(), default=60),
     "monit_group": _Spec(_string(NAME_RE, "a monit group name (letters, digits, _ and -)")),
-    "workers": _Spec(_list_of(_worker_entry, "a list of workers, each {queues: [...]}",
-                              maximum=MAX_WORKERS, items="workers"), default=(("*",),)),
+    "workers": _Spec(
+        _list_of(_worker_entry, "a list of workers, each {queues: [...]}", maximum=MAX_WORKERS, items="workers"),
+        default=(("*",),),
+    ),
     "on_busy": _Spec(_choice("abort", "wait"), default="abort"),
     "wait_timeout": _Spec(_seconds(), default=600),
     "guard_at": _Spec(_choice("before_migrate", "before_symlink"), default="before_migrate"),
-    "utility_names": _Spec(_list_of(_string(NAME_RE, "an instance name"), "a list of instance names"),
-                           default=()),
+    "utility_names": _Spec(_list_of(_string(NAME_RE, "an instance name"), "a list of instance names"), default=()),
     "sudo": _Spec(_bool, default=False),
     "monit_command": _Spec(_monit_command, default=("monit",)),
     "pause_timeout": _Spec(_seconds(), default=15),
     "start_timeout": _Spec(_seconds(), default=60),
     # resque.setup / resque.doctor: where the monitrc goes and what it runs. None = per app.
     "monitrc_path": _Spec(_monitrc_file),  # default /etc/monit.d/resque_<app>.monitrc
-    "pid_dir": _Spec(_own_folder),         # default /var/run/deployhooks/resque/<app>
+    "pid_dir": _Spec(_own_folder),  # default /var/run/deployhooks/resque/<app>
     "wrapper": _Spec(_wrapper, default="deployhooks-resque"),  # resolved on the host if not absolute
     "totalmem_mb": _Spec(_int(1, MAX_TOTALMEM_MB)),  # default none: no memory rule in the monitrc
     # The user the monit wrapper (root) drops to before it execs the worker. Default: `user`.
@@ -558,28 +604,33 @@ _REL_RE = re.compile(r"\A(?!/)(?!.*\.\.)[A-Za-z0-9_.][A-Za-z0-9_./-]*\Z")
 
 _DEPLOY_SCHEMA = {
     "repo": _Spec(_abs_path),
-    "shared_files": _Spec(_list_of(_relative("a file name under shared/config"),
-                                   "a list of file names"), default=None),
-    "shared_dirs": _Spec(_list_of(_relative("a relative folder, e.g. log or tmp/pids"),
-                                  "a list of relative folders"), default=DeploySettings.shared_dirs),
+    "shared_files": _Spec(_list_of(_relative("a file name under shared/config"), "a list of file names"), default=None),
+    "shared_dirs": _Spec(
+        _list_of(_relative("a relative folder, e.g. log or tmp/pids"), "a list of relative folders"),
+        default=DeploySettings.shared_dirs,
+    ),
     # A shell command run in the release (e.g. "bundle exec rake db:migrate"); written by the
     # operator of this file, so it is passed to the shell as written.
     "bundle_command": _Spec(_string(what="a shell command")),
     "assets_command": _Spec(_string(what="a shell command")),
-    "assets_roles": _Spec(_list_of(_string(NAME_RE, "a role name"), "a list of role names"),
-                          default=("app_master", "app", "solo")),
+    "assets_roles": _Spec(
+        _list_of(_string(NAME_RE, "a role name"), "a list of role names"), default=("app_master", "app", "solo")
+    ),
     "migrate_command": _Spec(_string(what="a shell command")),
     "migrate_role": _Spec(_string(NAME_RE, "a role name"), default="app_master"),
     "restart_command": _Spec(_string(what="a shell command")),
-    "restart_roles": _Spec(_list_of(_string(NAME_RE, "a role name"), "a list of role names"),
-                           default=DeploySettings.restart_roles),
+    "restart_roles": _Spec(
+        _list_of(_string(NAME_RE, "a role name"), "a list of role names"), default=DeploySettings.restart_roles
+    ),
 }
 
 
 def _section(schema: dict[str, "_Spec"]) -> Callable:
     """A section of keys; written empty (`resque:` with nothing under it) it means its defaults."""
+
     def check(node: yaml.Node, key: str) -> dict[str, Any] | None:
         return None if _is_null(node) else _mapping(node, key, schema)
+
     return check
 
 
@@ -587,8 +638,7 @@ _NAME_WHAT = "(letters, digits, _ and -, not starting with -)"
 
 _SCHEMA = {
     "app": _Spec(_string(NAME_RE, f"an app name {_NAME_WHAT}"), required=True),
-    "framework_env": _Spec(_string(NAME_RE, f"an environment name {_NAME_WHAT}"),
-                           default="production"),
+    "framework_env": _Spec(_string(NAME_RE, f"an environment name {_NAME_WHAT}"), default="production"),
     "deploy_to": _Spec(_own_folder),
     "user": _Spec(_string(USER_RE, "a user name")),
     "keep_releases": _Spec(_int(1, MAX_KEEP_RELEASES), default=3),
@@ -610,16 +660,15 @@ def _mapping(node: yaml.Node, prefix: str, schema: dict[str, _Spec]) -> dict[str
     values: dict[str, Any] = {}
     for knode, vnode in node.value:
         if isinstance(knode, yaml.ScalarNode) and knode.tag == _TAG + "merge":
-            raise _Bad(knode, "no YAML merge key (<<): write the keys out", key=prefix or None,
-                       show_got=False)
+            raise _Bad(knode, "no YAML merge key (<<): write the keys out", key=prefix or None, show_got=False)
         if not isinstance(knode, yaml.ScalarNode) or knode.tag not in _SCALAR_TAGS:
-            raise _Bad(knode, f"a plain key, one of {', '.join(schema)}", key=prefix or None,
-                       show_got=False)
+            raise _Bad(knode, f"a plain key, one of {', '.join(schema)}", key=prefix or None, show_got=False)
         key = knode.value
         path = f"{prefix}.{_show_key(key)}" if prefix else _show_key(key)
         if key not in schema:
-            raise _Bad(knode, f"one of the known keys ({', '.join(schema)})",
-                       key=f"{path} (unknown key)", show_got=False)
+            raise _Bad(
+                knode, f"one of the known keys ({', '.join(schema)})", key=f"{path} (unknown key)", show_got=False
+            )
         if key in values:
             raise _Bad(knode, f"'{path}' only once", key=path, show_got=False)
         try:
@@ -716,27 +765,51 @@ def _default_worker_user(root: yaml.Node, raw: dict[str, Any]) -> str | None:
 
 def _build(raw: dict[str, Any], source: str, worker_user: str | None = None) -> Settings:
     app = raw["app"]
-    r = raw["resque"] if raw["resque"] is not None else _mapping(
-        yaml.MappingNode("tag:yaml.org,2002:map", []), "resque", _RESQUE_SCHEMA)
+    r = (
+        raw["resque"]
+        if raw["resque"] is not None
+        else _mapping(yaml.MappingNode("tag:yaml.org,2002:map", []), "resque", _RESQUE_SCHEMA)
+    )
     workers = tuple(Worker(i, tuple(q)) for i, q in enumerate(r["workers"]))
     resque = ResqueSettings(
-        roles=tuple(r["roles"]), stop=r["stop"], grace_time=r["grace_time"],
-        monit_group=r["monit_group"] or f"{app}_resque", workers=workers,
-        on_busy=r["on_busy"], wait_timeout=r["wait_timeout"], guard_at=r["guard_at"],
-        sudo=r["sudo"], monit_command=tuple(r["monit_command"]),
-        pause_timeout=r["pause_timeout"], start_timeout=r["start_timeout"],
+        roles=tuple(r["roles"]),
+        stop=r["stop"],
+        grace_time=r["grace_time"],
+        monit_group=r["monit_group"] or f"{app}_resque",
+        workers=workers,
+        on_busy=r["on_busy"],
+        wait_timeout=r["wait_timeout"],
+        guard_at=r["guard_at"],
+        sudo=r["sudo"],
+        monit_command=tuple(r["monit_command"]),
+        pause_timeout=r["pause_timeout"],
+        start_timeout=r["start_timeout"],
         monitrc_path=r["monitrc_path"] or f"/etc/monit.d/resque_{app}.monitrc",
         pid_dir=r["pid_dir"] or f"/var/run/deployhooks/resque/{app}",
-        wrapper=r["wrapper"], totalmem_mb=r["totalmem_mb"], user=worker_user,
-        worker_command=tuple(r["worker_command"]), utility_names=tuple(r["utility_names"]))
+        wrapper=r["wrapper"],
+        totalmem_mb=r["totalmem_mb"],
+        user=worker_user,
+        worker_command=tuple(r["worker_command"]),
+        utility_names=tuple(r["utility_names"]),
+    )
     ssh = SshSettings(**raw["ssh"]) if raw["ssh"] is not None else SshSettings()
-    deploy = DeploySettings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v
-                               for k, v in raw["deploy"].items()}) \
-        if raw["deploy"] is not None else DeploySettings()
-    return Settings(app=app, framework_env=raw["framework_env"], ssh=ssh, deploy=deploy,
-                    deploy_to=raw["deploy_to"] or f"/data/{app}", user=raw["user"],
-                    keep_releases=raw["keep_releases"], hosts=dict(raw["hosts"]),
-                    resque=resque, source=source)
+    deploy = (
+        DeploySettings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in raw["deploy"].items()})
+        if raw["deploy"] is not None
+        else DeploySettings()
+    )
+    return Settings(
+        app=app,
+        framework_env=raw["framework_env"],
+        ssh=ssh,
+        deploy=deploy,
+        deploy_to=raw["deploy_to"] or f"/data/{app}",
+        user=raw["user"],
+        keep_releases=raw["keep_releases"],
+        hosts=dict(raw["hosts"]),
+        resque=resque,
+        source=source,
+    )
 
 
 def locate(explicit: str | None = None, root: str | os.PathLike = ".") -> Path:
@@ -759,11 +832,12 @@ def _read(path: Path) -> bytes:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read the config file ({exc.strerror}); pass --config PATH or set "
-            f"{ENV_VAR}") from None
+            f"{path}: cannot read the config file ({exc.strerror}); pass --config PATH or set {ENV_VAR}"
+        ) from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: the config file is larger than {MAX_CONFIG_BYTES} bytes; "
-                          f"is --config pointing at the right file?")
+        raise ConfigError(
+            f"{path}: the config file is larger than {MAX_CONFIG_BYTES} bytes; is --config pointing at the right file?"
+        )
     return data
 
 
@@ -773,5 +847,6 @@ def _decode(data: bytes, path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8: byte 0x{data[exc.start]:02x} at offset "
-                          f"{exc.start}; save the file as UTF-8") from None
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}; save the file as UTF-8"
+        ) from None

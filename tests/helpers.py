@@ -29,8 +29,15 @@ def wait_for(check, timeout=15.0, what="condition", interval=0.05):
 
 def fab(*args, timeout=180, **popen):
     """Run `fab ARGS` from the repository (its fabfile) and return the CompletedProcess."""
-    result = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=timeout, stdin=subprocess.DEVNULL, **popen)
+    result = subprocess.run(
+        [sys.executable, "-m", "fabric", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **popen,
+    )
     print(f"--- fab {' '.join(args)} exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
 

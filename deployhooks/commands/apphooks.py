@@ -20,9 +20,20 @@ import tarfile
 
 from ..errors import CommandFailed
 
-POINTS = ("before_deploy", "before_bundle", "after_bundle", "before_compile_assets",
-          "after_compile_assets", "before_migrate", "after_migrate", "before_symlink",
-          "after_symlink", "before_restart", "after_restart", "after_deploy")
+POINTS = (
+    "before_deploy",
+    "before_bundle",
+    "after_bundle",
+    "before_compile_assets",
+    "after_compile_assets",
+    "before_migrate",
+    "after_migrate",
+    "before_symlink",
+    "after_symlink",
+    "before_restart",
+    "after_restart",
+    "after_deploy",
+)
 
 
 def in_archive(archive: bytes) -> dict[str, bool]:
@@ -43,8 +54,9 @@ def in_archive(archive: bytes) -> dict[str, bool]:
     return found
 
 
-def environment(app: str, framework_env: str, release_path: str, roles: tuple[str, ...],
-                host: str, verbose: bool = False) -> dict[str, str]:
+def environment(
+    app: str, framework_env: str, release_path: str, roles: tuple[str, ...], host: str, verbose: bool = False
+) -> dict[str, str]:
     """The `EY_DEPLOY_*` variables Engine Yard sets for a hook."""
     return {
         "EY_DEPLOY_APP": app,
@@ -53,8 +65,7 @@ def environment(app: str, framework_env: str, release_path: str, roles: tuple[st
         "EY_DEPLOY_CURRENT_ROLES": " ".join(roles),
         "EY_DEPLOY_CURRENT_NAME": host,
         "EY_DEPLOY_ENVIRONMENT_NAME": framework_env,
-        "EY_DEPLOY_CONFIG": json.dumps({"app": app, "framework_env": framework_env,
-                                        "release_path": release_path}),
+        "EY_DEPLOY_CONFIG": json.dumps({"app": app, "framework_env": framework_env, "release_path": release_path}),
         "EY_DEPLOY_VERBOSE": "1" if verbose else "0",
     }
 
@@ -67,5 +78,4 @@ def command(release_path: str, name: str, env: dict[str, str]) -> str:
 
 def failed(host: str, name: str, exited: int, output: str) -> CommandFailed:
     tail = "\n".join(output.strip().splitlines()[-5:])
-    return CommandFailed(f"{host}: the app's deploy/{name} hook failed (exit {exited})"
-                         + (f": {tail}" if tail else ""))
+    return CommandFailed(f"{host}: the app's deploy/{name} hook failed (exit {exited})" + (f": {tail}" if tail else ""))

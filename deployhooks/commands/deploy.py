@@ -25,10 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import apphooks, hooks
-from ..remote import cancel
-from ..guard import fleet as fleetguard, onehost as guard
-from ..facts import release as release_mod
 from ..errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -39,9 +35,14 @@ from ..errors import (
     DeployhooksError,
     Refused,
 )
+from ..facts import release as release_mod
+from ..guard import fleet as fleetguard
+from ..guard import onehost as guard
+from ..remote import cancel
 from ..remote.fleet import Session, overall_code
 from ..remote.host import Host
 from ..settings import Settings
+from . import apphooks, hooks
 
 Say = Callable[[str], None]
 q = shlex.quote
@@ -51,7 +52,7 @@ q = shlex.quote
 class StepReport:
     name: str
     seconds: float = 0.0
-    hosts: dict[str, str] = field(default_factory=dict)   # host -> "ok" / error text
+    hosts: dict[str, str] = field(default_factory=dict)  # host -> "ok" / error text
 
 
 @dataclass
@@ -59,7 +60,7 @@ class DeployReport:
     release: str
     steps: list[StepReport] = field(default_factory=list)
     switched: list[str] = field(default_factory=list)
-    previous: dict[str, str] = field(default_factory=dict)   # host -> release current was on
+    previous: dict[str, str] = field(default_factory=dict)  # host -> release current was on
     pruned: dict[str, list[str]] = field(default_factory=dict)
     code: int = EXIT_OK
     message: str = ""
@@ -82,16 +83,29 @@ class DeployReport:
     def as_json(self) -> dict:
         """The report for scripts (`fab deploy --json`)."""
         down = self.downtime()
-        return {"release": self.release, "code": self.code, "message": self.message,
-                "steps": [{"name": s.name, "seconds": round(s.seconds, 3), "hosts": s.hosts}
-                          for s in self.steps],
-                "switched": self.switched, "previous": self.previous, "pruned": self.pruned,
-                "queue_downtime": {
-                    "per_host": {h: round(d, 3) for h, d in down.items()},
-                    "queues": {q: {"worst": round(max(down.values()), 3),
-                                   "median": round(statistics.median(down.values()), 3),
-                                   "hosts": len(down)} for q in self.queues} if down else {},
-                    "no_worker_anywhere": round(self.fleet_downtime(), 3)}}
+        return {
+            "release": self.release,
+            "code": self.code,
+            "message": self.message,
+            "steps": [{"name": s.name, "seconds": round(s.seconds, 3), "hosts": s.hosts} for s in self.steps],
+            "switched": self.switched,
+            "previous": self.previous,
+            "pruned": self.pruned,
+            "queue_downtime": {
+                "per_host": {h: round(d, 3) for h, d in down.items()},
+                "queues": {
+                    q: {
+                        "worst": round(max(down.values()), 3),
+                        "median": round(statistics.median(down.values()), 3),
+                        "hosts": len(down),
+                    }
+                    for q in self.queues
+                }
+                if down
+                else {},
+                "no_worker_anywhere": round(self.fleet_downtime(), 3),
+            },
+        }
 
 
 def build_archive(repo: str, ref: str) -> bytes:
@@ -102,10 +116,15 @@ def build_archive(repo: str, ref: str) -> bytes:
 def build_release(repo: str, ref: str) -> tuple[str, bytes]:
     """(the commit's sha, `git archive` of it gzipped) for `ref` in `repo`."""
     try:
-        sha = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", f"{ref}^{{commit}}"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        data = subprocess.run(["git", "-C", repo, "archive", "--format=tar.gz", sha],
-                              capture_output=True, check=True).stdout
+        sha = subprocess.run(
+            ["git", "-C", repo, "rev-parse", "--verify", f"{ref}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        data = subprocess.run(
+            ["git", "-C", repo, "archive", "--format=tar.gz", sha], capture_output=True, check=True
+        ).stdout
     except FileNotFoundError:
         raise ConfigError("git is not installed on this workstation") from None
     except subprocess.CalledProcessError as exc:
@@ -117,10 +136,20 @@ def build_release(repo: str, ref: str) -> tuple[str, bytes]:
 class Deploy:
     """One deploy of one app to `hosts`; `run()` returns a `DeployReport`, never raises."""
 
-    def __init__(self, settings: Settings, hosts: list[str], archive: bytes, *, say: Say = print,
-                 release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None,
-                 dry: bool = False, ref: str | None = None, sha: str | None = None,
-                 config=None):
+    def __init__(
+        self,
+        settings: Settings,
+        hosts: list[str],
+        archive: bytes,
+        *,
+        say: Say = print,
+        release: str | None = None,
+        roles_of: Callable[[str], tuple[str, ...]] | None = None,
+        dry: bool = False,
+        ref: str | None = None,
+        sha: str | None = None,
+        config=None,
+    ):
         self.dry = dry
         self.ref, self.sha = ref, sha
         self.s = settings
@@ -180,8 +209,9 @@ class Deploy:
         self.say(f"==> {name} ({len(hosts)} host(s))")
         started = time.monotonic()
         try:
-            paused = fleetguard.guard_fleet(self._each, hosts, self.s, self.say, release=self.release,
-                                            action=self.kind, dry=self.dry)
+            paused = fleetguard.guard_fleet(
+                self._each, hosts, self.s, self.say, release=self.release, action=self.kind, dry=self.dry
+            )
         except Refused as exc:
             self.say(str(exc))
             report.hosts = {h: "refused" for h in hosts}
@@ -198,9 +228,13 @@ class Deploy:
         self.report.paused_at.update(paused)
 
     def _inputs(self, host: Host) -> hooks.HookInputs:
-        return hooks.resolve(self.s, release_path=self.release_path,
-                             roles=",".join(self.roles_of(host.name)) or None, host=host.name,
-                             environ={})
+        return hooks.resolve(
+            self.s,
+            release_path=self.release_path,
+            roles=",".join(self.roles_of(host.name)) or None,
+            host=host.name,
+            environ={},
+        )
 
     # --- steps ------------------------------------------------------------------------------
 
@@ -227,17 +261,23 @@ class Deploy:
         unknown holder (file content ...)', the content shortened to one line."""
         fields = self._lock_fields(content)
         if fields is not None:
-            return (f"another deploy of {self.s.app} holds the lock ({fields[0]}, since "
-                    f"{fields[1]}, release {fields[2]})")
-        shown = "none: no info file" if content is None else repr(
-            content if len(content) <= 80 else content[:80] + "...")
+            return (
+                f"another deploy of {self.s.app} holds the lock ({fields[0]}, since {fields[1]}, release {fields[2]})"
+            )
+        shown = (
+            "none: no info file" if content is None else repr(content if len(content) <= 80 else content[:80] + "...")
+        )
         return f"deploy lock held by an unknown holder (file content {shown})"
 
     def _lock(self, host: Host) -> None:
         lock = self._lock_path
-        info = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
-                           "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                           "release": self.release})
+        info = json.dumps(
+            {
+                "by": f"{getpass.getuser()}@{socket.gethostname()}",
+                "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                "release": self.release,
+            }
+        )
         while True:
             if self.dry:
                 r = host.run(f"test ! -e {q(lock)}", warn=True)  # a fact: is it held now?
@@ -245,15 +285,21 @@ class Deploy:
                     host.would(f"take the deploy lock {lock}")
             else:
                 # mkdir is atomic: exactly one deploy creates the folder.
-                r = host.run(f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} "
-                             f"&& printf %s {q(info)} > {q(lock + '/info')}", warn=True, change=True)
+                r = host.run(
+                    f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} "
+                    f"&& printf %s {q(info)} > {q(lock + '/info')}",
+                    warn=True,
+                    change=True,
+                )
             if r.exited == 0:
                 break
             if self.dry or time.monotonic() >= self.lock_deadline:
                 holder = self._lock_holder(host.read_file(lock + "/info"))
-                raise Refused(f"{host.name}: {'[dry run] would refuse: ' if self.dry else ''}"
-                              f"{holder}. If that deploy is dead, release it: fab deploy.unlock "
-                              f"(or remove {lock} on {host.name})")
+                raise Refused(
+                    f"{host.name}: {'[dry run] would refuse: ' if self.dry else ''}"
+                    f"{holder}. If that deploy is dead, release it: fab deploy.unlock "
+                    f"(or remove {lock} on {host.name})"
+                )
             cancel.check(host.name)
             time.sleep(1.0)  # --lock-wait: the other deploy may finish meanwhile
         self.locked.append(host.name)
@@ -286,24 +332,28 @@ class Deploy:
         else:
             host.c.put(io.BytesIO(self.archive), remote=tarball)
         self.uploaded.append(host.name)
-        host.run(f"mkdir {q(self.release_path)} && tar -xzf {q(tarball)} -C {q(self.release_path)} "
-                 f"&& rm -f {q(tarball)}", change=True)
+        host.run(
+            f"mkdir {q(self.release_path)} && tar -xzf {q(tarball)} -C {q(self.release_path)} && rm -f {q(tarball)}",
+            change=True,
+        )
         if self.sha:
             # What error trackers (Sentry, AppSignal) and Capistrano read: the deployed commit.
-            host.run(f"printf '%s\\n' {q(self.sha)} > {q(self.release_path + '/REVISION')}",
-                     change=True)
+            host.run(f"printf '%s\\n' {q(self.sha)} > {q(self.release_path + '/REVISION')}", change=True)
 
     def _link_shared(self, host: Host) -> None:
         d = self.s.deploy
         cmds = []
         for name in d.shared_dirs:
             target, link = f"{self.s.shared_path}/{name}", f"{self.release_path}/{name}"
-            cmds.append(f"mkdir -p {q(target)} {q(link.rsplit('/', 1)[0])} && rm -rf {q(link)} "
-                        f"&& ln -s {q(target)} {q(link)}")
+            cmds.append(
+                f"mkdir -p {q(target)} {q(link.rsplit('/', 1)[0])} && rm -rf {q(link)} && ln -s {q(target)} {q(link)}"
+            )
         for name in d.linked_files:
             target, link = f"{self.s.shared_path}/config/{name}", f"{self.release_path}/config/{name}"
-            cmds.append(f"if [ -e {q(target)} ]; then mkdir -p {q(self.release_path + '/config')} "
-                        f"&& ln -sfn {q(target)} {q(link)}; fi")
+            cmds.append(
+                f"if [ -e {q(target)} ]; then mkdir -p {q(self.release_path + '/config')} "
+                f"&& ln -sfn {q(target)} {q(link)}; fi"
+            )
         if cmds:
             host.run(" && ".join(cmds), change=True)
 
@@ -319,8 +369,7 @@ class Deploy:
         # The new link is made on every host first, so a host lost now aborts the deploy before
         # any `current` moves; the switch proper is then one rename per host.
         self.report.previous[host.name] = release_mod.current_release(host) or "(none)"
-        host.run(f"test -d {q(self.release_path)} && ln -sfn {q(self.release_path)} "
-                 f"{q(self._next_link)}", change=True)
+        host.run(f"test -d {q(self.release_path)} && ln -sfn {q(self.release_path)} {q(self._next_link)}", change=True)
 
     def _switch(self, host: Host) -> None:
         # rename(2) is atomic: `current` always resolves, to the old release or to the new one.
@@ -343,8 +392,9 @@ class Deploy:
         if cmd and set(self.roles_of(host.name)) & set(self.s.deploy.restart_roles):
             r = host.run(f"cd {q(self.s.current_path)} && {cmd}", warn=True, change=True)
             if r.exited != 0:
-                raise CommandFailed(f"{host.name}: app server restart failed (exit {r.exited}): "
-                                    f"{(r.stderr or r.stdout).strip()[-300:]}")
+                raise CommandFailed(
+                    f"{host.name}: app server restart failed (exit {r.exited}): {(r.stderr or r.stdout).strip()[-300:]}"
+                )
 
     def _cleanup(self, host: Host) -> None:
         keep = self.s.keep_releases
@@ -355,21 +405,26 @@ class Deploy:
             listing = host.run(f"ls -1 {rel}", warn=True).stdout
             names = sorted(n for n in listing.split() if release_mod.RELEASE_NAME_RE.fullmatch(n))
             names = sorted(set(names) | {self.release})
-            doomed = [n for n in names[:max(0, len(names) - keep)] if n != self.release]
+            doomed = [n for n in names[: max(0, len(names) - keep)] if n != self.release]
             host.would(f"prune to keep_releases {keep}: remove {' '.join(doomed) or 'nothing'}")
             self.report.pruned[host.name] = doomed
             return
-        r = host.run(f"cd {rel} && ls -1 | grep -E '^[0-9]{{14}}$' | sort | head -n -{keep} | "
-                     f"grep -vx {current} | while read -r r; do rm -rf -- \"$r\" && echo \"$r\"; done; true",
-                     change=True)
+        r = host.run(
+            f"cd {rel} && ls -1 | grep -E '^[0-9]{{14}}$' | sort | head -n -{keep} | "
+            f'grep -vx {current} | while read -r r; do rm -rf -- "$r" && echo "$r"; done; true',
+            change=True,
+        )
         self.report.pruned[host.name] = r.stdout.split()
 
     def _move_aside(self, host: Host) -> None:
         failed = f"{self.s.deploy_to}/releases_failed"
-        host.run(f"mkdir -p {q(failed)} && if [ -d {q(self.release_path)} ]; then "
-                 f"mv {q(self.release_path)} {q(failed + '/' + self.release)}; fi; "
-                 f"rm -f {q(self.s.releases_path + '/.' + self.release + '.tar.gz')} "
-                 f"{q(self._next_link)}", change=True)
+        host.run(
+            f"mkdir -p {q(failed)} && if [ -d {q(self.release_path)} ]; then "
+            f"mv {q(self.release_path)} {q(failed + '/' + self.release)}; fi; "
+            f"rm -f {q(self.s.releases_path + '/.' + self.release + '.tar.gz')} "
+            f"{q(self._next_link)}",
+            change=True,
+        )
 
     # --- the whole deploy -------------------------------------------------------------------
 
@@ -393,8 +448,7 @@ class Deploy:
                 return self.report
             self.report.message = self._done_message(time.monotonic() - started)
             if self.dry:
-                self.report.message = "[dry run] nothing was changed; the real run would have: " \
-                    + self.report.message
+                self.report.message = "[dry run] nothing was changed; the real run would have: " + self.report.message
             return self.report
         finally:
             with cancel.shielded():
@@ -407,8 +461,12 @@ class Deploy:
                         self.say(f"{h}: could not remove the deploy lock: {exc}")
                         stuck[h] = str(exc)
                 if stuck:
-                    self._left_behind({h: f"the deploy lock {self._lock_path} is still there "
-                                          f"(remove it: rm -rf {self._lock_path})" for h in stuck})
+                    self._left_behind(
+                        {
+                            h: f"the deploy lock {self._lock_path} is still there (remove it: rm -rf {self._lock_path})"
+                            for h in stuck
+                        }
+                    )
             self.session.close()
 
     def _log_revisions(self) -> None:
@@ -417,11 +475,13 @@ class Deploy:
         if not self.locked:
             return
         outcome = {EXIT_OK: "done", EXIT_REFUSED: "refused", EXIT_INTERRUPTED: "interrupted"}.get(
-            self.report.code, "failed") + (" after the switch" if self.report.switched and
-                                            self.report.code else "")
-        line = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.kind} "
-                f"by={getpass.getuser()}@{socket.gethostname()} ref={self.ref or '-'} "
-                f"sha={self.sha or '-'} release={self.release} outcome={outcome}")
+            self.report.code, "failed"
+        ) + (" after the switch" if self.report.switched and self.report.code else "")
+        line = (
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.kind} "
+            f"by={getpass.getuser()}@{socket.gethostname()} ref={self.ref or '-'} "
+            f"sha={self.sha or '-'} release={self.release} outcome={outcome}"
+        )
         log = q(f"{self.s.deploy_to}/revisions.log")
         for h in self.locked:
             try:
@@ -450,8 +510,9 @@ class Deploy:
         """An undo did not complete: the outcome is a failure (exit 3) whose last lines name each
         host, what is left there and how to repair it; nothing claims more than was done."""
         self.report.code = EXIT_FAILED
-        self.report.message += ("\nNOT everything was put back:\n" + "\n".join(
-            f"  {host}: {text}" for host, text in what.items()))
+        self.report.message += "\nNOT everything was put back:\n" + "\n".join(
+            f"  {host}: {text}" for host, text in what.items()
+        )
 
     def _before_switch(self) -> None:
         if self.s.deploy.required_files:
@@ -466,8 +527,9 @@ class Deploy:
         self._app_hook("before_compile_assets")
         assets_hosts = [h for h in self.hosts if set(self.roles_of(h)) & set(self.s.deploy.assets_roles)]
         if self.s.deploy.assets_command and assets_hosts:
-            self.step("assets", lambda host: self._in_release(host, "assets", self.s.deploy.assets_command),
-                      assets_hosts)
+            self.step(
+                "assets", lambda host: self._in_release(host, "assets", self.s.deploy.assets_command), assets_hosts
+            )
         self._app_hook("after_compile_assets")
         self._app_hook("before_migrate")
         # The hooks' work, with the guard run across every host at once at guard_at: a job on
@@ -488,8 +550,9 @@ class Deploy:
         """`command` (the config author's shell text) in the release, with the framework env."""
         env = q(self.s.framework_env)
         # Exported: `VAR=x cmd` would not reach a second command or a $VAR in the text itself.
-        r = host.run(f"cd {q(self.release_path)} && export RAILS_ENV={env} RACK_ENV={env} && "
-                     f"{command}", warn=True, change=True)
+        r = host.run(
+            f"cd {q(self.release_path)} && export RAILS_ENV={env} RACK_ENV={env} && {command}", warn=True, change=True
+        )
         if r.exited != 0:
             tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
             raise CommandFailed(f"{host.name}: {what} failed (exit {r.exited}): {tail}")
@@ -498,11 +561,13 @@ class Deploy:
         """Every deploy.shared_files entry exists in shared/config, else nothing moves
         (Capistrano's deploy:check:linked_files)."""
         paths = [f"{self.s.shared_path}/config/{name}" for name in self.s.deploy.required_files]
-        r = host.run("for f in " + " ".join(q(p) for p in paths) + "; do [ -e \"$f\" ] || echo \"$f\"; done")
+        r = host.run("for f in " + " ".join(q(p) for p in paths) + '; do [ -e "$f" ] || echo "$f"; done')
         missing = r.stdout.split()
         if missing:
-            raise ConfigError(f"{host.name}: linked file(s) missing: {', '.join(missing)}: create "
-                              f"them (deploy.shared_files links each into the release's config/)")
+            raise ConfigError(
+                f"{host.name}: linked file(s) missing: {', '.join(missing)}: create "
+                f"them (deploy.shared_files links each into the release's config/)"
+            )
 
     def _app_hook(self, point: str) -> None:
         """The app's `deploy/<point>` on every host, when the release has one (apphooks)."""
@@ -513,8 +578,9 @@ class Deploy:
             return
 
         def run(host: Host) -> None:
-            env = apphooks.environment(self.s.app, self.s.framework_env, self.release_path,
-                                       self.roles_of(host.name), host.name)
+            env = apphooks.environment(
+                self.s.app, self.s.framework_env, self.release_path, self.roles_of(host.name), host.name
+            )
             r = host.run(apphooks.command(self.release_path, point, env), warn=True, change=True)
             for line in r.stdout.strip().splitlines()[-20:]:
                 self.say(f"{host.name}: deploy/{point}: {line}")
@@ -534,8 +600,11 @@ class Deploy:
         interrupted = isinstance(exc, KeyboardInterrupt)
         if self.dry:
             self.report.code = EXIT_INTERRUPTED if interrupted else exc.code
-            why = "interrupted (Ctrl-C)" if interrupted else f"step {exc.step}: " + "; ".join(
-                f"{h}: {e}" if h != "fleet" else e for h, e in exc.errors.items())
+            why = (
+                "interrupted (Ctrl-C)"
+                if interrupted
+                else f"step {exc.step}: " + "; ".join(f"{h}: {e}" if h != "fleet" else e for h, e in exc.errors.items())
+            )
             self.report.message = f"[dry run] the {self.kind} would stop here ({why}). Nothing was changed."
             return
         self.say("==> aborting before the switch: current is untouched on every host")
@@ -547,22 +616,27 @@ class Deploy:
             except Exception as again:
                 self.say(f"{name}: could not move {self.release_path} aside: {again}")
                 self.not_moved.append(name)
-                left[name] = (f"the new release {self.release_path} is still in releases/ "
-                              f"(remove it: rm -rf {self.release_path})")
+                left[name] = (
+                    f"the new release {self.release_path} is still in releases/ (remove it: rm -rf {self.release_path})"
+                )
         for name in self.guarded:
             try:
                 guard.undo(self.host(name), self.say)
             except Exception as again:
                 self.say(f"{name}: could not start the workers again: {again}")
-                left[name] = (f"workers stopped or paused by the guard ({again}); repair: "
-                              f"fab hooks.deploy-failed (or hooks/deploy_failed on {name})")
+                left[name] = (
+                    f"workers stopped or paused by the guard ({again}); repair: "
+                    f"fab hooks.deploy-failed (or hooks/deploy_failed on {name})"
+                )
         if interrupted:
             self.report.code, why = EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
         else:
             self.report.code = exc.code
-            why = f"step {exc.step} " + ("refused" if exc.code == EXIT_REFUSED else "failed") + (
-                f": {exc.errors['fleet']}" if list(exc.errors) == ["fleet"] else
-                " on " + ", ".join(exc.errors))
+            why = (
+                f"step {exc.step} "
+                + ("refused" if exc.code == EXIT_REFUSED else "failed")
+                + (f": {exc.errors['fleet']}" if list(exc.errors) == ["fleet"] else " on " + ", ".join(exc.errors))
+            )
         what = self.kind if self.release_pending else f"{self.kind} of {self.release}"
         self.report.message = f"{what} stopped: {why}. " + self._kept(left)
         if left:
@@ -583,22 +657,31 @@ class Deploy:
         """What an abort before the switch leaves, in words that claim only what was done."""
         workers_back = self._workers_back(left)
         not_moved = getattr(self, "not_moved", [])
-        moved = "the new release was moved to releases_failed/" if not not_moved else \
-            f"the new release is still in releases/ on {', '.join(not_moved)} (moved aside elsewhere)"
-        return (f"[Relax] Your site is still running the old code on every host: current was "
-                f"not switched, {moved}, and {workers_back}.")
+        moved = (
+            "the new release was moved to releases_failed/"
+            if not not_moved
+            else f"the new release is still in releases/ on {', '.join(not_moved)} (moved aside elsewhere)"
+        )
+        return (
+            f"[Relax] Your site is still running the old code on every host: current was "
+            f"not switched, {moved}, and {workers_back}."
+        )
 
     def _fail_after_switch(self, exc: BaseException) -> None:
         switched = self.report.switched
         not_switched = [h for h in self.hosts if h not in switched]
-        step = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else \
-            f"step {exc.step} failed on {', '.join(exc.errors)}"
+        step = (
+            "interrupted (Ctrl-C)"
+            if isinstance(exc, KeyboardInterrupt)
+            else f"step {exc.step} failed on {', '.join(exc.errors)}"
+        )
         self.report.code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED
         self.report.message = (
             f"{self.kind} of {self.release} {step} AFTER the switch. current points at "
             f"{self.release} on: {', '.join(switched) or 'no host'}; still on the previous "
             f"release: {', '.join(not_switched) or 'no host'}. Run 'fab rollback' to switch every "
-            f"host back (and restart the workers there), or fix the cause and deploy again.")
+            f"host back (and restart the workers there), or fix the cause and deploy again."
+        )
 
 
 class _StepFailed(Exception):
@@ -627,16 +710,18 @@ def summary_lines(report: DeployReport) -> list[str]:
     down = report.downtime()
     if down:
         worst, median = max(down.values()), statistics.median(down.values())
-        lines.append("queue downtime (no worker of the host running and unpaused, from the "
-                     "guard's pause to every worker up on the new release):")
+        lines.append(
+            "queue downtime (no worker of the host running and unpaused, from the "
+            "guard's pause to every worker up on the new release):"
+        )
         for queue in report.queues:
-            lines.append(f"  {queue}: worst {worst:.2f}s, median {median:.2f}s across "
-                         f"{len(down)} host(s)")
+            lines.append(f"  {queue}: worst {worst:.2f}s, median {median:.2f}s across {len(down)} host(s)")
         lines.append(f"  no worker on any host: {report.fleet_downtime():.2f}s")
     return lines
 
 
 # --- the lock, by hand --------------------------------------------------------------------
+
 
 def lock_path(settings: Settings) -> str:
     return f"{settings.shared_path}/deployhooks/deploy.lock"
@@ -664,12 +749,21 @@ def take_lock(host: Host, what: str) -> None:
     and records, and one's stop could end a job the other's look had not seen."""
     s = host.settings
     path = lock_path(s)
-    info = json.dumps({"by": f"{getpass.getuser()}@{socket.gethostname()}",
-                       "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                       "release": what})
-    r = host.run(f"mkdir -p {q(s.shared_path + '/deployhooks')} && mkdir {q(path)} && "
-                 f"printf %s {q(info)} > {q(path + '/info')}", warn=True, change=True)
+    info = json.dumps(
+        {
+            "by": f"{getpass.getuser()}@{socket.gethostname()}",
+            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "release": what,
+        }
+    )
+    r = host.run(
+        f"mkdir -p {q(s.shared_path + '/deployhooks')} && mkdir {q(path)} && printf %s {q(info)} > {q(path + '/info')}",
+        warn=True,
+        change=True,
+    )
     if r.exited != 0:
         holder = lock_status(host) or "another run"
-        raise Refused(f"{host.name}: another deploy of {s.app} holds the lock ({holder}); "
-                      f"{what} waits for it: run it again when that is done (fab deploy.lock-status)")
+        raise Refused(
+            f"{host.name}: another deploy of {s.app} holds the lock ({holder}); "
+            f"{what} waits for it: run it again when that is done (fab deploy.lock-status)"
+        )

@@ -17,20 +17,20 @@ from urllib.parse import urlparse
 
 import yaml
 
-from . import install as setup_mod
+from ..errors import CommandFailed, ConfigError
 from ..facts import status as status_mod
 from ..facts import trust
-from ..errors import CommandFailed, ConfigError
 from ..remote.host import Host
 from ..resque.supervisor import WORKER_CMDLINE_RE
 from ..settings import Settings
+from . import install as setup_mod
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 MONIT_DEFAULT_TIMEOUT = 30  # seconds monit gives a stop program without `with timeout`
 
-PRELOAD_FIX = ('task "resque:setup" => :environment do\n'
-               '  ActiveRecord::Base.send(:subclasses).each { |klass| klass.columns }\n'
-               'end')
+PRELOAD_FIX = (
+    'task "resque:setup" => :environment do\n  ActiveRecord::Base.send(:subclasses).each { |klass| klass.columns }\nend'
+)
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ def exit_code(checks: Iterable[Check]) -> int:
 
 
 # --- resque.yml and redis ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class RedisTarget:
@@ -108,17 +109,26 @@ def check_resque_yml(text: str | None, env: str, path: str) -> tuple[Check, Redi
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else path
-        return Check(name, FAIL, f"{where} is not valid YAML ({getattr(exc, 'problem', exc)})",
-                     f"fix the YAML in {path}; {fix_entry}"), None
+        return Check(
+            name,
+            FAIL,
+            f"{where} is not valid YAML ({getattr(exc, 'problem', exc)})",
+            f"fix the YAML in {path}; {fix_entry}",
+        ), None
     if not isinstance(data, dict) or data.get(env) in (None, ""):
         envs = ", ".join(map(str, data)) if isinstance(data, dict) else "none"
-        return Check(name, FAIL, f"{path} has no entry for the framework env '{env}' "
-                                 f"(entries: {envs})", fix_entry), None
+        return Check(
+            name, FAIL, f"{path} has no entry for the framework env '{env}' (entries: {envs})", fix_entry
+        ), None
     target = redis_target(data[env])
     if target is None:
-        return Check(name, WARN, f"{path} has '{env}: {data[env]!r}', which deployhooks cannot "
-                                 f"read as a redis address (so redis was not checked)",
-                     f"use '{env}: host:port' or redis://host:port/db"), None
+        return Check(
+            name,
+            WARN,
+            f"{path} has '{env}: {data[env]!r}', which deployhooks cannot "
+            f"read as a redis address (so redis was not checked)",
+            f"use '{env}: host:port' or redis://host:port/db",
+        ), None
     return Check(name, PASS, f"{path} is valid; {env} -> {target}"), target
 
 
@@ -129,8 +139,10 @@ def ping_command(target: RedisTarget, *, redis_cli: bool | None = None) -> str:
     """
     h, p = shlex.quote(target.host), str(int(target.port))
     cli = f"timeout 5 redis-cli {'--tls ' if target.tls else ''}-h {h} -p {p} ping 2>&1"
-    raw = ("timeout 5 bash -c 'exec 3<>\"/dev/tcp/$0/$1\" && printf \"PING\\r\\n\" >&3 && "
-           f"IFS= read -r line <&3 && printf \"%s\\n\" \"$line\"' {h} {p} 2>&1")
+    raw = (
+        'timeout 5 bash -c \'exec 3<>"/dev/tcp/$0/$1" && printf "PING\\r\\n" >&3 && '
+        f'IFS= read -r line <&3 && printf "%s\\n" "$line"\' {h} {p} 2>&1'
+    )
     if redis_cli is True:
         return cli
     if redis_cli is False:
@@ -146,31 +158,49 @@ def check_redis(target: RedisTarget, rc: int, output: str, host: str, path: str,
     if "NOAUTH" in out:
         return Check("redis", PASS, f"{target} answers from {host} (it requires AUTH)")
     why = out or ("no answer within 5s" if rc == 124 else f"exit {rc}")
-    return Check("redis", FAIL, f"{target} did not answer PING from {host}: {why}",
-                 f"start redis at {target}, open the way from this host to it (firewall, bind "
-                 f"address), or point '{env}:' in {path} at a redis this host can reach")
+    return Check(
+        "redis",
+        FAIL,
+        f"{target} did not answer PING from {host}: {why}",
+        f"start redis at {target}, open the way from this host to it (firewall, bind "
+        f"address), or point '{env}:' in {path} at a redis this host can reach",
+    )
 
 
 # --- conf files, monitrc, monit ----------------------------------------------------------------
 
+
 def check_wrapper(configured: str, resolved: str | None, source: str) -> Check:
     if resolved:
         return Check("wrapper", PASS, f"{configured} -> {resolved}")
-    return Check("wrapper", FAIL, f"the worker wrapper {configured} is not an executable here "
-                                  f"(monit runs programs with a minimal PATH)",
-                 f"install deployhooks on this host, or set resque.wrapper in {source} to the "
-                 f"absolute path of deployhooks-resque; then run resque.setup")
+    return Check(
+        "wrapper",
+        FAIL,
+        f"the worker wrapper {configured} is not an executable here (monit runs programs with a minimal PATH)",
+        f"install deployhooks on this host, or set resque.wrapper in {source} to the "
+        f"absolute path of deployhooks-resque; then run resque.setup",
+    )
 
 
 def check_ownership(chains: Mapping[str, tuple[str, list[trust.PathEntry]]], source: str) -> list[Check]:
     """Root runs the wrapper (and its interpreter), reads the monitrc and writes in pid_dir:
     each must be something only root can change (see deployhooks.facts.trust)."""
-    subjects = [("root owns wrapper", ("wrapper", "interpreter"), "file", setup_mod.WRAPPER_TRUST_FIX),
-                ("root owns pid_dir", ("pid_dir",), "folder",
-                 f"chown root:root and chmod 755 the folder and each parent, or set resque.pid_dir "
-                 f"in {source} to a folder under /run or /var/run"),
-                ("root owns monitrc", ("monitrc",), "file",
-                 "chown root:root and chmod 644 (or 600) the file; chmod go-w each parent folder")]
+    subjects = [
+        ("root owns wrapper", ("wrapper", "interpreter"), "file", setup_mod.WRAPPER_TRUST_FIX),
+        (
+            "root owns pid_dir",
+            ("pid_dir",),
+            "folder",
+            f"chown root:root and chmod 755 the folder and each parent, or set resque.pid_dir "
+            f"in {source} to a folder under /run or /var/run",
+        ),
+        (
+            "root owns monitrc",
+            ("monitrc",),
+            "file",
+            "chown root:root and chmod 644 (or 600) the file; chmod go-w each parent folder",
+        ),
+    ]
     checks = []
     for name, labels, kind, fix in subjects:
         present = [chains[label] for label in labels if label in chains]
@@ -180,8 +210,11 @@ def check_ownership(chains: Mapping[str, tuple[str, list[trust.PathEntry]]], sou
         if name == "root owns monitrc" and any(f"{present[0][0]} does not exist" == w for w in why):
             continue  # no monitrc yet: the monitrc check says so
         shown = ", ".join(path for path, _ in present)
-        checks.append(Check(name, FAIL, "; ".join(why), fix) if why else
-                      Check(name, PASS, f"{shown}: root's, not writable by others"))
+        checks.append(
+            Check(name, FAIL, "; ".join(why), fix)
+            if why
+            else Check(name, PASS, f"{shown}: root's, not writable by others")
+        )
     return checks
 
 
@@ -192,35 +225,55 @@ def check_confs(settings: Settings, confs: Mapping[int, str]) -> Check:
     differ = [n for n in sorted(wanted) if n in confs and confs[n] != wanted[n]]
     extra = [n for n in sorted(confs) if n not in wanted]
     if not (missing or differ or extra):
-        return Check("conf files", PASS, f"resque_0..{len(wanted) - 1}.conf match the config"
-                     if len(wanted) > 1 else "resque_0.conf matches the config")
+        return Check(
+            "conf files",
+            PASS,
+            f"resque_0..{len(wanted) - 1}.conf match the config"
+            if len(wanted) > 1
+            else "resque_0.conf matches the config",
+        )
     parts = []
     if missing:
         parts.append("missing: " + ", ".join(f"resque_{n}.conf" for n in missing))
     if differ:
-        parts.append("queues differ from the config: " + ", ".join(
-            f"resque_{n}.conf ({' '.join(confs[n].split()) or 'empty'}; config says "
-            f"{wanted[n].strip()})" for n in differ))
+        parts.append(
+            "queues differ from the config: "
+            + ", ".join(
+                f"resque_{n}.conf ({' '.join(confs[n].split()) or 'empty'}; config says {wanted[n].strip()})"
+                for n in differ
+            )
+        )
     if extra:
         parts.append("not in the config: " + ", ".join(f"resque_{n}.conf" for n in extra))
-    return Check("conf files", FAIL, f"in {settings.shared_path}/config: " + "; ".join(parts),
-                 "run resque.setup (it writes them, and stops the workers removed from the config)")
+    return Check(
+        "conf files",
+        FAIL,
+        f"in {settings.shared_path}/config: " + "; ".join(parts),
+        "run resque.setup (it writes them, and stops the workers removed from the config)",
+    )
 
 
 def check_monitrc(path: str, installed: str | None, desired: str | None) -> Check:
     """The installed monitrc is exactly what the config renders (`desired` None: unknown)."""
     if installed is None:
-        return Check("monitrc", FAIL, f"{path} is missing",
-                     "run resque.setup (it writes the monitrc, checks it with monit -t and reloads)")
+        return Check(
+            "monitrc",
+            FAIL,
+            f"{path} is missing",
+            "run resque.setup (it writes the monitrc, checks it with monit -t and reloads)",
+        )
     if desired is None:
-        return Check("monitrc", WARN, f"{path} not compared: the wrapper path is unknown",
-                     "fix the wrapper first")
+        return Check("monitrc", WARN, f"{path} not compared: the wrapper path is unknown", "fix the wrapper first")
     if installed == desired:
         return Check("monitrc", PASS, f"{path} matches the config")
     diff = difflib.unified_diff(installed.splitlines(), desired.splitlines(), lineterm="", n=0)
     changed = sum(1 for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---"))
-    return Check("monitrc", FAIL, f"{path} differs from what the config renders ({changed} line(s))",
-                 "run resque.setup to see the diff and install it (or fix the config)")
+    return Check(
+        "monitrc",
+        FAIL,
+        f"{path} differs from what the config renders ({changed} line(s))",
+        "run resque.setup to see the diff and install it (or fix the config)",
+    )
 
 
 _STANZA = re.compile(r"^\s*check\s+\w+\s+(?P<name>\S+)", re.I)
@@ -244,8 +297,7 @@ def stop_timeouts(text: str) -> list[tuple[str, int, float | None]]:
         if stop:
             t = _TIMEOUT.search(stop["rest"])
             g = _GRACE_OPT.search(stop["program"]) or _GRACE_ENV.search(stop["program"])
-            out.append((service, int(t["n"]) if t else MONIT_DEFAULT_TIMEOUT,
-                        float(g["n"]) if g else None))
+            out.append((service, int(t["n"]) if t else MONIT_DEFAULT_TIMEOUT, float(g["n"]) if g else None))
     return out
 
 
@@ -257,31 +309,38 @@ def check_stop_timeout(path: str, installed: str | None, grace_time: int) -> Che
     lines = stop_timeouts(installed)
     if not lines:
         return Check(name, WARN, f"{path} has no stop program lines", "run resque.setup")
-    short = [(s, t, g if g is not None else grace_time) for s, t, g in lines
-             if t <= (g if g is not None else grace_time)]
+    short = [
+        (s, t, g if g is not None else grace_time) for s, t, g in lines if t <= (g if g is not None else grace_time)
+    ]
     if not short:
         worst = min(t - (g if g is not None else grace_time) for _, t, g in lines)
         return Check(name, PASS, f"every stop timeout exceeds GRACE_TIME (by {worst:g}s or more)")
     detail = ", ".join(f"{s}: timeout {t}s <= GRACE_TIME {g:g}s" for s, t, g in short)
-    return Check(name, FAIL, f"in {path}: {detail}: monit gives up (and reports 'Not monitored') "
-                             f"while the worker is still draining its job, and ends the wrapper "
-                             f"before it can force the worker down",
-                 "set 'with timeout' on the stop lines above GRACE_TIME (resque.setup renders "
-                 "GRACE_TIME + 30s)")
+    return Check(
+        name,
+        FAIL,
+        f"in {path}: {detail}: monit gives up (and reports 'Not monitored') "
+        f"while the worker is still draining its job, and ends the wrapper "
+        f"before it can force the worker down",
+        "set 'with timeout' on the stop lines above GRACE_TIME (resque.setup renders GRACE_TIME + 30s)",
+    )
 
 
 def check_monit(settings: Settings, facts: status_mod.HostFacts) -> Check:
     """The monit daemon answers and its group lists exactly the configured services."""
     group = settings.resque.monit_group
     if facts.monit_error:
-        return Check("monit", FAIL, facts.monit_error.split(": ", 1)[-1],
-                     "start monit and run resque.setup")
+        return Check("monit", FAIL, facts.monit_error.split(": ", 1)[-1], "start monit and run resque.setup")
     wanted = setup_mod.desired_services(settings)
     have = list(facts.services)
     if sorted(have) == sorted(wanted):
         return Check("monit", PASS, f"group {group} lists {', '.join(wanted)}")
-    return Check("monit", FAIL, f"group {group} lists {', '.join(have) or 'nothing'}; the config "
-                                f"has {', '.join(wanted)}", "run resque.setup")
+    return Check(
+        "monit",
+        FAIL,
+        f"group {group} lists {', '.join(have) or 'nothing'}; the config has {', '.join(wanted)}",
+        "run resque.setup",
+    )
 
 
 def check_releases(facts: status_mod.HostFacts, app: str) -> Check:
@@ -292,16 +351,25 @@ def check_releases(facts: status_mod.HostFacts, app: str) -> Check:
     managed = {s.pid for s in facts.services.values() if s.pid}
     strays = [w for w in facts.workers if w.pid not in managed]
     if stale:
-        return Check(name, FAIL, "workers not on the current release "
-                     f"({current or 'current does not point into releases/'}): " + ", ".join(
-                         f"pid {w.pid} on {w.release or 'an unknown directory'}"
-                         + (" (deleted)" if w.release_deleted else "") for w in stale),
-                     "restart them from the current release: deployhooks resque.restart (on the "
-                     "host) or fab resque.restart; the after_symlink hook does this on deploy")
+        return Check(
+            name,
+            FAIL,
+            "workers not on the current release "
+            f"({current or 'current does not point into releases/'}): "
+            + ", ".join(
+                f"pid {w.pid} on {w.release or 'an unknown directory'}" + (" (deleted)" if w.release_deleted else "")
+                for w in stale
+            ),
+            "restart them from the current release: deployhooks resque.restart (on the "
+            "host) or fab resque.restart; the after_symlink hook does this on deploy",
+        )
     if strays:
-        return Check(name, WARN, "workers that monit does not run: " + ", ".join(
-            f"pid {w.pid}" for w in strays), "stop them (kill -QUIT <pid>); monit runs the "
-                                             "configured ones")
+        return Check(
+            name,
+            WARN,
+            "workers that monit does not run: " + ", ".join(f"pid {w.pid}" for w in strays),
+            "stop them (kill -QUIT <pid>); monit runs the configured ones",
+        )
     if not facts.workers:
         return Check(name, PASS, f"no worker of {app} is running")
     return Check(name, PASS, f"{len(facts.workers)} worker(s), all on release {current}")
@@ -309,14 +377,15 @@ def check_releases(facts: status_mod.HostFacts, app: str) -> Check:
 
 # --- pidfiles and locks ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PidFile:
     """A pidfile or lock as read on the host: the pid in it and that process, if alive."""
 
-    kind: str          # pidfile | lock
+    kind: str  # pidfile | lock
     path: str
-    pid: str           # the digits found in the file ("" when none)
-    state: str = ""    # /proc/<pid>/stat state letter; "" when no such process
+    pid: str  # the digits found in the file ("" when none)
+    state: str = ""  # /proc/<pid>/stat state letter; "" when no such process
     cmdline: str = ""
 
     @property
@@ -340,24 +409,30 @@ def check_pidfiles(files: Sequence[PidFile], pid_dir: str) -> Check:
     stale = [(f, stale_reason(f)) for f in files]
     stale = [(f, why) for f, why in stale if why]
     if not stale:
-        return Check("pidfiles and locks", PASS,
-                     f"{sum(f.kind == 'pidfile' for f in files)} pidfile(s) in {pid_dir}, none stale")
-    return Check("pidfiles and locks", FAIL, "; ".join(f"{f.path} {why}" for f, why in stale),
-                 "remove them (rm " + " ".join(shlex.quote(f.path) for f, _ in stale) + "); monit "
-                 "starts a worker whose pidfile names no live process on its next cycle")
+        return Check(
+            "pidfiles and locks", PASS, f"{sum(f.kind == 'pidfile' for f in files)} pidfile(s) in {pid_dir}, none stale"
+        )
+    return Check(
+        "pidfiles and locks",
+        FAIL,
+        "; ".join(f"{f.path} {why}" for f, why in stale),
+        "remove them (rm " + " ".join(shlex.quote(f.path) for f, _ in stale) + "); monit "
+        "starts a worker whose pidfile names no live process on its next cycle",
+    )
 
 
 def pidfiles_command(settings: Settings) -> str:
     """One command listing pidfiles in pid_dir and Engine Yard's /tmp locks of our workers."""
     locks = " ".join(f"/tmp/resque_{w.index}.monit-lock" for w in settings.resque.workers)
     return (
-        "show() { pid=$(head -c 32 \"$2\" 2>/dev/null | tr -dc 0-9); st=; cmd=; "
-        "if [ -n \"$pid\" ] && [ -r /proc/$pid/stat ]; then "
+        'show() { pid=$(head -c 32 "$2" 2>/dev/null | tr -dc 0-9); st=; cmd=; '
+        'if [ -n "$pid" ] && [ -r /proc/$pid/stat ]; then '
         "st=$(sed 's/^.*) //' /proc/$pid/stat | cut -d' ' -f1); "
         "cmd=$(tr '\\000\\t\\n' '   ' < /proc/$pid/cmdline 2>/dev/null); fi; "
-        "printf '%s\\t%s\\t%s\\t%s\\t%s\\n' \"$1\" \"$2\" \"$pid\" \"$st\" \"$cmd\"; }; "
-        f"for f in {shlex.quote(settings.resque.pid_dir)}/*.pid; do [ -f \"$f\" ] && show pidfile \"$f\"; done; "
-        f"for f in {locks}; do [ -f \"$f\" ] && show lock \"$f\"; done; true")
+        'printf \'%s\\t%s\\t%s\\t%s\\t%s\\n\' "$1" "$2" "$pid" "$st" "$cmd"; }; '
+        f'for f in {shlex.quote(settings.resque.pid_dir)}/*.pid; do [ -f "$f" ] && show pidfile "$f"; done; '
+        f'for f in {locks}; do [ -f "$f" ] && show lock "$f"; done; true'
+    )
 
 
 def parse_pidfiles(text: str) -> list[PidFile]:
@@ -372,7 +447,8 @@ def parse_pidfiles(text: str) -> list[PidFile]:
 # --- the app's Rakefile ------------------------------------------------------------------------
 
 _SETUP_TASK = re.compile(
-    r"""^(?P<indent>\s*)task\s*\(?\s*(?::?["']resque:setup["']|:"resque:setup")\s*(?::|=>|,|\)|do\b|\{|$)""")
+    r"""^(?P<indent>\s*)task\s*\(?\s*(?::?["']resque:setup["']|:"resque:setup")\s*(?::|=>|,|\)|do\b|\{|$)"""
+)
 _NAMESPACE = re.compile(r"""^(?P<indent>\s*)namespace\s*\(?\s*(?::resque\b|["']resque["'])""")
 _NS_SETUP = re.compile(r"""^(?P<indent>\s*)task\s*\(?\s*(?::setup\b|["']setup["']|setup:)""")
 _PRELOAD = re.compile(r"\.columns\b|eager_load|preload|load_schema")
@@ -384,11 +460,11 @@ def _block_body(lines: list[str], i: int, indent: str) -> str:
     opener = re.search(r"\bdo\b|\{", head)
     if not opener:
         return ""
-    rest = head[opener.end():]
+    rest = head[opener.end() :]
     if re.search(r"\bend\b\s*$|\}\s*$", rest):
         return rest
     body = [rest]
-    for line in lines[i + 1:]:
+    for line in lines[i + 1 :]:
         stripped = line.strip()
         if stripped in ("end", "}") and len(line) - len(line.lstrip()) <= len(indent):
             break
@@ -402,8 +478,7 @@ def setup_tasks(text: str) -> list[tuple[int, str]]:
     found = []
     ns_indent = None
     for i, line in enumerate(lines):
-        if ns_indent is not None and line.strip() == "end" and \
-                len(line) - len(line.lstrip()) <= len(ns_indent):
+        if ns_indent is not None and line.strip() == "end" and len(line) - len(line.lstrip()) <= len(ns_indent):
             ns_indent = None
         ns = _NAMESPACE.match(line)
         if ns:
@@ -420,21 +495,22 @@ def check_rakefile(files: Mapping[str, str], current: str | None) -> Check:
     no model makes every forked job load each model again (a SHOW FIELDS per model per job)."""
     name = "Rakefile"
     if current is None:
-        return Check(name, WARN, "not checked: current does not point at a release yet",
-                     "deploy first")
+        return Check(name, WARN, "not checked: current does not point at a release yet", "deploy first")
     tasks = [(path, line, body) for path, text in files.items() for line, body in setup_tasks(text)]
     if not tasks:
-        return Check(name, PASS, "no resque:setup task in current/Rakefile or lib/tasks/*.rake "
-                                 "(nothing to preload)")
+        return Check(name, PASS, "no resque:setup task in current/Rakefile or lib/tasks/*.rake (nothing to preload)")
     lazy = [(path, line) for path, line, body in tasks if not _PRELOAD.search(body)]
     if not lazy:
-        return Check(name, PASS, "resque:setup preloads models ("
-                     + ", ".join(f"{p}:{l}" for p, l, _ in tasks) + ")")
+        return Check(name, PASS, "resque:setup preloads models (" + ", ".join(f"{p}:{l}" for p, l, _ in tasks) + ")")
     where = ", ".join(f"{p}:{l}" for p, l in lazy)
-    return Check(name, WARN, f"{where} defines resque:setup without preloading models: each "
-                             f"forked job loads every model it touches again (a SHOW FIELDS per "
-                             f"model per job), which dominates frequent small jobs",
-                 "preload them in the parent, e.g.\n" + PRELOAD_FIX)
+    return Check(
+        name,
+        WARN,
+        f"{where} defines resque:setup without preloading models: each "
+        f"forked job loads every model it touches again (a SHOW FIELDS per "
+        f"model per job), which dominates frequent small jobs",
+        "preload them in the parent, e.g.\n" + PRELOAD_FIX,
+    )
 
 
 _FILE_MARK = "__deployhooks_file__"
@@ -442,8 +518,10 @@ _FILE_MARK = "__deployhooks_file__"
 
 def rake_files_command(settings: Settings) -> str:
     cur = shlex.quote(settings.current_path)
-    return (f"cd {cur} 2>/dev/null || exit 0; for f in Rakefile lib/tasks/*.rake; do "
-            f"[ -f \"$f\" ] && {{ printf '\\n%s %s\\n' {_FILE_MARK} \"$f\"; cat \"$f\"; }}; done; true")
+    return (
+        f"cd {cur} 2>/dev/null || exit 0; for f in Rakefile lib/tasks/*.rake; do "
+        f'[ -f "$f" ] && {{ printf \'\\n%s %s\\n\' {_FILE_MARK} "$f"; cat "$f"; }}; done; true'
+    )
 
 
 def parse_rake_files(text: str) -> dict[str, str]:
@@ -451,7 +529,7 @@ def parse_rake_files(text: str) -> dict[str, str]:
     name = None
     for line in text.splitlines():
         if line.startswith(_FILE_MARK + " "):
-            name = "current/" + line[len(_FILE_MARK) + 1:]
+            name = "current/" + line[len(_FILE_MARK) + 1 :]
             files[name] = []
         elif name is not None:
             files[name].append(line)
@@ -460,13 +538,14 @@ def parse_rake_files(text: str) -> dict[str, str]:
 
 # --- facts through a Host, and the whole checklist ---------------------------------------------
 
+
 @dataclass
 class Facts:
     """What one host said; every field is plain data, so `run_checks` is pure."""
 
     resque_yml: str | None
-    redis: tuple[int, str] | None          # (rc, output) of the PING, when a target was read
-    wrapper: str | None                    # resolved absolute path, None when not found
+    redis: tuple[int, str] | None  # (rc, output) of the PING, when a target was read
+    wrapper: str | None  # resolved absolute path, None when not found
     confs: dict[int, str]
     monitrc: str | None
     status: status_mod.HostFacts
@@ -498,14 +577,18 @@ def gather(host: Host) -> Facts:
     subjects = {"pid_dir": s.resque.pid_dir, "monitrc": s.resque.monitrc_path}
     chain_cmd = trust.wrapper_chain_command(wrapper, subjects) if wrapper else trust.chain_command(subjects)
     chains = trust.parse_chain(host.run(chain_cmd, warn=True).stdout)
-    status = status_mod.parse_status_output(host.run(status_mod.status_command(s), warn=True).stdout,
-                                            s, host.name)
+    status = status_mod.parse_status_output(host.run(status_mod.status_command(s), warn=True).stdout, s, host.name)
     return Facts(
-        resque_yml=yml, redis=redis, wrapper=wrapper, confs=setup_mod.read_confs(host),
-        monitrc=_read(host, s.resque.monitrc_path, root=True), status=status,
+        resque_yml=yml,
+        redis=redis,
+        wrapper=wrapper,
+        confs=setup_mod.read_confs(host),
+        monitrc=_read(host, s.resque.monitrc_path, root=True),
+        status=status,
         pidfiles=parse_pidfiles(host.run(pidfiles_command(s), warn=True).stdout),
         rake_files=parse_rake_files(host.run(rake_files_command(s), warn=True).stdout),
-        chains=chains)
+        chains=chains,
+    )
 
 
 def run_checks(settings: Settings, facts: Facts, host: str) -> list[Check]:
@@ -516,8 +599,7 @@ def run_checks(settings: Settings, facts: Facts, host: str) -> list[Check]:
     yml, target = check_resque_yml(facts.resque_yml, settings.framework_env, yml_path)
     checks.append(yml)
     if target is not None and facts.redis is not None:
-        checks.append(check_redis(target, *facts.redis, host=host, path=yml_path,
-                                  env=settings.framework_env))
+        checks.append(check_redis(target, *facts.redis, host=host, path=yml_path, env=settings.framework_env))
     checks.append(check_wrapper(r.wrapper, facts.wrapper, settings.source))
     checks += check_ownership(facts.chains, settings.source)
     checks.append(check_confs(settings, facts.confs))
@@ -541,8 +623,9 @@ def render(host: str, checks: Sequence[Check]) -> str:
     width = max(len(c.name) for c in checks)
     lines = []
     for c in checks:
-        lines.append(f"{host}: {c.verdict.upper() if c.verdict == FAIL else c.verdict:4}  "
-                     f"{c.name.ljust(width)}  {c.detail}")
+        lines.append(
+            f"{host}: {c.verdict.upper() if c.verdict == FAIL else c.verdict:4}  {c.name.ljust(width)}  {c.detail}"
+        )
         if c.fix and c.verdict != PASS:
             fix = c.fix.splitlines()
             lines.append(f"{host}:       {' ' * width}  fix: {fix[0]}")

@@ -14,12 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..guard import onehost as guard, policy, workers
-from ..facts import release
 from ..errors import CommandFailed, ConfigError
+from ..facts import release
+from ..guard import onehost as guard
+from ..guard import policy, workers
+from ..guard.workers import Say, _quiet
 from ..remote.host import Host
 from ..settings import NAME_RE, Settings
-from ..guard.workers import Say, _quiet
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,23 @@ class HookInputs:
         return True
 
 
-def resolve(settings: Settings, *, release_path: str | None = None, app: str | None = None,
-            framework_env: str | None = None, roles: str | None = None, host: str = "",
-            environ: Mapping[str, str] = os.environ) -> HookInputs:
+def resolve(
+    settings: Settings,
+    *,
+    release_path: str | None = None,
+    app: str | None = None,
+    framework_env: str | None = None,
+    roles: str | None = None,
+    host: str = "",
+    environ: Mapping[str, str] = os.environ,
+) -> HookInputs:
     """Merge arguments, EY_DEPLOY_* variables and the config; ConfigError on any conflict."""
     app = app or environ.get("EY_DEPLOY_APP")
     if app and app != settings.app:
-        raise ConfigError(f"app {app!r} (from arguments or EY_DEPLOY_APP) is not the config's "
-                          f"app {settings.app!r} ({settings.source})")
+        raise ConfigError(
+            f"app {app!r} (from arguments or EY_DEPLOY_APP) is not the config's "
+            f"app {settings.app!r} ({settings.source})"
+        )
     env = framework_env or environ.get("EY_DEPLOY_FRAMEWORK_ENV")
     if env:
         if not NAME_RE.match(env):
@@ -69,19 +79,19 @@ def resolve(settings: Settings, *, release_path: str | None = None, app: str | N
     else:
         role_list = settings.roles_of(host)
         if not role_list:
-            raise ConfigError(f"cannot tell this host's roles: '{host}' is not listed under hosts "
-                              f"in {settings.source}; pass --roles or set EY_DEPLOY_CURRENT_ROLES")
+            raise ConfigError(
+                f"cannot tell this host's roles: '{host}' is not listed under hosts "
+                f"in {settings.source}; pass --roles or set EY_DEPLOY_CURRENT_ROLES"
+            )
     name = environ.get("EY_DEPLOY_CURRENT_NAME") or None
     if name is not None and not NAME_RE.fullmatch(name):
-        raise ConfigError(f"instance name {name!r} (EY_DEPLOY_CURRENT_NAME) is not a name "
-                          f"(letters, digits, _ and -)")
+        raise ConfigError(f"instance name {name!r} (EY_DEPLOY_CURRENT_NAME) is not a name (letters, digits, _ and -)")
     return HookInputs(settings, release_path, role_list, name)
 
 
 def _need_release(inputs: HookInputs, hook: str) -> str:
     if not inputs.release_path:
-        raise ConfigError(f"{hook}: no release path: pass --release-path or set "
-                          f"EY_DEPLOY_RELEASE_PATH")
+        raise ConfigError(f"{hook}: no release path: pass --release-path or set EY_DEPLOY_RELEASE_PATH")
     return inputs.release_path
 
 
@@ -90,29 +100,30 @@ def _no_workers(host: Host, inputs: HookInputs, say: Say) -> bool:
         return False
     r = inputs.settings.resque
     if set(inputs.roles) & set(r.roles):
-        say(f"{host.name}: utility instance {inputs.name or '(no EY_DEPLOY_CURRENT_NAME)'} is not "
+        say(
+            f"{host.name}: utility instance {inputs.name or '(no EY_DEPLOY_CURRENT_NAME)'} is not "
             f"one of resque.utility_names ({', '.join(r.utility_names)}): it runs no workers; "
-            f"nothing to do")
+            f"nothing to do"
+        )
         return True
-    say(f"{host.name}: roles {', '.join(inputs.roles) or '(none)'} run no resque workers "
-        f"(resque.roles: {', '.join(r.roles)}): nothing to do")
+    say(
+        f"{host.name}: roles {', '.join(inputs.roles) or '(none)'} run no resque workers "
+        f"(resque.roles: {', '.join(r.roles)}): nothing to do"
+    )
     return True
 
 
-def before_migrate(host: Host, inputs: HookInputs, say: Say = _quiet, *,
-                   run_guard: bool = True) -> None:
+def before_migrate(host: Host, inputs: HookInputs, say: Say = _quiet, *, run_guard: bool = True) -> None:
     """Link the shared resque.yml into the release; run the guard if `guard_at` says so
     (`run_guard=False`: the caller runs it across every host at once, see `fleetguard`)."""
     path = _need_release(inputs, "before_migrate")
     name = release.release_name(host, path)
     say(release.link_resque_yml(host, path))
-    if run_guard and inputs.settings.resque.guard_at == "before_migrate" \
-            and not _no_workers(host, inputs, say):
+    if run_guard and inputs.settings.resque.guard_at == "before_migrate" and not _no_workers(host, inputs, say):
         guard.guard(host, name, say)
 
 
-def before_symlink(host: Host, inputs: HookInputs, say: Say = _quiet, *,
-                   run_guard: bool = True) -> None:
+def before_symlink(host: Host, inputs: HookInputs, say: Say = _quiet, *, run_guard: bool = True) -> None:
     """Run the guard if `guard_at` is before_symlink; otherwise say it already ran."""
     path = _need_release(inputs, "before_symlink")
     name = release.release_name(host, path)
@@ -139,10 +150,11 @@ def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
     stale = policy.stale_workers(host.workers(), name)
     if stale:
         raise CommandFailed(
-            f"{host.name}: worker(s) not on release {name} after the restart: " + "; ".join(
-                f"pid {w.pid} runs from {w.cwd or 'an unreadable directory'}" for w in stale)
+            f"{host.name}: worker(s) not on release {name} after the restart: "
+            + "; ".join(f"pid {w.pid} runs from {w.cwd or 'an unreadable directory'}" for w in stale)
             + ". They run stale code: stop them (kill -QUIT <pid>) or add them to monit group "
-              f"{inputs.settings.resque.monit_group}")
+            f"{inputs.settings.resque.monit_group}"
+        )
     guard.clear_record(host)
     say(f"{host.name}: all {len(inputs.settings.resque.workers)} worker(s) run release {name}")
 

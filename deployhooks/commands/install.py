@@ -28,13 +28,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
+from ..errors import CommandFailed, ConfigError
 from ..facts import monit as monit_mod
 from ..facts import trust
-from ..errors import CommandFailed, ConfigError
+from ..guard.workers import wait_until
 from ..remote.host import Host
 from ..resque.monitrc import render_monit_control, render_monitrc
 from ..settings import Settings
-from ..guard.workers import wait_until
 
 Say = Callable[[str], None]
 
@@ -46,6 +46,7 @@ def _quiet(_: str) -> None:
 
 
 # --- pure: what the files should say -----------------------------------------------------------
+
 
 def service_name(app: str, n: int) -> str:
     return f"resque_{app}_{n}"
@@ -64,14 +65,26 @@ def desired_monitrc(settings: Settings, wrapper: str) -> str:
     """The monitrc the config asks for, with `wrapper` already resolved to an absolute path."""
     r = settings.resque
     if r.user is None:
-        raise ConfigError(f"{settings.source}: resque.user: not set: name the user the workers run "
-                          f"as (the monit wrapper runs as root and drops to it; never root)")
+        raise ConfigError(
+            f"{settings.source}: resque.user: not set: name the user the workers run "
+            f"as (the monit wrapper runs as root and drops to it; never root)"
+        )
     try:
         return render_monitrc(
-            settings.app, settings.framework_env, r.monit_group, len(r.workers), wrapper=wrapper,
-            deploy_to=settings.deploy_to, pid_dir=r.pid_dir, stop_action=r.stop,
-            grace_time=r.grace_time, start_timeout=r.start_timeout, totalmem_mb=r.totalmem_mb,
-            user=r.user, worker_command=r.worker_command)
+            settings.app,
+            settings.framework_env,
+            r.monit_group,
+            len(r.workers),
+            wrapper=wrapper,
+            deploy_to=settings.deploy_to,
+            pid_dir=r.pid_dir,
+            stop_action=r.stop,
+            grace_time=r.grace_time,
+            start_timeout=r.start_timeout,
+            totalmem_mb=r.totalmem_mb,
+            user=r.user,
+            worker_command=r.worker_command,
+        )
     except ValueError as exc:
         raise ConfigError(f"{settings.source}: cannot render the monitrc: {exc}") from None
 
@@ -104,19 +117,25 @@ class FileChange:
 class Plan:
     """What setup will do on one host."""
 
-    confs: list[FileChange] = field(default_factory=list)       # writes, then removals
+    confs: list[FileChange] = field(default_factory=list)  # writes, then removals
     monitrc: FileChange | None = None
-    stop: list[str] = field(default_factory=list)               # services of removed workers
+    stop: list[str] = field(default_factory=list)  # services of removed workers
     reload: bool = False
-    services: list[str] = field(default_factory=list)           # what monit must list after
+    services: list[str] = field(default_factory=list)  # what monit must list after
 
     @property
     def empty(self) -> bool:
         return not self.confs and self.monitrc is None and not self.stop and not self.reload
 
 
-def plan(settings: Settings, *, wrapper: str, installed_monitrc: str | None,
-         confs: Mapping[int, str], live: Mapping[str, monit_mod.ServiceStatus]) -> Plan:
+def plan(
+    settings: Settings,
+    *,
+    wrapper: str,
+    installed_monitrc: str | None,
+    confs: Mapping[int, str],
+    live: Mapping[str, monit_mod.ServiceStatus],
+) -> Plan:
     """Compare what is on the host with the config: the least that makes them agree.
 
     `confs` is worker number -> text of the `resque_N.conf` files present; `live` is monit's
@@ -148,8 +167,12 @@ def unified_diff(host: str, change: FileChange) -> str:
     """The change as a unified diff, every line prefixed by the host (for parallel output)."""
     old = (change.old or "").splitlines(keepends=True)
     new = (change.new or "").splitlines(keepends=True)
-    lines = difflib.unified_diff(old, new, fromfile=change.path if change.old is not None else "/dev/null",
-                                 tofile=change.path if change.new is not None else "/dev/null")
+    lines = difflib.unified_diff(
+        old,
+        new,
+        fromfile=change.path if change.old is not None else "/dev/null",
+        tofile=change.path if change.new is not None else "/dev/null",
+    )
     return "\n".join(f"{host}: {line.rstrip(chr(10))}" for line in lines)
 
 
@@ -169,7 +192,9 @@ def without_control_file(command: Sequence[str]) -> list[str]:
     return argv
 
 
-_PROCESS_NAME = re.compile(r"^(?:Process|Program|File|Filesystem|Directory|Remote Host|Network|Fifo|System) Name\s+= (?P<name>\S+)\s*$")
+_PROCESS_NAME = re.compile(
+    r"^(?:Process|Program|File|Filesystem|Directory|Remote Host|Network|Fifo|System) Name\s+= (?P<name>\S+)\s*$"
+)
 _GROUP = re.compile(r"^\s+Group\s+= (?P<groups>.*?)\s*$")
 
 
@@ -191,39 +216,45 @@ def parse_service_list(text: str) -> dict[str, set[str]]:
     return services
 
 
-def check_failure(rc: int, output: str, *, path: str, group: str,
-                  wanted: Sequence[str]) -> str | None:
+def check_failure(rc: int, output: str, *, path: str, group: str, wanted: Sequence[str]) -> str | None:
     """Why monit's verdict on the configuration with our monitrc in place is not good, or None.
 
     Good means: `monit -v -t` passed, and the group holds exactly the wanted services (so the
     control file includes `path`, and nothing else defines services in our group).
     """
     if rc != 0:
-        detail = [l.strip() for l in output.splitlines()
-                  if l.strip() and not l.startswith((" ", "Adding credentials", "Runtime constants"))]
+        detail = [
+            l.strip()
+            for l in output.splitlines()
+            if l.strip() and not l.startswith((" ", "Adding credentials", "Runtime constants"))
+        ]
         return "monit -t refused the configuration: " + ("; ".join(detail[-3:]) or f"exit {rc}")
     in_group = sorted(n for n, groups in parse_service_list(output).items() if group in groups)
     if sorted(wanted) == in_group:
         return None
     if not set(wanted) & set(in_group):
-        return (f"monit's control file does not include {path}: add a line such as "
-                f"'include {os.path.dirname(path)}/*' to it, or set resque.monitrc_path to a "
-                f"file it includes")
+        return (
+            f"monit's control file does not include {path}: add a line such as "
+            f"'include {os.path.dirname(path)}/*' to it, or set resque.monitrc_path to a "
+            f"file it includes"
+        )
     extra = sorted(set(in_group) - set(wanted))
     missing = sorted(set(wanted) - set(in_group))
-    return ("monit's configuration would not hold exactly the configured services of group "
-            f"{group}" + (f"; defined elsewhere too: {', '.join(extra)} (remove them from the "
-                          f"other monit files)" if extra else "")
-            + (f"; missing: {', '.join(missing)}" if missing else ""))
+    return (
+        "monit's configuration would not hold exactly the configured services of group "
+        f"{group}"
+        + (f"; defined elsewhere too: {', '.join(extra)} (remove them from the other monit files)" if extra else "")
+        + (f"; missing: {', '.join(missing)}" if missing else "")
+    )
 
 
 # --- I/O through a Host ------------------------------------------------------------------------
 
+
 def _monit_argv(host: Host, *args: str, control: str | None = None, sudo: bool = True) -> list[str]:
     """monit's argv for `args` (through `sudo -n` when configured and `sudo` is left on)."""
     r = host.settings.resque
-    command = list(r.monit_command) if control is None else \
-        without_control_file(r.monit_command) + ["-c", control]
+    command = list(r.monit_command) if control is None else without_control_file(r.monit_command) + ["-c", control]
     argv = command + list(args)
     return ["sudo", "-n"] + argv if r.sudo and sudo else argv
 
@@ -235,8 +266,9 @@ def _as_root(host: Host, script: str) -> str:
 
 def _monit_error(host: Host, result, argv: list[str]) -> Exception:
     r = host.settings.resque
-    return monit_mod.classify_failure(result.exited, result.stdout, result.stderr,
-                                      group=r.monit_group, host=host.name, command=argv, sudo=r.sudo)
+    return monit_mod.classify_failure(
+        result.exited, result.stdout, result.stderr, group=r.monit_group, host=host.name, command=argv, sudo=r.sudo
+    )
 
 
 def resolve_wrapper(host: Host) -> str:
@@ -248,12 +280,15 @@ def resolve_wrapper(host: Host) -> str:
     if why:
         raise ConfigError(
             f"{host.name}: the worker wrapper {found} is not safe for root's monit to run: "
-            f"{'; '.join(why)}. {WRAPPER_TRUST_FIX}")
+            f"{'; '.join(why)}. {WRAPPER_TRUST_FIX}"
+        )
     return found
 
 
-WRAPPER_TRUST_FIX = ("Install deployhooks where only root can change it (e.g. a root-owned "
-                     "virtualenv under /opt) and set resque.wrapper to its deployhooks-resque")
+WRAPPER_TRUST_FIX = (
+    "Install deployhooks where only root can change it (e.g. a root-owned "
+    "virtualenv under /opt) and set resque.wrapper to its deployhooks-resque"
+)
 
 
 def find_wrapper(host: Host) -> str:
@@ -269,7 +304,8 @@ def find_wrapper(host: Host) -> str:
         raise CommandFailed(
             f"{host.name}: the worker wrapper {where} is not an executable on this host: install "
             f"deployhooks there (pip install deployhooks), or set resque.wrapper in "
-            f"{host.settings.source} to the absolute path of its deployhooks-resque")
+            f"{host.settings.source} to the absolute path of its deployhooks-resque"
+        )
     return found.splitlines()[0]
 
 
@@ -305,13 +341,13 @@ def read_root_file(host: Host, path: str) -> str | None:
     may not read goes through `sudo -n cat` (resque.sudo), whose refusal is the error."""
     q = shlex.quote(path)
     unreadable = f"sudo -n cat {q}" if host.settings.resque.sudo else f"cat {q}"
-    result = host.run(f"if [ ! -e {q} ]; then exit 4; elif [ -r {q} ]; then cat {q}; "
-                      f"else {unreadable}; fi", warn=True)
+    result = host.run(f"if [ ! -e {q} ]; then exit 4; elif [ -r {q} ]; then cat {q}; else {unreadable}; fi", warn=True)
     if result.exited == 4:
         return None
     if result.exited != 0:
-        raise CommandFailed(f"{host.name}: cannot read {path}: "
-                            f"{(result.stderr or result.stdout).strip() or f'exit {result.exited}'}")
+        raise CommandFailed(
+            f"{host.name}: cannot read {path}: {(result.stderr or result.stdout).strip() or f'exit {result.exited}'}"
+        )
     return result.stdout
 
 
@@ -322,8 +358,7 @@ def write_file(host: Host, path: str, text: str, *, root: bool = False) -> None:
     try:
         host.write_file(path, text, sudo=sudo)
     except CommandFailed as exc:
-        hint = "" if sudo or not root else \
-            " (run as root, or set resque.sudo: true to write it through sudo -n)"
+        hint = "" if sudo or not root else " (run as root, or set resque.sudo: true to write it through sudo -n)"
         raise CommandFailed(f"{exc}{hint}") from None
 
 
@@ -348,14 +383,18 @@ def check_candidate(host: Host, text: str) -> None:
     # owned by the user running it), so monit itself is not prefixed with sudo again.
     monit_t = monit_mod.shell_command(_monit_argv(host, "-t", control=f"{tmp}/monitrc", sudo=False))
     write_file(host, candidate, text, root=True)
-    script = (f"mkdir -m 700 {q(tmp)} && trap 'rm -rf {tmp}' EXIT && "
-              f"(umask 077 && printf %s {q(control)} > {q(tmp + '/monitrc')}) && {monit_t} 2>&1")
+    script = (
+        f"mkdir -m 700 {q(tmp)} && trap 'rm -rf {tmp}' EXIT && "
+        f"(umask 077 && printf %s {q(control)} > {q(tmp + '/monitrc')}) && {monit_t} 2>&1"
+    )
     result = host.run(_as_root(host, script), warn=True)
     if result.exited != 0:
         host.run(_as_root(host, f"rm -f {q(candidate)}"), warn=True)
         out = (result.stdout + result.stderr).strip().splitlines()
-        raise CommandFailed(f"{host.name}: monit -t refused the new monitrc for {path} (nothing "
-                            f"installed): {'; '.join(out[-3:]) or f'exit {result.exited}'}")
+        raise CommandFailed(
+            f"{host.name}: monit -t refused the new monitrc for {path} (nothing "
+            f"installed): {'; '.join(out[-3:]) or f'exit {result.exited}'}"
+        )
 
 
 def install_monitrc(host: Host, services: Sequence[str]) -> None:
@@ -369,18 +408,22 @@ def install_monitrc(host: Host, services: Sequence[str]) -> None:
     path = r.monitrc_path
     candidate, backup = _hidden(path, "deployhooks-candidate"), _hidden(path, "deployhooks-previous")
     q = shlex.quote
-    host.run(_as_root(host, (
-        f"rm -f {q(backup)} && if [ -e {q(path)} ]; then ln {q(path)} {q(backup)} 2>/dev/null "
-        f"|| cp -p {q(path)} {q(backup)}; fi && mv -f {q(candidate)} {q(path)}")))
+    host.run(
+        _as_root(
+            host,
+            (
+                f"rm -f {q(backup)} && if [ -e {q(path)} ]; then ln {q(path)} {q(backup)} 2>/dev/null "
+                f"|| cp -p {q(path)} {q(backup)}; fi && mv -f {q(candidate)} {q(path)}"
+            ),
+        )
+    )
     argv = _monit_argv(host, "-v", "-t")
     result = host.run(monit_mod.shell_command(argv) + " 2>&1", warn=True)
-    why = check_failure(result.exited, result.stdout + result.stderr, path=path,
-                        group=r.monit_group, wanted=services)
+    why = check_failure(result.exited, result.stdout + result.stderr, path=path, group=r.monit_group, wanted=services)
     if why is None:
         host.run(_as_root(host, f"rm -f {q(backup)}"), warn=True)
         return
-    host.run(_as_root(host, f"if [ -e {q(backup)} ]; then mv -f {q(backup)} {q(path)}; "
-                            f"else rm -f {q(path)}; fi"))
+    host.run(_as_root(host, f"if [ -e {q(backup)} ]; then mv -f {q(backup)} {q(path)}; else rm -f {q(path)}; fi"))
     raise CommandFailed(f"{host.name}: {why}. {path} was left as it was and monit was not reloaded")
 
 
@@ -401,8 +444,7 @@ def stop_services(host: Host, names: Sequence[str], say: Say = _quiet) -> None:
         services = live_services(host)
         state["services"] = {n: services[n] for n in names if n in services}
         state["alive"] = sorted(pids & {w.pid for w in host.all_workers()})
-        return all(s.stopped and not s.pending for s in state["services"].values()) \
-            and not state["alive"]
+        return all(s.stopped and not s.pending for s in state["services"].values()) and not state["alive"]
 
     timeout = len(names) * (r.grace_time + 10) + 30
     if not wait_until(stopped, timeout):
@@ -410,7 +452,8 @@ def stop_services(host: Host, names: Sequence[str], say: Say = _quiet) -> None:
             f"{host.name}: monit did not stop {', '.join(names)} within {timeout}s ("
             + ", ".join(f"{n}: {s.status}" for n, s in state.get("services", {}).items())
             + (f"; workers still running: {', '.join(map(str, state['alive']))}" if state.get("alive") else "")
-            + "); nothing else was changed")
+            + "); nothing else was changed"
+        )
 
 
 def start_services(host: Host, names: Sequence[str]) -> None:
@@ -444,7 +487,8 @@ def reload_and_wait(host: Host, services: Sequence[str], say: Say = _quiet) -> N
         raise CommandFailed(
             f"{host.name}: after monit reload, group {r.monit_group} lists "
             f"{', '.join(state['names']) or 'nothing'} instead of {', '.join(services)} "
-            f"(waited {timeout}s): check monit's log")
+            f"(waited {timeout}s): check monit's log"
+        )
     say(f"{host.name}: monit reloaded; group {r.monit_group}: {', '.join(services)}")
 
 
@@ -469,19 +513,27 @@ def setup_host(host: Host, say: Say = _quiet) -> Outcome:
     r = host.settings.resque
     wrapper = resolve_wrapper(host)
     live = live_services(host)  # also: refuse early, changing nothing, when no daemon answers
-    todo = plan(host.settings, wrapper=wrapper, installed_monitrc=read_root_file(host, r.monitrc_path),
-                confs=read_confs(host), live=live)
+    todo = plan(
+        host.settings,
+        wrapper=wrapper,
+        installed_monitrc=read_root_file(host, r.monitrc_path),
+        confs=read_confs(host),
+        live=live,
+    )
     if todo.empty:
-        say(f"{host.name}: no change: {len(todo.services)} worker(s) configured, conf files, "
-            f"{r.monitrc_path} and monit agree")
+        say(
+            f"{host.name}: no change: {len(todo.services)} worker(s) configured, conf files, "
+            f"{r.monitrc_path} and monit agree"
+        )
         return Outcome([], False, [])
     if host.dry:
         for change in ([todo.monitrc] if todo.monitrc is not None else []) + list(todo.confs):
             say(unified_diff(host.name, change))
         if todo.stop:
             host.would(f"stop (through monit) and remove {', '.join(todo.stop)}")
-        host.would("write the files above" + (", check the monitrc with monit -t and reload "
-                                                "monit" if todo.reload else ""))
+        host.would(
+            "write the files above" + (", check the monitrc with monit -t and reload monit" if todo.reload else "")
+        )
         return Outcome([], False, [])
     if todo.monitrc is not None:
         check_candidate(host, todo.monitrc.new)
@@ -493,8 +545,7 @@ def setup_host(host: Host, say: Say = _quiet) -> Outcome:
         if todo.monitrc is not None:
             install_monitrc(host, todo.services)
     except CommandFailed:
-        host.run(_as_root(host, f"rm -f {shlex.quote(_hidden(r.monitrc_path, 'deployhooks-candidate'))}"),
-                 warn=True)
+        host.run(_as_root(host, f"rm -f {shlex.quote(_hidden(r.monitrc_path, 'deployhooks-candidate'))}"), warn=True)
         start_services(host, stopped)
         raise
     changed = []
@@ -511,7 +562,9 @@ def setup_host(host: Host, say: Say = _quiet) -> Outcome:
         reload_and_wait(host, todo.services, say)
     running = [c for c in todo.confs if c.old is not None and c.new is not None]
     if running:
-        say(f"{host.name}: {', '.join(os.path.basename(c.path) for c in running)} changed: "
+        say(
+            f"{host.name}: {', '.join(os.path.basename(c.path) for c in running)} changed: "
             f"running workers read their queues at start; restart them to apply "
-            f"(deployhooks resque.restart)")
+            f"(deployhooks resque.restart)"
+        )
     return Outcome(changed, todo.reload, stopped)

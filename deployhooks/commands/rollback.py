@@ -11,11 +11,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Callable
 
-from ..facts import release as release_mod
-from .deploy import Deploy, Say, _StepFailed
 from ..errors import ConfigError
+from ..facts import release as release_mod
 from ..remote.host import Host
 from ..settings import Settings
+from .deploy import Deploy, Say, _StepFailed
 
 q = shlex.quote
 
@@ -47,20 +47,22 @@ def rollback_target(seen: dict[str, HostReleases], wanted: str | None) -> str:
     if wanted is not None:
         missing = [h for h, r in seen.items() if wanted not in r.listing.split()]
         if missing:
-            raise ConfigError(f"release {wanted} is not kept on {', '.join(missing)}: pick one "
-                              f"that every host has (ls {{deploy_to}}/releases)")
+            raise ConfigError(
+                f"release {wanted} is not kept on {', '.join(missing)}: pick one "
+                f"that every host has (ls {{deploy_to}}/releases)"
+            )
         return wanted
     currents = {r.current for r in seen.values()}
     if len(currents) != 1:
         by = ", ".join(f"{h} on {r.current or 'no release'}" for h, r in sorted(seen.items()))
-        raise ConfigError(f"the hosts are on different releases ({by}): say where to go with "
-                          f"--release NAME")
+        raise ConfigError(f"the hosts are on different releases ({by}): say where to go with --release NAME")
     current = currents.pop()
     targets = {h: previous_release(r.listing, current) for h, r in seen.items()}
     if len(set(targets.values())) != 1 or None in targets.values():
         by = ", ".join(f"{h}: {t or 'none'}" for h, t in sorted(targets.items()))
-        raise ConfigError(f"no release before {current or 'current'} that every host keeps "
-                          f"({by}): pick one with --release NAME")
+        raise ConfigError(
+            f"no release before {current or 'current'} that every host keeps ({by}): pick one with --release NAME"
+        )
     return next(iter(targets.values()))
 
 
@@ -75,11 +77,27 @@ class Rollback(Deploy):
 
     kind = "rollback"
 
-    def __init__(self, settings: Settings, hosts: list[str], *, say: Say = print,
-                 release: str | None = None, roles_of: Callable[[str], tuple[str, ...]] | None = None,
-                 dry: bool = False, config=None):
-        super().__init__(settings, hosts, b"", say=say, release=release or "(to be chosen)",
-                         roles_of=roles_of, dry=dry, config=config)
+    def __init__(
+        self,
+        settings: Settings,
+        hosts: list[str],
+        *,
+        say: Say = print,
+        release: str | None = None,
+        roles_of: Callable[[str], tuple[str, ...]] | None = None,
+        dry: bool = False,
+        config=None,
+    ):
+        super().__init__(
+            settings,
+            hosts,
+            b"",
+            say=say,
+            release=release or "(to be chosen)",
+            roles_of=roles_of,
+            dry=dry,
+            config=config,
+        )
         self.wanted = release
         self.release_pending = release is None
         self.seen: dict[str, HostReleases] = {}
@@ -98,8 +116,9 @@ class Rollback(Deploy):
         self.release = self.report.release = target
         self.release_pending = False
         self.release_path = f"{self.s.releases_path}/{target}"
-        sha = self.host(self.hosts[0]).run(f"head -c 100 {q(self.release_path + '/REVISION')}",
-                                           warn=True).stdout.strip()
+        sha = (
+            self.host(self.hosts[0]).run(f"head -c 100 {q(self.release_path + '/REVISION')}", warn=True).stdout.strip()
+        )
         self.sha = sha if release_mod.REVISION_RE.fullmatch(sha) else None
         self.say(f"rolling back to {target}")
         self._guard_fleet("guard")
@@ -117,15 +136,17 @@ class Rollback(Deploy):
         if not old or old == self.release or old < self.release:
             return  # nothing left behind, or a roll forward: keep it
         failed = f"{self.s.deploy_to}/releases_failed"
-        host.run(f"mkdir -p {q(failed)} && mv {q(self.s.releases_path + '/' + old)} "
-                 f"{q(failed + '/' + old)}", change=True)
+        host.run(
+            f"mkdir -p {q(failed)} && mv {q(self.s.releases_path + '/' + old)} {q(failed + '/' + old)}", change=True
+        )
         self.report.pruned[host.name] = [old]
         if not self.dry:
             self.say(f"{host.name}: moved {old} to releases_failed/")
 
     def _done_message(self, seconds: float) -> str:
-        return (f"rolled back to {self.release} on {len(self.hosts)} host(s) in {seconds:.1f}s: "
-                + ", ".join(f"{h} -> {self.release}" for h in self.hosts))
+        return f"rolled back to {self.release} on {len(self.hosts)} host(s) in {seconds:.1f}s: " + ", ".join(
+            f"{h} -> {self.release}" for h in self.hosts
+        )
 
     def _kept(self, left: dict[str, str]) -> str:
         return f"current was not switched on any host, and {self._workers_back(left)}."

@@ -82,8 +82,10 @@ def plan(root: Path, app: str, deploy_to: str | None = None, user: str = "deploy
     deploy_to = deploy_to or f"/data/{app}"
     if not deploy_to.startswith("/") or os.path.normpath(deploy_to) != deploy_to or deploy_to == "/":
         raise ConfigError(f"--deploy-to {deploy_to!r}: an absolute, normalized path")
-    files = {root / "config" / "deployhooks.yml": (config_text(app, deploy_to, user), 0o644),
-             root / "fabfile.py": (FABFILE, 0o644)}
+    files = {
+        root / "config" / "deployhooks.yml": (config_text(app, deploy_to, user), 0o644),
+        root / "fabfile.py": (FABFILE, 0o644),
+    }
     for name in SHIMS:
         files[root / "deploy" / name] = (shim_text(name), 0o755)
     return files
@@ -93,8 +95,7 @@ def write(files: dict[Path, tuple[str, int]], *, force: bool = False) -> list[Pa
     """Write `files`; ConfigError (nothing written) if one exists and not `force`."""
     existing = [p for p in files if p.exists()]
     if existing and not force:
-        raise ConfigError("not overwriting " + ", ".join(str(p) for p in existing)
-                          + " (pass --force to replace them)")
+        raise ConfigError("not overwriting " + ", ".join(str(p) for p in existing) + " (pass --force to replace them)")
     for path, (text, mode) in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -47,7 +47,9 @@ class ServiceStatus:
         return self.status == "OK" and self.pid is not None
 
 
-_BLOCK = re.compile(r"^(?:Process|Program|File|System|Filesystem|Directory|Remote Host|Network|Fifo) '(?P<name>[^']+)'\s*$")
+_BLOCK = re.compile(
+    r"^(?:Process|Program|File|System|Filesystem|Directory|Remote Host|Network|Fifo) '(?P<name>[^']+)'\s*$"
+)
 _FIELD = re.compile(r"^\s+(?P<key>[a-z][a-z ]*?)\s{2,}(?P<value>.*?)\s*$")
 
 
@@ -60,8 +62,11 @@ def parse_status(text: str) -> dict[str, ServiceStatus]:
         if name is not None:
             pid = fields.get("pid")
             services[name] = ServiceStatus(
-                name, fields.get("status", ""), fields.get("monitoring status"),
-                int(pid) if pid and pid.isdigit() and int(pid) > 0 else None)
+                name,
+                fields.get("status", ""),
+                fields.get("monitoring status"),
+                int(pid) if pid and pid.isdigit() and int(pid) > 0 else None,
+            )
 
     for line in text.splitlines():
         block = _BLOCK.match(line)
@@ -76,36 +81,46 @@ def parse_status(text: str) -> dict[str, ServiceStatus]:
     return services
 
 
-def classify_failure(rc: int, out: str, err: str, *, group: str, host: str,
-                     command: Sequence[str], sudo: bool) -> Exception:
+def classify_failure(
+    rc: int, out: str, err: str, *, group: str, host: str, command: Sequence[str], sudo: bool
+) -> Exception:
     """The exception, with its fix, that a failed monit call means."""
     text = f"{err}\n{out}"
     cmd = " ".join(command)
-    if rc == 127 or "command not found" in text or re.search(r"No such file or directory.*monit\b", text) and "socket" not in text.lower():
+    if (
+        rc == 127
+        or "command not found" in text
+        or re.search(r"No such file or directory.*monit\b", text)
+        and "socket" not in text.lower()
+    ):
         return CommandFailed(
             f"{host}: monit is not installed or not on PATH ('{cmd}' not found): install the "
-            f"monit package, or set resque.monit_command to its full path")
+            f"monit package, or set resque.monit_command to its full path"
+        )
     if "a password is required" in text or "a terminal is required" in text:
         return CommandFailed(
             f"{host}: sudo asked for a password for '{cmd}': allow it without one in sudoers "
-            f"(NOPASSWD for monit), or run the hooks as root")
-    if re.search(r"permission denied|must be run as root|cannot read control file|Operation not permitted",
-                 text, re.I):
-        hint = ("sudo is on (resque.sudo: true) and was still refused: check sudoers"
-                if sudo else "set resque.sudo: true in the config, or run as root")
-        return CommandFailed(f"{host}: permission denied running '{cmd}': {hint}. monit said: "
-                             f"{_first_line(text)}")
-    if re.search(r"daemon is not running|connection error|Cannot connect to the monit daemon",
-                 text, re.I):
+            f"(NOPASSWD for monit), or run the hooks as root"
+        )
+    if re.search(r"permission denied|must be run as root|cannot read control file|Operation not permitted", text, re.I):
+        hint = (
+            "sudo is on (resque.sudo: true) and was still refused: check sudoers"
+            if sudo
+            else "set resque.sudo: true in the config, or run as root"
+        )
+        return CommandFailed(f"{host}: permission denied running '{cmd}': {hint}. monit said: {_first_line(text)}")
+    if re.search(r"daemon is not running|connection error|Cannot connect to the monit daemon", text, re.I):
         return CommandFailed(
             f"{host}: the monit daemon is not running (or its httpd is off). Start it "
             f"(e.g. 'monit' or 'systemctl start monit'); deployhooks will not run group actions "
             f"without it, because monit would then start workers that nothing supervises. "
-            f"monit said: {_first_line(text)}")
+            f"monit said: {_first_line(text)}"
+        )
     if re.search(r"group '.*' not found", text, re.I):
         return CommandFailed(
             f"{host}: monit has no group '{group}'. Check resque.monit_group in the config, or "
-            f"install the monitrc (deployhooks resque.setup) and 'monit reload'")
+            f"install the monitrc (deployhooks resque.setup) and 'monit reload'"
+        )
     return CommandFailed(f"{host}: '{cmd}' failed (exit {rc}): {_first_line(text) or 'no output'}")
 
 
@@ -129,8 +144,15 @@ def _first_line(text: str) -> str:
 class Monit:
     """monit on one host, reached through a Context or Connection `c`."""
 
-    def __init__(self, c, command: Sequence[str] = ("monit",), *, sudo: bool = False,
-                 host: str = "localhost", would: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        c,
+        command: Sequence[str] = ("monit",),
+        *,
+        sudo: bool = False,
+        host: str = "localhost",
+        would: Callable[[str], None] | None = None,
+    ):
         """`would`: a dry run's printer; actions are then printed, not sent (status still runs)."""
         self.c, self.command, self.sudo, self.host = c, tuple(command), sudo, host
         self.would = would
@@ -144,8 +166,9 @@ class Monit:
         argv = self._argv(*args)
         result = self.c.run(shell_command(argv), hide=True, warn=True, in_stream=False)
         if result.exited != 0:
-            raise classify_failure(result.exited, result.stdout, result.stderr, group=group,
-                                   host=self.host, command=argv, sudo=self.sudo)
+            raise classify_failure(
+                result.exited, result.stdout, result.stderr, group=group, host=self.host, command=argv, sudo=self.sudo
+            )
         return result
 
     def status(self, group: str) -> dict[str, ServiceStatus]:

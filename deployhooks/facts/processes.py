@@ -90,7 +90,7 @@ def release_of(cwd: str | None, apps: Mapping[str, str]) -> tuple[str | None, st
         root = deploy_to.rstrip("/") + "/"
         if not path.startswith(root):
             continue
-        rest = path[len(root):].split("/")
+        rest = path[len(root) :].split("/")
         if rest[0] == "releases" and len(rest) > 1 and rest[1]:
             return app, rest[1], deleted
         if rest[0] == "current":
@@ -122,15 +122,29 @@ def workers_from(rows: Iterable[RawProcess], apps: Mapping[str, str]) -> list[Wo
         child = children.get(pid)
         child_line = proclines.parse(child.title) if child else None
         app, release, deleted = release_of(row.cwd, apps)
-        common = dict(pid=pid, ppid=row.ppid, title=row.title, version=p.version,
-                      rss_kb=row.rss_kb + (child.rss_kb if child else 0), cwd=row.cwd,
-                      app=app, release=release, release_deleted=deleted)
+        common = dict(
+            pid=pid,
+            ppid=row.ppid,
+            title=row.title,
+            version=p.version,
+            rss_kb=row.rss_kb + (child.rss_kb if child else 0),
+            cwd=row.cwd,
+            app=app,
+            release=release,
+            release_deleted=deleted,
+        )
         if p.kind in (FORKED, PROCESSING):
             info = child_line if child_line is not None else p
-            workers.append(WorkerProcess(
-                state=BUSY, queue=info.queue, job_class=info.job_class,
-                busy_since=p.since if p.since is not None else info.since,
-                job_pid=child.pid if child else p.child_pid, **common))
+            workers.append(
+                WorkerProcess(
+                    state=BUSY,
+                    queue=info.queue,
+                    job_class=info.job_class,
+                    busy_since=p.since if p.since is not None else info.since,
+                    job_pid=child.pid if child else p.child_pid,
+                    **common,
+                )
+            )
         elif p.kind == IDLE:
             workers.append(WorkerProcess(state="idle", queues=p.queues or (), **common))
         elif p.kind == PAUSED:
@@ -146,6 +160,7 @@ def normalize_title(title: str) -> str:
 
 
 # --- adapter 1: psutil, for code running on the host itself -------------------------------------
+
 
 def local_processes(root: str | None = None) -> list[RawProcess]:
     """Rows for every local process whose title mentions resque (psutil); with `root`, cwds
@@ -203,8 +218,11 @@ END {
 def ps_command(link: str | None = None, root: str | None = None) -> str:
     """The process listing command; with `link`, also that symlink's raw target, and with
     `root`, where that folder resolves to (both in `parse_listing`'s links)."""
-    env = "".join(f"{name}={shlex.quote(value)} " for name, value in
-                  (("DEPLOYHOOKS_LINK", link), ("DEPLOYHOOKS_ROOT", root)) if value)
+    env = "".join(
+        f"{name}={shlex.quote(value)} "
+        for name, value in (("DEPLOYHOOKS_LINK", link), ("DEPLOYHOOKS_ROOT", root))
+        if value
+    )
     return f"ps axww -o pid=,ppid=,rss=,stat=,args= | {env}awk '{_AWK_PROGRAM}'"
 
 
@@ -230,7 +248,7 @@ def _split_at_mark(text: str) -> tuple[str, str]:
     at = ("\n" + text).find("\n" + LINKS_MARK + "\n")
     if at < 0:
         raise CommandFailed("the process listing has no links mark: ps or awk did not run")
-    return text[:at], text[at + len(LINKS_MARK) + 1:]
+    return text[:at], text[at + len(LINKS_MARK) + 1 :]
 
 
 def _split_records(text: str) -> tuple[list[str], str]:
@@ -275,8 +293,13 @@ def _rows(ps_text: str, links: Mapping[str, str]) -> list[RawProcess]:
         pid, ppid, rss, _stat, title = parts
         if int(pid) in rows:
             raise CommandFailed(f"the process listing shows pid {int(pid)} twice")
-        rows[int(pid)] = RawProcess(int(pid), int(ppid), int(rss) if rss.isdigit() else 0,
-                                    links.get(f"/proc/{pid}/cwd") or None, normalize_title(title))
+        rows[int(pid)] = RawProcess(
+            int(pid),
+            int(ppid),
+            int(rss) if rss.isdigit() else 0,
+            links.get(f"/proc/{pid}/cwd") or None,
+            normalize_title(title),
+        )
     return list(rows.values())
 
 
@@ -307,8 +330,7 @@ def rebase(rows: Iterable[RawProcess], resolved: str | None, root: str) -> list[
     if not resolved or resolved.rstrip("/") == root.rstrip("/"):
         return rows
     prefix, into = resolved.rstrip("/") + "/", root.rstrip("/") + "/"
-    return [replace(r, cwd=into + r.cwd[len(prefix):]) if r.cwd and r.cwd.startswith(prefix) else r
-            for r in rows]
+    return [replace(r, cwd=into + r.cwd[len(prefix) :]) if r.cwd and r.cwd.startswith(prefix) else r for r in rows]
 
 
 def remote_processes(c, root: str | None = None) -> list[RawProcess]:

@@ -70,8 +70,9 @@ def parse(title: str) -> Procline | None:
         return Procline(FORKED, version, prefix, since=int(f["since"]), child_pid=int(f["child"]))
     p = _PROCESSING.match(body)
     if p:
-        return Procline(PROCESSING, version, prefix, queue=p["queue"], since=int(p["since"]),
-                        job_class=p["cls"] or None)
+        return Procline(
+            PROCESSING, version, prefix, queue=p["queue"], since=int(p["since"]), job_class=p["cls"] or None
+        )
     return None
 
 

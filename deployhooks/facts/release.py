@@ -32,9 +32,11 @@ def release_name(host: Host, release_path: str) -> str:
     path = os.path.normpath(release_path)
     parent, name = os.path.split(path)
     if not os.path.isabs(release_path) or parent != releases or not RELEASE_NAME_RE.fullmatch(name):
-        raise ConfigError(f"release path {_shorten(release_path)!r} is not {releases}/<name> with a "
-                          f"14-digit UTC timestamp name (YYYYMMDDHHMMSS) (deploy_to is "
-                          f"{host.settings.deploy_to}, from {host.settings.source})")
+        raise ConfigError(
+            f"release path {_shorten(release_path)!r} is not {releases}/<name> with a "
+            f"14-digit UTC timestamp name (YYYYMMDDHHMMSS) (deploy_to is "
+            f"{host.settings.deploy_to}, from {host.settings.source})"
+        )
     return name
 
 
@@ -47,7 +49,7 @@ def release_of(link: str | None, settings) -> str | None:
         return None
     target = posixpath.normpath(posixpath.join(posixpath.dirname(settings.current_path), link))
     if target.startswith(settings.releases_path + "/"):
-        return target[len(settings.releases_path) + 1:].split("/")[0]
+        return target[len(settings.releases_path) + 1 :].split("/")[0]
     return None
 
 
@@ -72,16 +74,20 @@ def link_resque_yml(host: Host, release_path: str) -> str:
     shared = f"{s.shared_path}/config/resque.yml"
     text = host.read_file(shared)
     if text is None:
-        raise ConfigError(f"{host.name}: {shared} is missing: create it with a "
-                          f"'{s.framework_env}:' entry pointing at your redis (host:port)")
+        raise ConfigError(
+            f"{host.name}: {shared} is missing: create it with a "
+            f"'{s.framework_env}:' entry pointing at your redis (host:port)"
+        )
     try:
         data = yaml.safe_load(text)
     except (yaml.YAMLError, RecursionError) as exc:
         line, what = yaml_problem(exc, text)
         raise ConfigError(f"{host.name}: {shared}{line} is not valid YAML: {what}") from None
     if not isinstance(data, dict) or data.get(s.framework_env) in (None, ""):
-        raise ConfigError(f"{host.name}: {shared} has no entry for the framework env "
-                          f"'{s.framework_env}': add '{s.framework_env}: <redis host:port>'")
+        raise ConfigError(
+            f"{host.name}: {shared} has no entry for the framework env "
+            f"'{s.framework_env}': add '{s.framework_env}: <redis host:port>'"
+        )
     name = release_name(host, release_path)
     config_dir = f"{s.releases_path}/{name}/config"
     target = f"{config_dir}/resque.yml"
@@ -89,13 +95,19 @@ def link_resque_yml(host: Host, release_path: str) -> str:
     q = shlex.quote
     release = f"{s.releases_path}/{name}"
     # A new link renamed over the old one: at no instant is config/resque.yml missing.
-    r = host.run(f"test -d {q(release)} || exit 5; mkdir -p {q(config_dir)} && "
-                 f"ln -sfn {q(shared)} {q(tmp)} && mv -Tf {q(tmp)} {q(target)}", warn=True,
-                 change=True)
+    r = host.run(
+        f"test -d {q(release)} || exit 5; mkdir -p {q(config_dir)} && "
+        f"ln -sfn {q(shared)} {q(tmp)} && mv -Tf {q(tmp)} {q(target)}",
+        warn=True,
+        change=True,
+    )
     if r.exited == 5:
-        raise ConfigError(f"{host.name}: the release folder {release} does not exist: upload the "
-                          f"release there before running the hooks, or pass its real path")
+        raise ConfigError(
+            f"{host.name}: the release folder {release} does not exist: upload the "
+            f"release there before running the hooks, or pass its real path"
+        )
     if r.exited != 0:
-        raise CommandFailed(f"{host.name}: could not link {target} -> {shared} "
-                            f"(exit {r.exited}): {(r.stderr or r.stdout).strip()}")
+        raise CommandFailed(
+            f"{host.name}: could not link {target} -> {shared} (exit {r.exited}): {(r.stderr or r.stdout).strip()}"
+        )
     return f"{host.name}: linked {target} -> {shared}"

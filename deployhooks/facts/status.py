@@ -11,12 +11,12 @@ import shlex
 import time
 from dataclasses import asdict, dataclass
 
+from ..errors import CommandFailed
+from ..settings import Settings
 from . import monit
 from . import release as release_mod
-from ..errors import CommandFailed
 from .monit import ServiceStatus
 from .processes import WorkerProcess, parse_listing, ps_command, rebase, workers_from
-from ..settings import Settings
 
 _MARK = "__deployhooks_section__"
 
@@ -28,9 +28,11 @@ def status_command(settings: Settings) -> str:
     if r.sudo:
         argv = ["sudo", "-n"] + argv
     revision = shlex.quote(f"{settings.current_path}/REVISION")
-    return (f"{ps_command(settings.current_path, settings.deploy_to)}; echo {_MARK} revision; "
-            f"head -c 100 {revision} 2>/dev/null; echo; echo {_MARK} monit; "
-            f"{monit.shell_command(argv)} 2>&1; echo \"{_MARK} rc $?\"; true")
+    return (
+        f"{ps_command(settings.current_path, settings.deploy_to)}; echo {_MARK} revision; "
+        f"head -c 100 {revision} 2>/dev/null; echo; echo {_MARK} monit; "
+        f'{monit.shell_command(argv)} 2>&1; echo "{_MARK} rc $?"; true'
+    )
 
 
 release_of = release_mod.release_of  # one reading of `current`, shared with deploy and rollback
@@ -82,18 +84,28 @@ def parse_status_output(text: str, settings: Settings, host: str) -> HostFacts:
     if rc == 0:
         services = monit.parse_status(monit_text)
     else:
-        error = str(monit.classify_failure(rc, "", monit_text, group=settings.resque.monit_group,
-                                           host=host, command=settings.resque.monit_command,
-                                           sudo=settings.resque.sudo))
+        error = str(
+            monit.classify_failure(
+                rc,
+                "",
+                monit_text,
+                group=settings.resque.monit_group,
+                host=host,
+                command=settings.resque.monit_command,
+                sudo=settings.resque.sudo,
+            )
+        )
     # A worker whose cwd could not be read is this app's when monit's group runs its pid; shown
     # without a release rather than its service shown down.
     managed = {s.pid for s in services.values() if s.pid}
-    workers = [w for w in workers_from(rows, {settings.app: settings.deploy_to})
-               if w.app == settings.app or (w.cwd is None and w.pid in managed)]
+    workers = [
+        w
+        for w in workers_from(rows, {settings.app: settings.deploy_to})
+        if w.app == settings.app or (w.cwd is None and w.pid in managed)
+    ]
     release = release_of(links.get(settings.current_path), settings)
     sha = next((w for w in sections.get("revision", []) if w.strip()), "").strip()
-    return HostFacts(workers, services, error, release,
-                     sha if release_mod.REVISION_RE.fullmatch(sha) else None)
+    return HostFacts(workers, services, error, release, sha if release_mod.REVISION_RE.fullmatch(sha) else None)
 
 
 @dataclass
@@ -109,7 +121,7 @@ class Row:
     busy_for: int | None = None
     rss_kb: int | None = None
     release: str | None = None
-    release_mark: str | None = None   # current / old / deleted
+    release_mark: str | None = None  # current / old / deleted
     monit: str | None = None
     error: str | None = None
 
@@ -146,13 +158,22 @@ def rows_for(host: str, facts: HostFacts, now: float | None = None) -> list[Row]
     by_pid = {w.pid: w for w in facts.workers}
     rows: list[Row] = []
 
-    def worker_row(service: str | None, status: str | None, w: WorkerProcess | None,
-                   pid: int | None) -> Row:
+    def worker_row(service: str | None, status: str | None, w: WorkerProcess | None, pid: int | None) -> Row:
         if w is None:
             return Row(host, service, pid, "down", monit=status)
-        return Row(host, service, w.pid, w.state, w.queue or (",".join(w.queues) or None),
-                   w.job_class, int(now - w.busy_since) if w.busy and w.busy_since else None,
-                   w.rss_kb, w.release, _mark(w, facts.current_release), status)
+        return Row(
+            host,
+            service,
+            w.pid,
+            w.state,
+            w.queue or (",".join(w.queues) or None),
+            w.job_class,
+            int(now - w.busy_since) if w.busy and w.busy_since else None,
+            w.rss_kb,
+            w.release,
+            _mark(w, facts.current_release),
+            status,
+        )
 
     for name, s in facts.services.items():
         rows.append(worker_row(name, s.status, by_pid.pop(s.pid, None) if s.pid else None, s.pid))
@@ -170,9 +191,18 @@ def as_json(rows: list[Row]) -> list[dict]:
     return [dict(asdict(r), problems=r.problems) for r in rows]
 
 
-COLUMNS = [("HOST", "host"), ("SERVICE", "service"), ("PID", "pid"), ("STATE", "state"),
-           ("QUEUE", "queue"), ("JOB", "job_class"), ("BUSY FOR", "busy_for"),
-           ("RSS", "rss_kb"), ("RELEASE", "release"), ("MONIT", "monit")]
+COLUMNS = [
+    ("HOST", "host"),
+    ("SERVICE", "service"),
+    ("PID", "pid"),
+    ("STATE", "state"),
+    ("QUEUE", "queue"),
+    ("JOB", "job_class"),
+    ("BUSY FOR", "busy_for"),
+    ("RSS", "rss_kb"),
+    ("RELEASE", "release"),
+    ("MONIT", "monit"),
+]
 
 
 def _cell(row: Row, attr: str) -> str:
@@ -213,9 +243,10 @@ def summary(rows: list[Row], hosts: list[str]) -> list[str]:
             counts[r.state] = counts.get(r.state, 0) + 1
             total[r.state] = total.get(r.state, 0) + 1
         problems = sorted({p for r in mine for p in r.problems if p != "busy"})
-        lines.append(f"{host}: {len(mine)} worker(s): "
-                     + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-                     + (f"; problems: {', '.join(problems)}" if problems else ""))
-    lines.append(f"fleet: {len(hosts)} host(s): "
-                 + ", ".join(f"{n} {s}" for s, n in sorted(total.items())))
+        lines.append(
+            f"{host}: {len(mine)} worker(s): "
+            + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            + (f"; problems: {', '.join(problems)}" if problems else "")
+        )
+    lines.append(f"fleet: {len(hosts)} host(s): " + ", ".join(f"{n} {s}" for s, n in sorted(total.items())))
     return lines

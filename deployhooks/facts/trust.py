@@ -23,9 +23,9 @@ __all__ = ["chain_command", "wrapper_chain_command", "parse_chain", "problems", 
 _CHAIN_FN = (
     "chain() { p=$1; while :; do "
     "stat -c '%u %f %n' -- \"$p\" 2>/dev/null || printf 'missing - %s\\n' \"$p\"; "
-    "[ \"$p\" = / ] && return; p=$(dirname -- \"$p\"); done; }; "
-    "both() { echo \"@ $1 $2\"; chain \"$2\"; r=$(readlink -m -- \"$2\") && [ \"$r\" != \"$2\" ] && chain \"$r\"; "
-    "echo \"@ end\"; }; "
+    '[ "$p" = / ] && return; p=$(dirname -- "$p"); done; }; '
+    'both() { echo "@ $1 $2"; chain "$2"; r=$(readlink -m -- "$2") && [ "$r" != "$2" ] && chain "$r"; '
+    'echo "@ end"; }; '
 )
 
 
@@ -49,8 +49,10 @@ def wrapper_chain_command(wrapper: str, others: dict[str, str] | None = None) ->
     """Like :func:`chain_command` for the wrapper and ``others``, plus the interpreter named
     by the wrapper's ``#!`` line (label ``interpreter``) when it has one."""
     q = shlex.quote(wrapper)
-    interpreter = (f"i=$(head -n1 -- {q} 2>/dev/null | tr -d '\\000' | sed -n 's/^#![[:space:]]*\\([^[:space:]]*\\).*/\\1/p'); "
-                   "[ -n \"$i\" ] && both interpreter \"$i\"; ")
+    interpreter = (
+        f"i=$(head -n1 -- {q} 2>/dev/null | tr -d '\\000' | sed -n 's/^#![[:space:]]*\\([^[:space:]]*\\).*/\\1/p'); "
+        '[ -n "$i" ] && both interpreter "$i"; '
+    )
     body = "".join(f"both {shlex.quote(label)} {shlex.quote(path)}; " for label, path in (others or {}).items())
     return _CHAIN_FN + f"both wrapper {q}; " + interpreter + body + "true"
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Sequence
 
-from ..remote import cancel
-from . import onehost as guard, policy, workers
 from ..errors import EXIT_FAILED, CommandFailed, DeployhooksError, Refused
+from ..remote import cancel
 from ..remote.host import Host
 from ..settings import Settings
+from . import onehost as guard
+from . import policy, workers
 from .workers import Say, _quiet
 
 # run(fn, names) -> one result per host with .host, .code, .error and .value (fleet.HostResult).
@@ -55,7 +56,8 @@ class UndoFailed(CommandFailed):
             f"  Left behind on {', '.join(errors)}: workers stopped or paused by the guard, and "
             f"its record (shared/deployhooks/guard.json). Repair: {REPAIR} --roles ... (or "
             f"hooks/deploy_failed on each of those hosts) once they answer"
-            + (f"\n  (this undo followed: {cause})" if cause else ""))
+            + (f"\n  (this undo followed: {cause})" if cause else "")
+        )
         self.errors = errors
 
 
@@ -65,6 +67,7 @@ def _failures(results) -> dict[str, str]:
 
 def _worst(results) -> int:
     from ..remote.fleet import overall_code  # the one ranking of exit codes
+
     return overall_code([r for r in results if r.code])
 
 
@@ -86,10 +89,18 @@ def _unpause(run: Run, paused: dict[str, guard.Paused], say: Say) -> dict[str, s
         return _failures(run(lambda host: guard.unpause(host, paused[host.name], say), list(paused)))
 
 
-def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _quiet, *,
-                release: str | None = None, on_busy: str | None = None,
-                wait_timeout: float | None = None, action: str = "deploy",
-                dry: bool = False) -> dict[str, float]:
+def guard_fleet(
+    run: Run,
+    hosts: Sequence[str],
+    settings: Settings,
+    say: Say = _quiet,
+    *,
+    release: str | None = None,
+    on_busy: str | None = None,
+    wait_timeout: float | None = None,
+    action: str = "deploy",
+    dry: bool = False,
+) -> dict[str, float]:
     """Run the guard's phases across `hosts` as barriers; returns the hosts whose group it
     stopped (all of them), each with the time (epoch) its workers were told to pause, with no
     job running anywhere.
@@ -111,10 +122,8 @@ def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _
         results = run(pause, list(hosts))
         failed = _failures(results)
         if failed:
-            raise FleetFailed(f"the guard could not pause the workers on {', '.join(failed)}",
-                              _worst(results), failed)
-        wait_until_idle(run, list(paused), say, on_busy=on_busy, wait_timeout=wait_timeout,
-                        action=action, dry=dry)
+            raise FleetFailed(f"the guard could not pause the workers on {', '.join(failed)}", _worst(results), failed)
+        wait_until_idle(run, list(paused), say, on_busy=on_busy, wait_timeout=wait_timeout, action=action, dry=dry)
     except BaseException as exc:
         left = _unpause(run, paused, say)
         # A host whose pause failed (cut off after USR2, say) cleaned up itself if it could;
@@ -139,15 +148,25 @@ def guard_fleet(run: Run, hosts: Sequence[str], settings: Settings, say: Say = _
         left = put_back(run, list(paused), say)
         if left:
             raise UndoFailed(left)
-        raise FleetFailed(f"the guard could not stop the workers on {', '.join(failed)}",
-                          _worst(results), failed)
-    say(f"no job running on any of {len(paused)} host(s); workers stopped" if not dry else
-        f"[dry run] would stop the workers of {len(paused)} host(s) once none has a job")
+        raise FleetFailed(f"the guard could not stop the workers on {', '.join(failed)}", _worst(results), failed)
+    say(
+        f"no job running on any of {len(paused)} host(s); workers stopped"
+        if not dry
+        else f"[dry run] would stop the workers of {len(paused)} host(s) once none has a job"
+    )
     return {name: state.at for name, state in paused.items()}
 
 
-def wait_until_idle(run: Run, names: Sequence[str], say: Say, *, on_busy: str,
-                    wait_timeout: float, action: str = "deploy", dry: bool = False) -> None:
+def wait_until_idle(
+    run: Run,
+    names: Sequence[str],
+    say: Say,
+    *,
+    on_busy: str,
+    wait_timeout: float,
+    action: str = "deploy",
+    dry: bool = False,
+) -> None:
     """Look at every host until none has a busy worker (return) or the policy refuses (raise
     `Refused` naming every job). A host that cannot be looked at fails the whole wait. A dry
     run looks once and says what the policy would do with what it sees now."""
@@ -166,16 +185,19 @@ def wait_until_idle(run: Run, names: Sequence[str], say: Say, *, on_busy: str,
             return
         now = time.time()
         if verdict == policy.REFUSE:
-            raise Refused(guard.refusal(busy, on_busy, waited, wait_timeout, now, action=action,
-                                        dry=dry))
+            raise Refused(guard.refusal(busy, on_busy, waited, wait_timeout, now, action=action, dry=dry))
         if dry:
-            say(f"[dry run] would wait up to {wait_timeout:g}s for {len(jobs)} job(s) to "
-                f"finish:\n" + "\n".join(guard.busy_lines(n, b, now) for n, b in busy.items()))
+            say(
+                f"[dry run] would wait up to {wait_timeout:g}s for {len(jobs)} job(s) to "
+                f"finish:\n" + "\n".join(guard.busy_lines(n, b, now) for n, b in busy.items())
+            )
             return
         cancel.check()
         if waited - last_report >= 5:
-            say(f"waiting for {len(jobs)} job(s) on {len(busy)} host(s) to finish "
+            say(
+                f"waiting for {len(jobs)} job(s) on {len(busy)} host(s) to finish "
                 f"({int(waited)}s of {wait_timeout:g}s):\n"
-                + "\n".join(guard.busy_lines(name, b, now) for name, b in busy.items()))
+                + "\n".join(guard.busy_lines(name, b, now) for name, b in busy.items())
+            )
             last_report = waited
         time.sleep(workers.POLL)

@@ -20,10 +20,10 @@ import shlex
 import time
 from dataclasses import dataclass
 
-from ..remote import cancel
-from . import policy, workers
 from ..errors import CommandFailed, Refused
+from ..remote import cancel
 from ..remote.host import Host
+from . import policy, workers
 from .workers import Say, _quiet
 
 
@@ -42,8 +42,10 @@ def read_record(host: Host) -> dict | None:
             raise ValueError("not an object")
         return record
     except ValueError as exc:
-        raise CommandFailed(f"{host.name}: the guard record {record_path(host)} is corrupt ({exc}); "
-                            f"check the workers with 'monit summary' and remove the file") from None
+        raise CommandFailed(
+            f"{host.name}: the guard record {record_path(host)} is corrupt ({exc}); "
+            f"check the workers with 'monit summary' and remove the file"
+        ) from None
 
 
 def write_record(host: Host, record: dict) -> None:
@@ -55,10 +57,16 @@ def clear_record(host: Host) -> None:
 
 
 def busy_lines(name: str, busy, now: float) -> str:
-    return "\n".join(f"  {name}: {w.describe(now)}" + (
-        " (app unknown: its working directory could not be read, so it is counted as this "
-        "app's; run the hooks as the workers' user or root)" if w.cwd is None else "")
-        for w in busy)
+    return "\n".join(
+        f"  {name}: {w.describe(now)}"
+        + (
+            " (app unknown: its working directory could not be read, so it is counted as this "
+            "app's; run the hooks as the workers' user or root)"
+            if w.cwd is None
+            else ""
+        )
+        for w in busy
+    )
 
 
 @dataclass
@@ -87,9 +95,15 @@ def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
     # A record left by an earlier guard whose deploy failed without deploy_failed: its group is
     # still stopped, and that must stay on record until someone starts the workers again.
     previous = read_record(host)
-    record = {"app": host.settings.app, "group": group, "host": host.name, "release": release,
-              "paused": to_pause, "stopped": bool(previous and previous.get("stopped")),
-              "at": int(time.time())}
+    record = {
+        "app": host.settings.app,
+        "group": group,
+        "host": host.name,
+        "release": release,
+        "paused": to_pause,
+        "stopped": bool(previous and previous.get("stopped")),
+        "at": int(time.time()),
+    }
     # Written before the first signal, so that a guard killed half-way can still be undone.
     write_record(host, record)
     state = Paused(host.name, to_pause, record, previous, time.time())
@@ -99,14 +113,15 @@ def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
     try:
         if to_pause:
             host.signal("USR2", to_pause)
-            say(f"{host.name}: paused {len(to_pause)} worker(s) (USR2): they finish their job "
-                f"and take no new one")
+            say(f"{host.name}: paused {len(to_pause)} worker(s) (USR2): they finish their job and take no new one")
         if not workers.wait_until(
-                lambda: not policy.pause_acknowledged(host.workers(unplaced=True), to_pause),
-                r.pause_timeout):
+            lambda: not policy.pause_acknowledged(host.workers(unplaced=True), to_pause), r.pause_timeout
+        ):
             late = policy.pause_acknowledged(host.workers(unplaced=True), to_pause)
-            raise CommandFailed(f"{host.name}: worker(s) {', '.join(map(str, late))} did not take "
-                                f"the pause (USR2) within {r.pause_timeout}s (resque.pause_timeout)")
+            raise CommandFailed(
+                f"{host.name}: worker(s) {', '.join(map(str, late))} did not take "
+                f"the pause (USR2) within {r.pause_timeout}s (resque.pause_timeout)"
+            )
     except BaseException:
         unpause(host, state, say)
         raise
@@ -171,26 +186,35 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
     say(f"{host.name}: no job running; workers stopped. Go on.")
 
 
-def refusal(busy: dict, on_busy: str, waited: float, wait_timeout: float, now: float,
-            action: str = "deploy", *, dry: bool = False) -> str:
+def refusal(
+    busy: dict,
+    on_busy: str,
+    waited: float,
+    wait_timeout: float,
+    now: float,
+    action: str = "deploy",
+    *,
+    dry: bool = False,
+) -> str:
     """The refusal's text: every job still running, by host, and that nothing was stopped."""
     count = sum(len(b) for b in busy.values())
-    why = (f"waited {int(waited)}s (resque.wait_timeout is {wait_timeout:g}s) and "
-           if on_busy == "wait" else "")
+    why = f"waited {int(waited)}s (resque.wait_timeout is {wait_timeout:g}s) and " if on_busy == "wait" else ""
     lines = "\n".join(busy_lines(name, jobs, now) for name, jobs in busy.items() if jobs)
     where = next(iter(busy)) if len(busy) == 1 else "fleet"  # one host: its name, as before
     if action in ("deploy", "rollback"):
-        again = (f"{'Deploy' if action == 'deploy' else 'Roll back'} again when the jobs have "
-                 f"finished" + (", or set resque.on_busy: wait." if on_busy == "abort" else "."))
+        again = f"{'Deploy' if action == 'deploy' else 'Roll back'} again when the jobs have finished" + (
+            ", or set resque.on_busy: wait." if on_busy == "abort" else "."
+        )
     else:
         again = f"Run {action} again when the jobs have finished, or add --force to end them now."
     verb = "roll back" if action == "rollback" else action
     if dry:
-        return (f"{where}: [dry run] would refuse to {verb}: {count} resque job(s) running now:"
-                f"\n{lines}")
-    return (f"{where}: refusing to {verb}: {why}{count} resque job(s) still running:\n{lines}\n"
-            f"  Nothing was stopped: the workers paused by the guard were resumed, so the old "
-            f"code keeps serving the queues. {again}")
+        return f"{where}: [dry run] would refuse to {verb}: {count} resque job(s) running now:\n{lines}"
+    return (
+        f"{where}: refusing to {verb}: {why}{count} resque job(s) still running:\n{lines}\n"
+        f"  Nothing was stopped: the workers paused by the guard were resumed, so the old "
+        f"code keeps serving the queues. {again}"
+    )
 
 
 def _wait_for_jobs(host: Host, say: Say) -> None:
@@ -205,16 +229,18 @@ def _wait_for_jobs(host: Host, say: Say) -> None:
             return
         now = time.time()
         if verdict == policy.REFUSE:
-            raise Refused(refusal({host.name: busy}, r.on_busy, waited, r.wait_timeout, now,
-                                  dry=host.dry))
+            raise Refused(refusal({host.name: busy}, r.on_busy, waited, r.wait_timeout, now, dry=host.dry))
         if host.dry:
-            host.would(f"wait up to {r.wait_timeout}s for {len(busy)} job(s) to finish:\n"
-                       f"{busy_lines(host.name, busy, now)}")
+            host.would(
+                f"wait up to {r.wait_timeout}s for {len(busy)} job(s) to finish:\n{busy_lines(host.name, busy, now)}"
+            )
             return
         cancel.check(host.name)
         if waited - last_report >= 5:
-            say(f"{host.name}: waiting for {len(busy)} job(s) to finish "
-                f"({int(waited)}s of {r.wait_timeout}s):\n{busy_lines(host.name, busy, now)}")
+            say(
+                f"{host.name}: waiting for {len(busy)} job(s) to finish "
+                f"({int(waited)}s of {r.wait_timeout}s):\n{busy_lines(host.name, busy, now)}"
+            )
             last_report = waited
         time.sleep(workers.POLL)
 

@@ -41,8 +41,7 @@ def pause_acknowledged(workers: Iterable[WorkerProcess], paused: Iterable[int]) 
     return sorted(p for p in paused if p in by_pid and by_pid[p].state in ("idle", "starting"))
 
 
-def guard_verdict(busy: Sequence[WorkerProcess], on_busy: str, waited: float,
-                  wait_timeout: float) -> str:
+def guard_verdict(busy: Sequence[WorkerProcess], on_busy: str, waited: float, wait_timeout: float) -> str:
     """proceed when no job runs; otherwise refuse (abort, or the wait ran out) or wait."""
     if not busy:
         return PROCEED
@@ -60,8 +59,12 @@ def stop_settled(services: Mapping[str, ServiceStatus], alive: Iterable[int]) ->
     return all(s.stopped and not s.pending for s in services.values()) and not list(alive)
 
 
-def start_settled(services: Mapping[str, ServiceStatus], workers: Iterable[WorkerProcess],
-                  release: str | None = None, old_pids: Iterable[int] = ()) -> bool:
+def start_settled(
+    services: Mapping[str, ServiceStatus],
+    workers: Iterable[WorkerProcess],
+    release: str | None = None,
+    old_pids: Iterable[int] = (),
+) -> bool:
     """Every service runs a worker (not one of `old_pids`) seen in the process table, from
     `release` when given."""
     by_pid = {w.pid: w for w in workers}

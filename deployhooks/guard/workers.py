@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
-from ..remote import cancel
-from . import policy
 from ..errors import CommandFailed
+from ..remote import cancel
 from ..remote.host import Host
+from . import policy
 
 Say = Callable[[str], None]
 POLL = 0.1  # each poll is one or two ~10 ms round trips; waits end sooner
@@ -23,8 +23,9 @@ def _quiet(_: str) -> None:
     pass
 
 
-def wait_until(check: Callable[[], bool], timeout: float, *, tick: Callable[[float], None] | None = None,
-               every: float = 5.0) -> bool:
+def wait_until(
+    check: Callable[[], bool], timeout: float, *, tick: Callable[[float], None] | None = None, every: float = 5.0
+) -> bool:
     """Poll `check` until it is true (True) or `timeout` seconds pass (False).
 
     `tick(elapsed)` is called about every `every` seconds, for progress lines.
@@ -45,8 +46,7 @@ def wait_until(check: Callable[[], bool], timeout: float, *, tick: Callable[[flo
 
 
 def _services_line(services) -> str:
-    return ", ".join(f"{s.name}: {s.status}" + (f" (pid {s.pid})" if s.pid else "")
-                     for s in services.values())
+    return ", ".join(f"{s.name}: {s.status}" + (f" (pid {s.pid})" if s.pid else "") for s in services.values())
 
 
 def stop_group(host: Host, say: Say = _quiet) -> None:
@@ -58,8 +58,10 @@ def stop_group(host: Host, say: Say = _quiet) -> None:
     say(f"{host.name}: monit stop all -g {group} ({len(before)} services, stop policy {r.stop})")
     host.monit.action("stop", group)
     if host.dry:
-        host.would(f"wait until monit and the process table agree pid(s) "
-                   f"{', '.join(map(str, sorted(pids))) or 'none'} have exited")
+        host.would(
+            f"wait until monit and the process table agree pid(s) "
+            f"{', '.join(map(str, sorted(pids))) or 'none'} have exited"
+        )
         return
     state = {}
 
@@ -68,19 +70,20 @@ def stop_group(host: Host, say: Say = _quiet) -> None:
         state["alive"] = sorted(pids & {w.pid for w in host.all_workers()})
         return policy.stop_settled(state["services"], state["alive"])
 
-    tick = lambda t: say(f"{host.name}: waiting for group {group} to stop ({int(t)}s): "
-                         f"{_services_line(state.get('services', {}))}")
+    tick = lambda t: say(
+        f"{host.name}: waiting for group {group} to stop ({int(t)}s): {_services_line(state.get('services', {}))}"
+    )
     if not wait_until(settled, r.settle_timeout, tick=tick):
         alive = state.get("alive") or []
         raise CommandFailed(
             f"{host.name}: monit did not stop group {group} within {r.settle_timeout}s. "
             f"monit says: {_services_line(state.get('services', {}))}"
-            + (f"; workers still running: {', '.join(map(str, alive))}" if alive else ""))
+            + (f"; workers still running: {', '.join(map(str, alive))}" if alive else "")
+        )
     say(f"{host.name}: group {group} stopped")
 
 
-def start_group(host: Host, *, restart: bool = False, release: str | None = None,
-                say: Say = _quiet) -> None:
+def start_group(host: Host, *, restart: bool = False, release: str | None = None, say: Say = _quiet) -> None:
     """`monit start` (or `restart`) the group and wait until every service runs a worker.
 
     With `release`, wait until every worker runs from that release; with `restart`, until no
@@ -94,8 +97,9 @@ def start_group(host: Host, *, restart: bool = False, release: str | None = None
     say(f"{host.name}: monit {verb} all -g {group}")
     host.monit.action(verb, group)
     if host.dry:
-        host.would(f"wait until every service of {group} runs a new worker"
-                   + (f" on release {release}" if release else ""))
+        host.would(
+            f"wait until every service of {group} runs a new worker" + (f" on release {release}" if release else "")
+        )
         return
     state = {}
 
@@ -105,24 +109,33 @@ def start_group(host: Host, *, restart: bool = False, release: str | None = None
         return policy.start_settled(state["services"], state["workers"], release, old)
 
     timeout = r.settle_timeout if restart else r.start_timeout * max(1, len(before))
-    tick = lambda t: say(f"{host.name}: waiting for group {group} to {verb} ({int(t)}s): "
-                         f"{_services_line(state.get('services', {}))}")
+    tick = lambda t: say(
+        f"{host.name}: waiting for group {group} to {verb} ({int(t)}s): {_services_line(state.get('services', {}))}"
+    )
     if not wait_until(settled, timeout, tick=tick):
         detail = _services_line(state.get("services", {}))
         running = {s.pid for s in state.get("services", {}).values() if s.pid}
         blind = sorted(w.pid for w in host.workers(unplaced=True) if w.cwd is None and w.pid in running)
         if blind:
-            detail += (f"; cannot tell which release pid(s) {', '.join(map(str, blind))} run "
-                       f"from: their working directory could not be read (run as the workers' "
-                       f"user or root; the host's find needs GNU -printf)")
+            detail += (
+                f"; cannot tell which release pid(s) {', '.join(map(str, blind))} run "
+                f"from: their working directory could not be read (run as the workers' "
+                f"user or root; the host's find needs GNU -printf)"
+            )
         if release is not None:
             stale = policy.stale_workers(state.get("workers", []), release)
             if stale:
-                detail += "; workers not on release " + release + ": " + ", ".join(
-                    f"pid {w.pid} on {w.release or 'an unknown directory'}"
-                    + (" (deleted)" if w.release_deleted else "") for w in stale)
-        raise CommandFailed(f"{host.name}: monit did not {verb} group {group} within "
-                            f"{timeout}s: {detail}")
+                detail += (
+                    "; workers not on release "
+                    + release
+                    + ": "
+                    + ", ".join(
+                        f"pid {w.pid} on {w.release or 'an unknown directory'}"
+                        + (" (deleted)" if w.release_deleted else "")
+                        for w in stale
+                    )
+                )
+        raise CommandFailed(f"{host.name}: monit did not {verb} group {group} within {timeout}s: {detail}")
     say(f"{host.name}: group {group} running" + (f" on release {release}" if release else ""))
 
 

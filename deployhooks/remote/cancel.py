@@ -41,8 +41,7 @@ def shielded() -> Iterator[None]:
 
     def answer(signum, frame):
         try:
-            os.write(2, b"still putting the hosts back (workers, locks); Ctrl-C is ignored "
-                        b"until that is done\n")
+            os.write(2, b"still putting the hosts back (workers, locks); Ctrl-C is ignored until that is done\n")
         except OSError:
             pass
 

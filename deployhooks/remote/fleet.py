@@ -12,6 +12,8 @@ from typing import Callable, Iterable
 import paramiko
 from fabric import Config, Connection
 
+from ..errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, DeployhooksError
+from ..settings import Settings
 from . import cancel
 from .hostkeys import (
     ChangedHostKey,
@@ -23,8 +25,6 @@ from .hostkeys import (
     _unknown_key_message,
     known_host_keys,
 )
-from ..errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, DeployhooksError
-from ..settings import Settings
 
 
 class _Connection(Connection):
@@ -55,8 +55,7 @@ class _Connection(Connection):
 # --- Host keys -------------------------------------------------------------------------------
 
 
-def connect(host: str, settings: Settings, config: Config | None = None,
-            known: KnownHosts | None = None) -> Connection:
+def connect(host: str, settings: Settings, config: Config | None = None, known: KnownHosts | None = None) -> Connection:
     """A lazy Connection to `host` (`[user@]name[:port]`) honouring the config's ssh section.
 
     The connection and each gateway fabric made to reach it check their server's key alike,
@@ -77,8 +76,7 @@ def connect(host: str, settings: Settings, config: Config | None = None,
         kwargs["key_filename"] = s.identity_file
     timeout = config.timeouts.connect if config.timeouts.connect is not None else s.connect_timeout
     user = None if "@" in host else settings.user
-    conn = _Connection(host, user=user, config=config, connect_timeout=timeout,
-                      connect_kwargs=kwargs)
+    conn = _Connection(host, user=user, config=config, connect_timeout=timeout, connect_kwargs=kwargs)
     known = known_host_keys(settings) if known is None else known
     _check_host_keys(conn, host, settings, known, gateway=False)
     for gateway in _gateways(conn):
@@ -99,17 +97,19 @@ def explain_connect_error(host: str, exc: BaseException, settings: Settings) -> 
         return CommandFailed(
             f"{host}: HOST KEY CHANGED: the server's key does not match {kh}. If the host was "
             f"rebuilt, remove the old line (ssh-keygen -R {host.split('@')[-1]} -f {kh}) and "
-            f"accept the new key; otherwise someone may be in the middle")
+            f"accept the new key; otherwise someone may be in the middle"
+        )
     if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in str(exc):
         return CommandFailed(
             f"{host}: unknown host key: add it to {kh} (ssh-keyscan {host.split('@')[-1]} >> {kh} "
-            f"after checking its fingerprint), or set ssh.strict_host_keys: false for throwaway hosts")
+            f"after checking its fingerprint), or set ssh.strict_host_keys: false for throwaway hosts"
+        )
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return CommandFailed(f"{host}: no answer within {settings.ssh.connect_timeout}s "
-                             f"(ssh.connect_timeout): is the host up?")
+        return CommandFailed(
+            f"{host}: no answer within {settings.ssh.connect_timeout}s (ssh.connect_timeout): is the host up?"
+        )
     if isinstance(exc, paramiko.AuthenticationException):
-        return CommandFailed(f"{host}: ssh authentication failed ({exc}): check user and "
-                             f"ssh.identity_file")
+        return CommandFailed(f"{host}: ssh authentication failed ({exc}): check user and ssh.identity_file")
     if isinstance(exc, (OSError, paramiko.SSHException)):
         return CommandFailed(f"{host}: cannot connect: {exc}")
     return CommandFailed(f"{host}: {type(exc).__name__}: {exc}")
@@ -132,8 +132,7 @@ class Session:
     per-host results, so one host down leaves the others' work done.
     """
 
-    def __init__(self, hosts: Iterable[str], settings: Settings, config: Config | None = None,
-                 max_workers: int = 32):
+    def __init__(self, hosts: Iterable[str], settings: Settings, config: Config | None = None, max_workers: int = 32):
         self.hosts = list(hosts)
         self.settings = settings
         # One Config and one known_hosts parse for all hosts, as Fabric's Group shares its
@@ -144,8 +143,7 @@ class Session:
         self.conns = {h: connect(h, settings, config, known) for h in self.hosts}
         self.max_workers = max_workers
 
-    def each(self, fn: Callable[[str, Connection], object],
-             hosts: Iterable[str] | None = None) -> list[HostResult]:
+    def each(self, fn: Callable[[str, Connection], object], hosts: Iterable[str] | None = None) -> list[HostResult]:
         hosts = self.hosts if hosts is None else list(hosts)
         running = _Running()
 
@@ -228,8 +226,13 @@ class _Running:
                 continue
 
 
-def run_each(hosts: Iterable[str], settings: Settings, fn: Callable[[str, Connection], object],
-             config: Config | None = None, max_workers: int = 32) -> list[HostResult]:
+def run_each(
+    hosts: Iterable[str],
+    settings: Settings,
+    fn: Callable[[str, Connection], object],
+    config: Config | None = None,
+    max_workers: int = 32,
+) -> list[HostResult]:
     """Run `fn(host, connection)` once on every host in parallel (see `Session.each`)."""
     with Session(hosts, settings, config, max_workers) as session:
         return session.each(fn)

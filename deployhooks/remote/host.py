@@ -14,8 +14,8 @@ import socket
 from typing import Callable, Iterable
 
 from ..errors import CommandFailed
-from ..facts.monit import Monit
 from ..facts import processes
+from ..facts.monit import Monit
 from ..facts.processes import WorkerProcess
 from ..settings import Settings
 
@@ -50,25 +50,29 @@ class Host:
     changes withheld, and what it shows (the guard's verdict, the releases) is read for real.
     """
 
-    def __init__(self, c, settings: Settings, name: str | None = None, *, dry: bool = False,
-                 say: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        c,
+        settings: Settings,
+        name: str | None = None,
+        *,
+        dry: bool = False,
+        say: Callable[[str], None] | None = None,
+    ):
         self.c = c
         self.settings = settings
         self.remote = _is_remote(c)
-        self.name = name or (getattr(c, "original_host", None) if self.remote else None) \
-            or socket.gethostname()
+        self.name = name or (getattr(c, "original_host", None) if self.remote else None) or socket.gethostname()
         self.dry = dry
         self.say = say or _print
         r = settings.resque
-        self.monit = Monit(c, r.monit_command, sudo=r.sudo, host=self.name,
-                           would=self.would if dry else None)
+        self.monit = Monit(c, r.monit_command, sudo=r.sudo, host=self.name, would=self.would if dry else None)
 
     def would(self, what: str) -> None:
         """Say what a dry run withholds."""
         self.say(f"{self.name}: [dry run] would {what}")
 
-    def run(self, command: str, *, warn: bool = False, timeout: float | None = None,
-            change: bool = False):
+    def run(self, command: str, *, warn: bool = False, timeout: float | None = None, change: bool = False):
         """Run a shell command; a failure raises `CommandFailed` naming the host and command.
         `change`: the command changes the host; under a dry run it is printed, not run."""
         if change and self.dry:
@@ -77,16 +81,16 @@ class Host:
         result = self.c.run(command, hide=True, warn=True, in_stream=False, timeout=timeout)
         if result.exited != 0 and not warn:
             detail = (result.stderr or result.stdout).strip().splitlines()
-            raise CommandFailed(f"{self.name}: '{command}' failed (exit {result.exited})"
-                                + (f": {detail[-1]}" if detail else ""))
+            raise CommandFailed(
+                f"{self.name}: '{command}' failed (exit {result.exited})" + (f": {detail[-1]}" if detail else "")
+            )
         return result
 
     def processes(self) -> list[processes.RawProcess]:
         """Raw process rows that mention resque: psutil here, or one `ps` over SSH."""
         root = self.settings.deploy_to
         try:
-            return processes.remote_processes(self.c, root) if self.remote else \
-                processes.local_processes(root)
+            return processes.remote_processes(self.c, root) if self.remote else processes.local_processes(root)
         except CommandFailed as exc:  # a listing cut short or forged: say which host
             raise CommandFailed(f"{self.name}: {exc}") from None
 
@@ -101,8 +105,7 @@ class Host:
         user's process, or a host whose find lacks -printf): they may be this app's, and the
         guard must not take a job it cannot place for someone else's.
         """
-        return [w for w in self.all_workers()
-                if w.app == self.settings.app or (unplaced and w.cwd is None)]
+        return [w for w in self.all_workers() if w.app == self.settings.app or (unplaced and w.cwd is None)]
 
     def signal(self, signame: str, pids: Iterable[int]) -> None:
         """Send a signal to pids; pids that have exited meanwhile are not an error.
@@ -131,21 +134,21 @@ class Host:
             self.run(" ; ".join(f"kill -{signame} {int(p)} 2>/dev/null" for p in pids) + " ; true")
             return
         as_user = f"-u {shlex.quote(r.user)} " if r.user else ""
-        out = self.run(" ; ".join(f"sudo -n {as_user}kill -{signame} {int(p)} 2>&1" for p in pids)
-                       + " ; true").stdout
+        out = self.run(" ; ".join(f"sudo -n {as_user}kill -{signame} {int(p)} 2>&1" for p in pids) + " ; true").stdout
         # A pid gone meanwhile is fine; sudo refusing is not, and would otherwise only show up
         # later as workers that "did not take the pause".
         if "a password is required" in out or "a terminal is required" in out:
             target = r.user or "root"
-            raise CommandFailed(f"{self.name}: sudo -n refused 'kill -{signame}' as {target}: allow "
-                                f"'{login} ALL=({target}) NOPASSWD: /usr/bin/kill' in sudoers, or "
-                                f"log in as the workers' user")
+            raise CommandFailed(
+                f"{self.name}: sudo -n refused 'kill -{signame}' as {target}: allow "
+                f"'{login} ALL=({target}) NOPASSWD: /usr/bin/kill' in sudoers, or "
+                f"log in as the workers' user"
+            )
 
     def read_file(self, path: str) -> str | None:
         """A file's text, or None when it does not exist."""
         q = shlex.quote(path)
-        result = self.run(f"if [ -e {q} ]; then cat {q}; else echo __deployhooks_absent__ >&2; exit 4; fi",
-                          warn=True)
+        result = self.run(f"if [ -e {q} ]; then cat {q}; else echo __deployhooks_absent__ >&2; exit 4; fi", warn=True)
         if result.exited == 4 and "__deployhooks_absent__" in result.stderr:
             return None
         if result.exited != 0:
@@ -163,15 +166,18 @@ class Host:
         """
         folder = posixpath.dirname(path) or "/"
         name = posixpath.basename(path)
-        writer = (f'mkdir -p -- "$1" && t=$(mktemp -- "$1/.$3.XXXXXX") && cat > "$t" && '
-                  f'chmod {mode:o} "$t" && mv -f -- "$t" "$2"')
+        writer = (
+            f'mkdir -p -- "$1" && t=$(mktemp -- "$1/.$3.XXXXXX") && cat > "$t" && '
+            f'chmod {mode:o} "$t" && mv -f -- "$t" "$2"'
+        )
         script = (
-            f"d={shlex.quote(folder)}; a=$d; while [ ! -e \"$a\" ] && [ ! -L \"$a\" ]; do a=$(dirname -- \"$a\"); done; "
+            f'd={shlex.quote(folder)}; a=$d; while [ ! -e "$a" ] && [ ! -L "$a" ]; do a=$(dirname -- "$a"); done; '
             f"o=$(stat -c '%u %g' -- \"$a\") || exit 1; set -- ${{o% *}} ${{o#* }}; "
-            f"if [ \"$(id -u)\" = 0 ] && [ \"$1\" != 0 ]; then "
+            f'if [ "$(id -u)" = 0 ] && [ "$1" != 0 ]; then '
             f"set -- setpriv --reuid=$1 --regid=$2 --clear-groups --; else set --; fi; "
-            f"printf %s {shlex.quote(text)} | \"$@\" sh -c {shlex.quote(writer)} sh \"$d\" "
-            f"{shlex.quote(path)} {shlex.quote(name)}")
+            f'printf %s {shlex.quote(text)} | "$@" sh -c {shlex.quote(writer)} sh "$d" '
+            f"{shlex.quote(path)} {shlex.quote(name)}"
+        )
         command = f"sudo -n sh -c {shlex.quote(script)}" if sudo else script
         if self.dry:
             self.would(f"write {path} ({len(text.encode())} bytes)")
@@ -179,8 +185,7 @@ class Host:
         result = self.run(command, warn=True)
         if result.exited != 0:
             why = (result.stderr or result.stdout).strip().splitlines()
-            raise CommandFailed(f"{self.name}: cannot write {path}: "
-                                f"{why[-1] if why else f'exit {result.exited}'}")
+            raise CommandFailed(f"{self.name}: cannot write {path}: {why[-1] if why else f'exit {result.exited}'}")
 
     def remove_file(self, path: str) -> None:
         self.run(f"rm -f {shlex.quote(path)}", change=True)

@@ -100,8 +100,11 @@ class _KnownFile:
             lines = list(self._plain.get(name, ()))
             if self._hashed:
                 data, mac = name.encode(), hmac.digest
-                lines += [(number, key_type, blob) for salt, digest, number, key_type, blob in self._hashed
-                          if mac(salt, data, hashlib.sha1) == digest]
+                lines += [
+                    (number, key_type, blob)
+                    for salt, digest, number, key_type, blob in self._hashed
+                    if mac(salt, data, hashlib.sha1) == digest
+                ]
             keys = (_decode_key(key_type, blob) for _, key_type, blob in sorted(lines))
             self._found[name] = [key for key in keys if key is not None]
         return list(self._found[name])
@@ -254,9 +257,13 @@ class _WarnUnknown(paramiko.MissingHostKeyPolicy):
         self.known = known
 
     def missing_host_key(self, client, hostname, key):
-        self.known.warn_once(self.check.name, (
-            f"deployhooks: warning: {self.check.who}: unknown host key ({_described(key)}) accepted "
-            f"because ssh.strict_host_keys is false; add it to {_shown(self.check.add_to)}"))
+        self.known.warn_once(
+            self.check.name,
+            (
+                f"deployhooks: warning: {self.check.who}: unknown host key ({_described(key)}) accepted "
+                f"because ssh.strict_host_keys is false; add it to {_shown(self.check.add_to)}"
+            ),
+        )
 
 
 class _CheckedClient(paramiko.SSHClient):
@@ -293,8 +300,7 @@ def _gateways(conn: Connection) -> list[Connection]:
     return hops
 
 
-def _check_host_keys(conn: Connection, who: str, settings: Settings, known: KnownHosts, *,
-                     gateway: bool) -> None:
+def _check_host_keys(conn: Connection, who: str, settings: Settings, known: KnownHosts, *, gateway: bool) -> None:
     """Give `conn` a client that knows only its own server's keys from `known` and refuses a
     changed key, and an unknown one unless ssh.strict_host_keys is false."""
     name = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
@@ -307,14 +313,21 @@ def _check_host_keys(conn: Connection, who: str, settings: Settings, known: Know
         if key.get_name() not in sources:
             sources[key.get_name()] = path
             keys.append(key)
-    check = HostKeyCheck(who=who, gateway=gateway, name=name, host=conn.host, port=conn.port,
-                         sources=tuple(sources.items()),
-                         add_to=_file_to_add_to(settings, conn.ssh_config))
+    check = HostKeyCheck(
+        who=who,
+        gateway=gateway,
+        name=name,
+        host=conn.host,
+        port=conn.port,
+        sources=tuple(sources.items()),
+        add_to=_file_to_add_to(settings, conn.ssh_config),
+    )
     client = _CheckedClient(check)
     for key in keys:
         client.get_host_keys().add(name, key.get_name(), key)
     client.set_missing_host_key_policy(
-        _RefuseUnknown(check) if settings.ssh.strict_host_keys else _WarnUnknown(check, known))
+        _RefuseUnknown(check) if settings.ssh.strict_host_keys else _WarnUnknown(check, known)
+    )
     # Fabric's Connection made an SSHClient with AutoAddPolicy and no keys; it is not opened yet.
     conn.client = client
 
@@ -328,21 +341,25 @@ def _shown(path: str) -> str:
     """`path` for a message and a shell command line: the home folder as `~`, quoted if needed."""
     home = os.path.expanduser("~").rstrip("/")
     if home and path.startswith(home + "/"):
-        return "~/" + shlex.quote(path[len(home) + 1:])
+        return "~/" + shlex.quote(path[len(home) + 1 :])
     return shlex.quote(path)
 
 
 def _unknown_key_message(host: str, exc: UnknownHostKey) -> str:
     check, add_to = exc.check, _shown(exc.check.add_to)
-    return (f"{check.prefix(host)}unknown host key ({_described(exc.key)}): once that fingerprint "
-            f"is checked on the server, add the key to {add_to} ({check.keyscan()} >> {add_to}), "
-            f"or set ssh.strict_host_keys: false for throwaway hosts")
+    return (
+        f"{check.prefix(host)}unknown host key ({_described(exc.key)}): once that fingerprint "
+        f"is checked on the server, add the key to {add_to} ({check.keyscan()} >> {add_to}), "
+        f"or set ssh.strict_host_keys: false for throwaway hosts"
+    )
 
 
 def _changed_key_message(host: str, exc: ChangedHostKey) -> str:
     check = exc.check
     where = _shown(dict(check.sources).get(exc.expected_key.get_name(), check.add_to))
-    return (f"{check.prefix(host)}HOST KEY CHANGED: the server's key ({_described(exc.key)}) is not "
-            f"the one {where} lists for {check.name}. If the host was rebuilt, remove the old line "
-            f"(ssh-keygen -R {shlex.quote(check.name)} -f {where}) and accept the new key; "
-            f"otherwise someone may be in the middle")
+    return (
+        f"{check.prefix(host)}HOST KEY CHANGED: the server's key ({_described(exc.key)}) is not "
+        f"the one {where} lists for {check.name}. If the host was rebuilt, remove the old line "
+        f"(ssh-keygen -R {shlex.quote(check.name)} -f {where}) and accept the new key; "
+        f"otherwise someone may be in the middle"
+    )

@@ -54,8 +54,10 @@ def resolve_user(name: str | None) -> WorkerUser:
     """
     if name is None:
         if os.geteuid() == 0:
-            raise LaunchFailed("running as root, the worker's user must be given with --user USER "
-                               "(resque.setup writes it into the monitrc from resque.user)")
+            raise LaunchFailed(
+                "running as root, the worker's user must be given with --user USER "
+                "(resque.setup writes it into the monitrc from resque.user)"
+            )
         pw = pwd.getpwuid(os.geteuid())
     else:
         try:
@@ -135,8 +137,10 @@ def _environment(spec: LaunchSpec, warn: Callable[[str], None]) -> tuple[dict[st
 def _merge(env: dict[str, str], values: dict[str, str], path: Path, warn: Callable[[str], None]) -> None:
     for key, value in values.items():
         if is_ignored(key):
-            warn(f"{path}: {key} ignored: env files set data for the worker, not where programs "
-                 "are found (the worker's PATH is the wrapper's)")
+            warn(
+                f"{path}: {key} ignored: env files set data for the worker, not where programs "
+                "are found (the worker's PATH is the wrapper's)"
+            )
             continue
         env[key] = value
 
@@ -154,8 +158,10 @@ def _child(spec: LaunchSpec, errw: int, say: Say) -> NoReturn:
             logfd = os.open(spec.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except PermissionError:
             # Older wrappers opened the log as root, leaving it root's.
-            raise LaunchFailed(f"{spec.user.name} cannot open the log {spec.log_path}: permission denied "
-                               f"(give it to the worker's user: chown {spec.user.name} {spec.log_path})") from None
+            raise LaunchFailed(
+                f"{spec.user.name} cannot open the log {spec.log_path}: permission denied "
+                f"(give it to the worker's user: chown {spec.user.name} {spec.log_path})"
+            ) from None
         except OSError as exc:
             raise LaunchFailed(f"{spec.user.name} cannot open the log {spec.log_path}: {exc.strerror}") from None
         env, queues = _environment(spec, lambda message: say(message, logfd, True))
@@ -167,8 +173,9 @@ def _child(spec: LaunchSpec, errw: int, say: Say) -> NoReturn:
         except OSError as exc:
             raise LaunchFailed(f"{spec.user.name} cannot enter {spec.current}: {exc.strerror}") from None
         argv = [token.replace("{current}", str(spec.current)) for token in spec.argv]
-        say(f"starting worker as {spec.user.name}: {' '.join(argv)} (cwd {spec.current}, queues {queues})",
-            logfd, False)
+        say(
+            f"starting worker as {spec.user.name}: {' '.join(argv)} (cwd {spec.current}, queues {queues})", logfd, False
+        )
         _reset_signals()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)

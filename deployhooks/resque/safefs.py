@@ -21,8 +21,15 @@ import os
 import stat
 import tempfile
 
-__all__ = ["UnsafePath", "check_trusted_dir", "ensure_trusted_dir", "open_append_owned", "open_lock",
-           "write_atomic", "trusted_owners"]
+__all__ = [
+    "UnsafePath",
+    "check_trusted_dir",
+    "ensure_trusted_dir",
+    "open_append_owned",
+    "open_lock",
+    "write_atomic",
+    "trusted_owners",
+]
 
 _MAX_LINKS = 40  # Linux's own limit on symlinks followed in one path lookup (ELOOP)
 

@@ -207,8 +207,9 @@ class Log:
 
     def child_say(self, message: str, fd: int, warning: bool) -> None:
         """For the launching child: a line into the log fd it opened as the user."""
-        self._emit(syslog.LOG_WARNING if warning else syslog.LOG_INFO, message,
-                   sys.stderr if warning else sys.stdout, fd)
+        self._emit(
+            syslog.LOG_WARNING if warning else syslog.LOG_INFO, message, sys.stderr if warning else sys.stdout, fd
+        )
 
     def info(self, message: str) -> None:
         self._emit(syslog.LOG_INFO, message, sys.stdout)
@@ -318,8 +319,10 @@ def running_worker(worker: Worker, log: Log) -> psutil.Process | None:
     except psutil.NoSuchProcess:
         proc, reason = None, "it is not running"
     if reason is not None:
-        log.warning(f"pidfile {worker.pidfile} names pid {pid}, which is not this app's worker "
-                    f"({reason}); removing the pidfile and signalling nothing")
+        log.warning(
+            f"pidfile {worker.pidfile} names pid {pid}, which is not this app's worker "
+            f"({reason}); removing the pidfile and signalling nothing"
+        )
         remove_pidfile(worker)
         return None
     return proc
@@ -336,7 +339,8 @@ def prepare_pid_dir(worker: Worker) -> None:
         raise ActionFailed(
             f"pid_dir {worker.pid_dir} is not safe: {exc}. Use a folder only root can change "
             f"(chown root:root and chmod 755 it and each parent, or set resque.pid_dir and run "
-            f"resque.setup)") from None
+            f"resque.setup)"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -396,10 +400,14 @@ def start(worker: Worker, log: Log) -> None:
     if proc is not None:
         raise ActionFailed(f"already running with pid {proc.pid}; not starting another")
     spec = LaunchSpec(
-        user=worker.user, argv=worker.command, current=worker.current,
+        user=worker.user,
+        argv=worker.command,
+        current=worker.current,
         conf=worker.config_dir / worker.conf,
         env_files=(worker.config_dir / "env.custom", worker.config_dir / "env.cloud"),
-        log_path=worker.log_path, framework_env=worker.framework_env)
+        log_path=worker.log_path,
+        framework_env=worker.framework_env,
+    )
     try:
         pid = spawn(spec, log.child_say)
     except LaunchFailed as exc:
@@ -410,8 +418,9 @@ def start(worker: Worker, log: Log) -> None:
     if done:
         remove_pidfile(worker)
         code = os.waitstatus_to_exitcode(status)
-        raise ActionFailed(f"worker pid {pid} exited at once with status {code}; last lines of "
-                           f"{worker.log_path}:\n{_log_tail(worker)}")
+        raise ActionFailed(
+            f"worker pid {pid} exited at once with status {code}; last lines of {worker.log_path}:\n{_log_tail(worker)}"
+        )
     log.info(f"started worker pid {pid} as {worker.user.name}; pidfile {worker.pidfile}")
 
 
@@ -490,29 +499,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start, stop or signal one Resque worker (monit wrapper; Engine Yard drop-in).",
         epilog="Exit codes: 0 done, 1 refused or failed, 2 usage error.",
     )
-    parser.add_argument("--user", metavar="USER",
-                        help="the worker's user (required as root; never root)")
+    parser.add_argument("--user", metavar="USER", help="the worker's user (required as root; never root)")
     parser.add_argument("--deploy-to", metavar="DIR", help="app root (default $DEPLOYHOOKS_DEPLOY_TO or /data/<app>)")
     parser.add_argument(
-        "--pid-dir", metavar="DIR",
+        "--pid-dir",
+        metavar="DIR",
         help="pidfile and lock directory (default $DEPLOYHOOKS_PID_DIR or /var/run/deployhooks/resque/<app>)",
     )
     parser.add_argument(
-        "--grace-time", metavar="SECONDS", type=_seconds,
+        "--grace-time",
+        metavar="SECONDS",
+        type=_seconds,
         help="stop/quit: seconds to let the job finish before killing it "
         f"(default $GRACE_TIME or {DEFAULT_GRACE_TIME:g})",
     )
     parser.add_argument(
-        "--term-wait", metavar="SECONDS", type=_seconds, default=DEFAULT_TERM_WAIT,
+        "--term-wait",
+        metavar="SECONDS",
+        type=_seconds,
+        default=DEFAULT_TERM_WAIT,
         help=f"term/kill: seconds to wait after TERM before KILL (default {DEFAULT_TERM_WAIT:g})",
     )
     parser.add_argument("app")
     parser.add_argument("action", choices=ACTIONS)
     parser.add_argument("framework_env")
     parser.add_argument("conf")
-    parser.add_argument("command", nargs="*", metavar="-- COMMAND",
-                        help="what the worker execs ({current} = the release); "
-                        "default: " + " ".join(DEFAULT_WORKER_COMMAND))
+    parser.add_argument(
+        "command",
+        nargs="*",
+        metavar="-- COMMAND",
+        help="what the worker execs ({current} = the release); default: " + " ".join(DEFAULT_WORKER_COMMAND),
+    )
     return parser
 
 

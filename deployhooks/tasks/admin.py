@@ -24,8 +24,7 @@ def setup(c, roles=None, config=None):
     from ..commands import install as setup_mod  # here, not at the top: every fab call imports this file
 
     settings = load_settings(config)
-    finish(on_hosts(c, settings, roles, settings.resque.roles,
-                    lambda host: setup_mod.setup_host(host, say)))
+    finish(on_hosts(c, settings, roles, settings.resque.roles, lambda host: setup_mod.setup_host(host, say)))
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG})
@@ -53,11 +52,15 @@ def doctor(c, roles=None, config=None):
         raise Exit(code=1)
 
 
-@task(help={"app": "the app's name (default: the folder's name)",
-            "deploy_to": "where releases go on the hosts (default /data/<app>)",
-            "user": "the SSH login and the workers' user (default deploy; never root)",
-            "path": "the app's folder (default: here)",
-            "force": "replace files that exist"})
+@task(
+    help={
+        "app": "the app's name (default: the folder's name)",
+        "deploy_to": "where releases go on the hosts (default /data/<app>)",
+        "user": "the SSH login and the workers' user (default deploy; never root)",
+        "path": "the app's folder (default: here)",
+        "force": "replace files that exist",
+    }
+)
 def init(c, app=None, deploy_to=None, user="deploy", path=".", force=False):
     """Write config/deployhooks.yml, fabfile.py and the deploy/ hook shims into an app."""
     from pathlib import Path
@@ -72,5 +75,7 @@ def init(c, app=None, deploy_to=None, user="deploy", path=".", force=False):
         raise Exit(str(exc), code=exc.exit_code) from None
     for p in written:
         say(f"wrote {p}")
-    say("next: list your hosts in config/deployhooks.yml, then `fab resque.setup` (as root on the "
-        "hosts) and `fab deploy`")
+    say(
+        "next: list your hosts in config/deployhooks.yml, then `fab resque.setup` (as root on the "
+        "hosts) and `fab deploy`"
+    )

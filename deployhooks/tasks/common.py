@@ -18,13 +18,13 @@ from ..remote.fleet import HostResult, Session, overall_code
 from ..remote.host import Host
 from ..settings import Settings
 
-
 _say_lock = threading.Lock()
 
 
 def task(*args, **kwargs):
     """Fabric's `@task`, with one ending for every task: a `DeployhooksError` that reaches it
     exits with its code and message, and Ctrl-C (after the task's own cleanup) with 130."""
+
     def decorate(body):
         @functools.wraps(body)
         def run(c, *a, **kw):
@@ -43,10 +43,12 @@ def task(*args, **kwargs):
                 raise Exit(str(exc), code=exc.exit_code) from None
             except KeyboardInterrupt:
                 raise Exit("interrupted (Ctrl-C)", code=EXIT_INTERRUPTED) from None
+
         # Long options only: invoke derives short flags from each task's own parameter names,
         # so -c was --config in one task and --check in another, -r --ref or --roles.
         kwargs.setdefault("auto_shortflags", False)
         return fabric_task(**kwargs)(run)
+
     if len(args) == 1 and callable(args[0]) and not kwargs:
         return decorate(args[0])
     return decorate
@@ -77,8 +79,7 @@ def whole_number(option: str, value: object, minimum: int, maximum: int) -> int:
     text = str(value)
     expected = f"a whole number from {minimum} to {maximum}"
     # The length test first: int() of thousands of digits is slow, and refused beyond 4300.
-    if not _WHOLE_RE.fullmatch(text) or len(text) > len(str(maximum)) \
-            or not minimum <= int(text) <= maximum:
+    if not _WHOLE_RE.fullmatch(text) or len(text) > len(str(maximum)) or not minimum <= int(text) <= maximum:
         raise usage_error(option, expected, value)
     return int(text)
 
@@ -98,8 +99,7 @@ def role_names(roles: str | None) -> str | None:
         return None
     names = roles.split(",")
     if not any(names) or not all(_ROLE_RE.fullmatch(n) for n in names if n):
-        raise usage_error("--roles", "comma-separated role names (letters, digits, _ and -)",
-                          roles)
+        raise usage_error("--roles", "comma-separated role names (letters, digits, _ and -)", roles)
     return roles
 
 
@@ -159,12 +159,16 @@ def target_hosts(c, settings: Settings, roles: str | None, default_roles: Sequen
     wanted = [r for r in (roles.split(",") if roles else default_roles) if r]
     unknown = [r for r in wanted if r not in settings.hosts]
     if unknown and roles:
-        raise Exit(f"role(s) {', '.join(unknown)} not under hosts in {settings.source} "
-                   f"(roles there: {', '.join(settings.hosts) or 'none'})", code=2)
+        raise Exit(
+            f"role(s) {', '.join(unknown)} not under hosts in {settings.source} "
+            f"(roles there: {', '.join(settings.hosts) or 'none'})",
+            code=2,
+        )
     hosts = settings.hosts_for(wanted)
     if not hosts:
-        raise Exit(f"no hosts for role(s) {', '.join(wanted)} in {settings.source}: add them "
-                   f"under hosts, or pass -H", code=2)
+        raise Exit(
+            f"no hosts for role(s) {', '.join(wanted)} in {settings.source}: add them under hosts, or pass -H", code=2
+        )
     return hosts
 
 
@@ -179,8 +183,11 @@ class Hosts:
         if self.local and getattr(c, "host", None):
             # Under the console script Fabric's -H would hand us a connection and we would
             # still act here: say so instead of reporting this machine as that host.
-            raise Exit(f"deployhooks acts on this machine only; for {c.original_host} run the "
-                       f"task from a workstation: fab -H {c.original_host} <task>", code=EXIT_CONFIG)
+            raise Exit(
+                f"deployhooks acts on this machine only; for {c.original_host} run the "
+                f"task from a workstation: fab -H {c.original_host} <task>",
+                code=EXIT_CONFIG,
+            )
         if self.local:
             self.names = [socket.gethostname()]
             config = c.config.clone()
@@ -217,8 +224,9 @@ class Hosts:
         self.close()
 
 
-def on_hosts(c, settings: Settings, roles: str | None, default_roles: Sequence[str],
-             fn: Callable[[Host], object]) -> list[HostResult]:
+def on_hosts(
+    c, settings: Settings, roles: str | None, default_roles: Sequence[str], fn: Callable[[Host], object]
+) -> list[HostResult]:
     """Run `fn(host)` once here (console script) or on every selected host in parallel (fab)."""
     with Hosts(c, settings, roles, default_roles) as hosts:
         return hosts.each(fn)
@@ -232,6 +240,9 @@ def finish(results: list[HostResult], extra_code: int = 0) -> None:
     code = overall_code(results) or extra_code
     if code:
         ok = [r.host for r in results if not r.code]
-        raise Exit(f"{len(failed)} of {len(results)} host(s) did not pass"
-                   + (f"; passed: {', '.join(ok)}" if ok else "")
-                   if len(failed) and len(results) > 1 else None, code=code)
+        raise Exit(
+            f"{len(failed)} of {len(results)} host(s) did not pass" + (f"; passed: {', '.join(ok)}" if ok else "")
+            if len(failed) and len(results) > 1
+            else None,
+            code=code,
+        )

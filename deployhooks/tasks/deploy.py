@@ -13,8 +13,8 @@ from invoke import Exit
 
 from ..commands import deploy as deploy_mod
 from ..commands import rollback as rollback_mod
-from ..facts import release as release_mod
 from ..errors import EXIT_CONFIG, EXIT_REFUSED, DeployhooksError
+from ..facts import release as release_mod
 from ..settings import MAX_SECONDS
 from .common import (
     Hosts,
@@ -53,9 +53,12 @@ def _fleet_hosts(c, settings, roles) -> list[str]:
         # Fabric runs a task once per -H host, one after another: that would be N separate
         # deploys, each switching one host, which is exactly the half-switched fleet this tool
         # exists to prevent.
-        raise Exit("deploy and rollback run their steps as barriers across all hosts at once, "
-                   "so they do not take -H: list the hosts under 'hosts' in the config and pick "
-                   "them with --roles", code=2)
+        raise Exit(
+            "deploy and rollback run their steps as barriers across all hosts at once, "
+            "so they do not take -H: list the hosts under 'hosts' in the config and pick "
+            "them with --roles",
+            code=2,
+        )
     return target_hosts(c, settings, roles, list(settings.hosts))
 
 
@@ -67,8 +70,7 @@ _REF_RE = re.compile(r"\A[^\s\x00-\x1f\x7f-][^\s\x00-\x1f\x7f]*\Z")
 def _ref(ref: str) -> str:
     """`--ref` checked for what git must never see as an option or as several words."""
     if not _REF_RE.fullmatch(str(ref)):
-        raise usage_error("--ref", "a git ref (a branch, tag or commit; not starting with -, "
-                                   "no spaces)", ref)
+        raise usage_error("--ref", "a git ref (a branch, tag or commit; not starting with -, no spaces)", ref)
     return ref
 
 
@@ -82,10 +84,16 @@ def _repo_for(settings, repo: str | None) -> str:
     return os.getcwd()
 
 
-@task(help={"ref": "git ref to deploy (default HEAD)", "repo": "the app's git repository",
-            "roles": _ROLES, "config": _CONFIG,
-            "json": "print the report (steps, switches, queue downtime) as JSON for scripts",
-            "lock_wait": _LOCK_WAIT})
+@task(
+    help={
+        "ref": "git ref to deploy (default HEAD)",
+        "repo": "the app's git repository",
+        "roles": _ROLES,
+        "config": _CONFIG,
+        "json": "print the report (steps, switches, queue downtime) as JSON for scripts",
+        "lock_wait": _LOCK_WAIT,
+    }
+)
 def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False, lock_wait=None):
     """Ship REF to every host, run the hooks, switch current atomically, restart workers."""
     ref = _ref(ref)
@@ -96,10 +104,13 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False, lock_w
     except DeployhooksError as exc:
         raise Exit(str(exc), code=exc.exit_code) from None
     progress = _to_stderr if json else say
-    progress(f"deploying {settings.app} {ref} ({sha[:12]}, {len(archive) / 1024:.1f} KiB) to "
-             f"{len(hosts)} host(s): {', '.join(hosts)}")
-    run = deploy_mod.Deploy(settings, hosts, archive, say=progress, dry=dry_run(c), ref=ref, sha=sha,
-                            config=fabric_config(c))
+    progress(
+        f"deploying {settings.app} {ref} ({sha[:12]}, {len(archive) / 1024:.1f} KiB) to "
+        f"{len(hosts)} host(s): {', '.join(hosts)}"
+    )
+    run = deploy_mod.Deploy(
+        settings, hosts, archive, say=progress, dry=dry_run(c), ref=ref, sha=sha, config=fabric_config(c)
+    )
     run.lock_deadline = _lock_deadline(lock_wait)
     report = run.run()
     if json:
@@ -112,8 +123,14 @@ def deploy(c, ref="HEAD", repo=None, roles=None, config=None, json=False, lock_w
     progress(report.message)
 
 
-@task(help={"roles": _ROLES, "config": _CONFIG, "lock_wait": _LOCK_WAIT,
-            "release": "the kept release to go to (default: the one before current)"})
+@task(
+    help={
+        "roles": _ROLES,
+        "config": _CONFIG,
+        "lock_wait": _LOCK_WAIT,
+        "release": "the kept release to go to (default: the one before current)",
+    }
+)
 def rollback(c, roles=None, release=None, config=None, lock_wait=None):
     """Switch current back to a kept release everywhere, through the guard, and restart the
     workers on it: a deploy in reverse (lock, guard, atomic switch, wait for the workers)."""
@@ -122,8 +139,7 @@ def rollback(c, roles=None, release=None, config=None, lock_wait=None):
     settings = load_settings(config)
     hosts = _fleet_hosts(c, settings, roles)
     say(f"rolling back {settings.app} on {len(hosts)} host(s): {', '.join(hosts)}")
-    run = rollback_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c),
-                              config=fabric_config(c))
+    run = rollback_mod.Rollback(settings, hosts, say=say, release=release, dry=dry_run(c), config=fabric_config(c))
     run.lock_deadline = _lock_deadline(lock_wait)
     report = run.run()
     print("\n".join(deploy_mod.summary_lines(report)))
@@ -145,8 +161,7 @@ def lock_status(c, roles=None, config=None):
     finish(results)
 
 
-@task(help={"roles": _ROLES, "config": _CONFIG,
-            "yes": "do not ask: remove the lock whoever holds it (for scripts)"})
+@task(help={"roles": _ROLES, "config": _CONFIG, "yes": "do not ask: remove the lock whoever holds it (for scripts)"})
 def unlock(c, roles=None, yes=False, config=None):
     """Release a deploy lock left by a dead deploy, after saying who holds it."""
     settings = load_settings(config)
@@ -161,10 +176,11 @@ def unlock(c, roles=None, yes=False, config=None):
             say(f"{host}: deploy lock held by {holder}")
         if not yes:
             if not sys.stdin.isatty():
-                raise Exit("not removing the lock without a confirmation: run it in a terminal, "
-                           "or pass --yes", code=EXIT_CONFIG)
-            answer = input(f"Remove the deploy lock on {len(held)} host(s)? Only if that deploy is "
-                           f"dead. [y/N] ")
+                raise Exit(
+                    "not removing the lock without a confirmation: run it in a terminal, or pass --yes",
+                    code=EXIT_CONFIG,
+                )
+            answer = input(f"Remove the deploy lock on {len(held)} host(s)? Only if that deploy is dead. [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 raise Exit("left as it was", code=EXIT_REFUSED)
         finish([r for r in results if r.code] + hosts.each(deploy_mod.unlock, list(held)))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..guard import fleet as fleetguard
 from ..commands import hooks as hooks_mod
+from ..guard import fleet as fleetguard
 from .common import Hosts, finish, load_settings, say, task
 
 _HELP = {
@@ -20,8 +20,9 @@ def _run(c, hook, release_path, app, framework_env, roles, config):
     fn = hooks_mod.HOOKS[hook]
 
     def inputs_of(host):
-        return hooks_mod.resolve(settings, release_path=release_path, app=app,
-                                 framework_env=framework_env, roles=roles, host=host.name)
+        return hooks_mod.resolve(
+            settings, release_path=release_path, app=app, framework_env=framework_env, roles=roles, host=host.name
+        )
 
     def one(host):
         inputs = inputs_of(host)
@@ -42,8 +43,7 @@ def _run(c, hook, release_path, app, framework_env, roles, config):
         if fleet and hook == settings.resque.guard_at and not any(r.code for r in results):
             workers_hosts = [r.host for r in results if r.value]
             name = None if not release_path else release_path.rstrip("/").rsplit("/", 1)[-1]
-            fleetguard.guard_fleet(hosts.each, workers_hosts, settings, say, release=name,
-                                   dry=hosts.dry)
+            fleetguard.guard_fleet(hosts.each, workers_hosts, settings, say, release=name, dry=hosts.dry)
         finish(results)
 
 

@@ -12,10 +12,12 @@ import time
 from invoke import Exit
 
 from ..commands import deploy as deploy_mod
-from ..guard import fleet as fleetguard, onehost as guard, policy, workers
+from ..errors import EXIT_FAILED, EXIT_REFUSED, CommandFailed, Refused
 from ..facts import release as release_mod
 from ..facts import status as status_mod
-from ..errors import EXIT_FAILED, EXIT_REFUSED, CommandFailed, Refused
+from ..guard import fleet as fleetguard
+from ..guard import onehost as guard
+from ..guard import policy, workers
 from ..remote.fleet import HostResult
 from ..remote.host import Host
 from ..settings import MAX_SECONDS
@@ -30,8 +32,15 @@ def _each(c, config, roles, fn) -> list[HostResult]:
     return on_hosts(c, settings, roles, settings.resque.roles, fn)
 
 
-@task(default=True, help={"roles": _ROLES, "config": _CONFIG, "json": "print JSON for scripts",
-                          "check": "also exit 1 when a worker is busy, stale or not monitored"})
+@task(
+    default=True,
+    help={
+        "roles": _ROLES,
+        "config": _CONFIG,
+        "json": "print JSON for scripts",
+        "check": "also exit 1 when a worker is busy, stale or not monitored",
+    },
+)
 def status(c, roles=None, json=False, check=False, config=None):
     """Show every worker of every host: state, job, memory, release, monit's view."""
     settings = load_settings(config)
@@ -49,18 +58,29 @@ def status(c, roles=None, json=False, check=False, config=None):
             rows.append(status_mod.Row(r.host, None, state="unknown", error=r.error))
         else:
             rows.extend(status_mod.rows_for(r.host, r.value, now))
-    current = {r.host: {"release": r.value.current_release, "revision": r.value.revision}
-               for r in results if not r.code}
+    current = {
+        r.host: {"release": r.value.current_release, "revision": r.value.revision} for r in results if not r.code
+    }
     if json:
-        print(jsonlib.dumps({"hosts": [r.host for r in results], "workers": status_mod.as_json(rows),
-                             "current": current,
-                             "unreachable": {r.host: r.error for r in results if r.code}}, indent=2))
+        print(
+            jsonlib.dumps(
+                {
+                    "hosts": [r.host for r in results],
+                    "workers": status_mod.as_json(rows),
+                    "current": current,
+                    "unreachable": {r.host: r.error for r in results if r.code},
+                },
+                indent=2,
+            )
+        )
     else:
         print(status_mod.render_table(rows))
         print("\n".join(status_mod.summary(rows, [r.host for r in results])))
         for host, cur in current.items():
-            print(f"{host}: current {cur['release'] or '(none)'}"
-                  + (f" (revision {cur['revision']})" if cur["revision"] else ""))
+            print(
+                f"{host}: current {cur['release'] or '(none)'}"
+                + (f" (revision {cur['revision']})" if cur["revision"] else "")
+            )
     for r in results:
         if r.code:
             print(r.error, file=sys.stderr, flush=True)
@@ -72,8 +92,10 @@ def status(c, roles=None, json=False, check=False, config=None):
         raise Exit(code=EXIT_REFUSED)
 
 
-_FORCE = ("act now even if jobs run: monit's stop ends them (QUIT, then KILL after grace_time; "
-          "TERM under stop: term); the jobs it will end are listed first")
+_FORCE = (
+    "act now even if jobs run: monit's stop ends them (QUIT, then KILL after grace_time; "
+    "TERM under stop: term); the jobs it will end are listed first"
+)
 
 
 def _forced(settings, force: bool) -> bool:
@@ -87,16 +109,19 @@ def _announce_kills(hosts: Hosts, verb: str) -> None:
     looks = hosts.each(guard.busy_workers)
     jobs = [(r.host, w) for r in looks if not r.code for w in r.value]
     if jobs:
-        say(f"{verb} --force will end {len(jobs)} running job(s):\n" + "\n".join(
-            f"  {host}: {w.describe(now)}" for host, w in jobs))
+        say(
+            f"{verb} --force will end {len(jobs)} running job(s):\n"
+            + "\n".join(f"  {host}: {w.describe(now)}" for host, w in jobs)
+        )
     else:
         say(f"{verb} --force: no job running now")
 
 
 def _guarded(hosts: Hosts, settings, action: str, **policy_overrides) -> list[str]:
     """The fleet-wide guard over `hosts` (pause, look, wait or refuse, stop only idle workers)."""
-    return fleetguard.guard_fleet(hosts.each, hosts.names, settings, say, action=action,
-                                  dry=hosts.dry, **policy_overrides)
+    return fleetguard.guard_fleet(
+        hosts.each, hosts.names, settings, say, action=action, dry=hosts.dry, **policy_overrides
+    )
 
 
 def _after_guard(hosts: Hosts, stopped: list[str], fn) -> None:
@@ -146,8 +171,12 @@ def _release(hosts: Hosts, taken: list[str]) -> bool:
     stuck = [r for r in (hosts.each(deploy_mod.unlock, taken) if taken else []) if r.code]
     for r in stuck:
         path = deploy_mod.lock_path(hosts.settings)
-        print(f"{r.error}\n{r.host}: the deploy lock {path} is still there: release it with "
-              f"fab deploy.unlock (or rm -rf {path} on {r.host})", file=sys.stderr, flush=True)
+        print(
+            f"{r.error}\n{r.host}: the deploy lock {path} is still there: release it with "
+            f"fab deploy.unlock (or rm -rf {path} on {r.host})",
+            file=sys.stderr,
+            flush=True,
+        )
     return bool(stuck)
 
 
@@ -168,8 +197,15 @@ def stop(c, roles=None, force=False, config=None):
     """Stop the workers once no job runs (the guard: pause, look, wait or refuse per on_busy),
     and wait until they have exited; --force stops them now."""
     # Stopped is what was asked for: no guard record is left for deploy_failed to undo.
-    _through_guard(c, roles, config, force, "resque.stop",
-                   forced=lambda host: workers.stop_group(host, say), after=guard.clear_record)
+    _through_guard(
+        c,
+        roles,
+        config,
+        force,
+        "resque.stop",
+        forced=lambda host: workers.stop_group(host, say),
+        after=guard.clear_record,
+    )
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG})
@@ -182,6 +218,7 @@ def start(c, roles=None, config=None):
 def restart(c, roles=None, force=False, config=None):
     """Restart the workers once no job runs (the guard, as resque.stop) and wait until all run
     new processes from the current release; --force restarts them now."""
+
     def forced(host: Host) -> None:
         workers.start_group(host, restart=True, release=release_mod.current_release(host), say=say)
 
@@ -197,11 +234,14 @@ def _pause(host: Host) -> list[int]:
     host.signal("USR2", pids)
     if host.dry:
         return pids
-    if not workers.wait_until(lambda: not policy.pause_acknowledged(host.workers(), pids),
-                              host.settings.resque.pause_timeout):
+    if not workers.wait_until(
+        lambda: not policy.pause_acknowledged(host.workers(), pids), host.settings.resque.pause_timeout
+    ):
         late = policy.pause_acknowledged(host.workers(), pids)
-        raise CommandFailed(f"{host.name}: worker(s) {', '.join(map(str, late))} did not take the "
-                            f"pause within {host.settings.resque.pause_timeout}s")
+        raise CommandFailed(
+            f"{host.name}: worker(s) {', '.join(map(str, late))} did not take the "
+            f"pause within {host.settings.resque.pause_timeout}s"
+        )
     say(f"{host.name}: paused {len(pids)} worker(s): they finish their job and take no new one")
     return pids
 
@@ -215,17 +255,23 @@ def pause(c, roles=None, config=None):
 @task(help={"roles": _ROLES, "config": _CONFIG})
 def resume(c, roles=None, config=None):
     """Resume paused workers (CONT)."""
+
     def one(host: Host):
         pids = [w.pid for w in host.workers() if w.state == "paused"]
         workers.resume(host, pids, say)
         if not pids:
             say(f"{host.name}: no paused worker")
+
     finish(_each(c, config, roles, one))
 
 
-@task(help={"roles": _ROLES, "config": _CONFIG,
-            "deadline": f"seconds to wait for jobs in flight (default resque.wait_timeout, "
-                        f"at most {MAX_SECONDS})"})
+@task(
+    help={
+        "roles": _ROLES,
+        "config": _CONFIG,
+        "deadline": f"seconds to wait for jobs in flight (default resque.wait_timeout, at most {MAX_SECONDS})",
+    }
+)
 def drain(c, roles=None, deadline=None, config=None):
     """Pause, wait for every job in flight to finish, then stop; resume and exit 1 on the deadline.
 
@@ -249,9 +295,14 @@ def drain(c, roles=None, deadline=None, config=None):
 MAX_LOG_LINES = 100000
 
 
-@task(help={"roles": _ROLES, "config": _CONFIG,
-            "lines": f"lines per worker log (default 20, at most {MAX_LOG_LINES})",
-            "follow": "keep printing new lines (Ctrl-C to stop)"})
+@task(
+    help={
+        "roles": _ROLES,
+        "config": _CONFIG,
+        "lines": f"lines per worker log (default 20, at most {MAX_LOG_LINES})",
+        "follow": "keep printing new lines (Ctrl-C to stop)",
+    }
+)
 def logs(c, roles=None, lines=None, follow=False, config=None):
     """The last lines of each worker's log, prefixed by host; --follow keeps streaming."""
     # No int default: invoke would then convert --lines itself, and 'abc' would be a traceback.
@@ -276,8 +327,15 @@ def logs(c, roles=None, lines=None, follow=False, config=None):
     def one(host: Host):
         pattern = f"{shlex.quote(host.settings.shared_path + '/log')}/resque_*.log"
         cmd = f"tail -n {count} {'-F' if follow else ''} {pattern}"
-        host.c.run(cmd, hide=False, warn=True, in_stream=False, out_stream=Prefixed(host.name),
-                   err_stream=Prefixed(host.name), pty=bool(follow) and host.remote)
+        host.c.run(
+            cmd,
+            hide=False,
+            warn=True,
+            in_stream=False,
+            out_stream=Prefixed(host.name),
+            err_stream=Prefixed(host.name),
+            pty=bool(follow) and host.remote,
+        )
 
     settings = load_settings(config)
     hosts = Hosts(c, settings, roles, settings.resque.roles)

@@ -63,22 +63,49 @@ class AppHost:
     def monitrc_glob(self) -> str:
         return str(self.monitrc_dir / "*.monitrc")
 
-    def add_app(self, app: str, *, workers=("deploytest", "deploytest"), stop: str = "quit",
-                grace_time: int = 10, resque_extra: str = "", top_extra: str = "",
-                releases=("20260101000000", "20260102000000"), redis_entry: str | None = None,
-                interval: float = 0.2) -> DeployedApp:
-        layout = make_app(self.root / "data", app, releases=list(releases), workers=list(workers),
-                          redis_url=self.redis_url, interval=interval)
+    def add_app(
+        self,
+        app: str,
+        *,
+        workers=("deploytest", "deploytest"),
+        stop: str = "quit",
+        grace_time: int = 10,
+        resque_extra: str = "",
+        top_extra: str = "",
+        releases=("20260101000000", "20260102000000"),
+        redis_entry: str | None = None,
+        interval: float = 0.2,
+    ) -> DeployedApp:
+        layout = make_app(
+            self.root / "data",
+            app,
+            releases=list(releases),
+            workers=list(workers),
+            redis_url=self.redis_url,
+            interval=interval,
+        )
         layout.pid_dir.mkdir(parents=True, exist_ok=True)
         url = urlparse(self.redis_url)
         (layout.config_dir / "resque.yml").write_text(
-            redis_entry if redis_entry is not None else f"production: {url.hostname}:{url.port}\n")
+            redis_entry if redis_entry is not None else f"production: {url.hostname}:{url.port}\n"
+        )
         monitrc = self.monitrc_dir / f"resque_{app}.monitrc"
-        monitrc.write_text(render_monitrc(
-            app, "production", layout.group, len(workers), wrapper=wrapper_path(),
-            deploy_to=str(layout.deploy_to), pid_dir=str(layout.pid_dir), stop_action=stop,
-            grace_time=grace_time, start_timeout=30, user=layout.user,
-            worker_command=layout.worker_command))
+        monitrc.write_text(
+            render_monitrc(
+                app,
+                "production",
+                layout.group,
+                len(workers),
+                wrapper=wrapper_path(),
+                deploy_to=str(layout.deploy_to),
+                pid_dir=str(layout.pid_dir),
+                stop_action=stop,
+                grace_time=grace_time,
+                start_timeout=30,
+                user=layout.user,
+                worker_command=layout.worker_command,
+            )
+        )
         config = self.root / f"{app}.deployhooks.yml"
         worker_lines = "".join(f"    - queues: [{q}]\n" for q in workers)
         config.write_text(
@@ -93,7 +120,8 @@ class AppHost:
             f"  monit_command: [monit, -c, {self.control_path}]\n"
             f"  pause_timeout: 10\n"
             f"  start_timeout: 30\n"
-            f"{resque_extra}")
+            f"{resque_extra}"
+        )
         return DeployedApp(layout, config, monitrc)
 
     @property

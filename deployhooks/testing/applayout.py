@@ -109,8 +109,17 @@ class AppLayout:
         user = ["--user", self.user] if self.user else []
         command = ["--", *self.worker_command] if action in ("start", "restart") else []
         return [
-            *user, "--deploy-to", str(self.deploy_to), "--pid-dir", str(self.pid_dir), *options,
-            self.app, action, self.framework_env, f"resque_{n}.conf", *command,
+            *user,
+            "--deploy-to",
+            str(self.deploy_to),
+            "--pid-dir",
+            str(self.pid_dir),
+            *options,
+            self.app,
+            action,
+            self.framework_env,
+            f"resque_{n}.conf",
+            *command,
         ]
 
 

@@ -26,8 +26,9 @@ def make_repo(path: Path, marker: str = "v1") -> Path:
     subprocess.run(["git", "add", "-A"], cwd=path, check=True)
     # Nothing staged (the same marker again, e.g. a second sandbox): the repository is already
     # what was asked for, and `git commit` would fail with "nothing to commit".
-    if subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=path).returncode != 0 or \
-            subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=path,
-                           capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["git", "diff", "--cached", "--quiet"], cwd=path).returncode != 0
+        or subprocess.run(["git", "rev-parse", "-q", "--verify", "HEAD"], cwd=path, capture_output=True).returncode != 0
+    ):
         subprocess.run(git + ["commit", "-qm", marker], cwd=path, check=True)
     return path

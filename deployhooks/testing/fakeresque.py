@@ -74,9 +74,21 @@ FINISHED_KEY = NAMESPACE + "test:finished"
 
 # The environment variables this worker reads; handy for tests that need a clean slate.
 ENV_VARS = (
-    "QUEUE", "QUEUES", "INTERVAL", "REDIS_URL", "RESQUE_PROCLINE_PREFIX", "FORK_PER_JOB",
-    "TERM_CHILD", "RESQUE_TERM_TIMEOUT", "RESQUE_PRE_SHUTDOWN_TIMEOUT", "GRACEFUL_TERM",
-    "VERBOSE", "LOGGING", "VVERBOSE", "PIDFILE", "BACKGROUND",
+    "QUEUE",
+    "QUEUES",
+    "INTERVAL",
+    "REDIS_URL",
+    "RESQUE_PROCLINE_PREFIX",
+    "FORK_PER_JOB",
+    "TERM_CHILD",
+    "RESQUE_TERM_TIMEOUT",
+    "RESQUE_PRE_SHUTDOWN_TIMEOUT",
+    "GRACEFUL_TERM",
+    "VERBOSE",
+    "LOGGING",
+    "VVERBOSE",
+    "PIDFILE",
+    "BACKGROUND",
 )
 
 
@@ -156,9 +168,7 @@ class PruneDeadWorkerDirtyExit(DirtyExit):
     ruby_name = "Resque::PruneDeadWorkerDirtyExit"
 
     def __init__(self, worker_id: str, job_class: str | None) -> None:
-        super().__init__(
-            f"Worker {worker_id} did not gracefully exit while processing {job_class or '<Unknown Job>'}"
-        )
+        super().__init__(f"Worker {worker_id} did not gracefully exit while processing {job_class or '<Unknown Job>'}")
 
 
 class JobNameError(RubyNamed, Exception):
@@ -539,9 +549,7 @@ def _iso8601_local(epoch: float) -> str:
 def linux_worker_pids() -> set[str]:
     """Pids (as strings) of processes that look like resque workers, as resque's ps|grep finds them."""
     try:
-        out = subprocess.run(
-            ["ps", "-A", "-o", "pid,command"], capture_output=True, text=True, check=False
-        ).stdout
+        out = subprocess.run(["ps", "-A", "-o", "pid,command"], capture_output=True, text=True, check=False).stdout
     except OSError:
         return set()
     pattern = re.compile(r"resque:work|resque:\sStarting|resque-[0-9]")
@@ -554,7 +562,12 @@ def linux_worker_pids() -> set[str]:
 
 # The signals a worker handles (see register_signal_handlers in resque's worker.rb).
 _HANDLED_SIGNALS = {
-    signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCONT,
 }
 
 
@@ -828,8 +841,9 @@ class Worker:
                 f"{ruby_inspect_exception(error)}"
             )
 
-    def _fail_job(self, job: Job, exc: BaseException, *, worker_id: str | None = None,
-                  backtrace: list[str] | None = None) -> None:
+    def _fail_job(
+        self, job: Job, exc: BaseException, *, worker_id: str | None = None, backtrace: list[str] | None = None
+    ) -> None:
         """``Job#fail``: push a resque:failed entry (does not touch stat:failed)."""
         data = {
             "failed_at": time.strftime("%Y/%m/%d %H:%M:%S %Z"),

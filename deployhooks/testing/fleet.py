@@ -80,10 +80,10 @@ from urllib.parse import urlparse
 
 import psutil
 
-from ..resque.monitrc import render_monitrc
 from ..facts.processes import PS_COMMAND, RawProcess, WorkerProcess, normalize_title, parse_ps_output, workers_from
-from .applayout import fake_worker_argv, make_app, test_user
+from ..resque.monitrc import render_monitrc
 from .apphost import wrapper_path
+from .applayout import fake_worker_argv, make_app, test_user
 
 __all__ = ["AppSpec", "Fleet", "FleetHost", "FleetError", "main"]
 
@@ -98,8 +98,14 @@ ADDRESS_LOCK = b"\0deployhooks.testing.fleet.addresses"
 STOP_TIMEOUT = 10.0
 
 # A host's inside path -> its folder's subdirectory (see hostinit.BINDS); /var/run is /run on Debian.
-_INSIDE = (("/var/run", "run"), ("/data", "data"), ("/run", "run"), ("/var/log", "log"),
-           ("/etc/monit", "monit"), ("/root", "root"))
+_INSIDE = (
+    ("/var/run", "run"),
+    ("/data", "data"),
+    ("/run", "run"),
+    ("/var/log", "log"),
+    ("/etc/monit", "monit"),
+    ("/root", "root"),
+)
 
 
 class FleetError(RuntimeError):
@@ -197,16 +203,35 @@ class FleetHost:
         raise ValueError(f"{inside} is not a per-host path (/data, /run, /var/log, /etc/monit, /root{home})")
 
     def to_state(self) -> dict:
-        return {"index": self.index, "name": self.name, "address": self.address, "port": self.port,
-                "user": self.user, "home": self.home, "folder": str(self.folder), "pid": self.pid,
-                "pid_started": self.pid_started, "pidns": self.pidns, "launcher_pid": self.launcher_pid}
+        return {
+            "index": self.index,
+            "name": self.name,
+            "address": self.address,
+            "port": self.port,
+            "user": self.user,
+            "home": self.home,
+            "folder": str(self.folder),
+            "pid": self.pid,
+            "pid_started": self.pid_started,
+            "pidns": self.pidns,
+            "launcher_pid": self.launcher_pid,
+        }
 
     @classmethod
     def from_state(cls, data: dict) -> "FleetHost":
-        return cls(index=data["index"], name=data["name"], address=data["address"], port=data["port"],
-                   user=data.get("user", "root"), home=data.get("home"), folder=Path(data["folder"]),
-                   pid=data["pid"], pid_started=data["pid_started"], pidns=data["pidns"],
-                   launcher_pid=data["launcher_pid"])
+        return cls(
+            index=data["index"],
+            name=data["name"],
+            address=data["address"],
+            port=data["port"],
+            user=data.get("user", "root"),
+            home=data.get("home"),
+            folder=Path(data["folder"]),
+            pid=data["pid"],
+            pid_started=data["pid_started"],
+            pidns=data["pidns"],
+            launcher_pid=data["launcher_pid"],
+        )
 
 
 def _pidns(pid: int) -> int | None:
@@ -288,8 +313,11 @@ def _give_to_owner_of(parent: Path, path: Path) -> None:
 def _keygen(path: Path) -> subprocess.Popen:
     path.unlink(missing_ok=True)
     Path(f"{path}.pub").unlink(missing_ok=True)
-    return subprocess.Popen(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -323,10 +351,20 @@ class Fleet:
     ``<login>@host`` and ``resque.sudo: true`` (see the module docstring).
     """
 
-    def __init__(self, root: Path, n: int, *, redis_url: str, apps: Iterable[AppSpec] = (),
-                 address_base: str | None = DEFAULT_ADDRESS_BASE, roles: Mapping[str, Sequence[int]] | None = None,
-                 port: int = 22, die_with_parent: bool = True, ready_timeout: float = 30.0,
-                 login: str = "root"):
+    def __init__(
+        self,
+        root: Path,
+        n: int,
+        *,
+        redis_url: str,
+        apps: Iterable[AppSpec] = (),
+        address_base: str | None = DEFAULT_ADDRESS_BASE,
+        roles: Mapping[str, Sequence[int]] | None = None,
+        port: int = 22,
+        die_with_parent: bool = True,
+        ready_timeout: float = 30.0,
+        login: str = "root",
+    ):
         if not 1 <= n <= 250:
             raise ValueError(f"a fleet has 1 to 250 hosts, not {n}")
         self.root = Path(root).absolute()
@@ -366,8 +404,7 @@ class Fleet:
         try:
             return pwd.getpwnam(login).pw_dir
         except KeyError:
-            raise ValueError(f"login {login!r} is not a user of this machine (script/setup creates "
-                             f"deploy)") from None
+            raise ValueError(f"login {login!r} is not a user of this machine (script/setup creates deploy)") from None
 
     # --- paths and config text ----------------------------------------------------------------
 
@@ -393,8 +430,7 @@ class Fleet:
 
     def ssh_settings_yaml(self) -> str:
         """The ``ssh:`` section of a deployhooks.yml that reaches the hosts with strict host keys."""
-        return (f"ssh:\n  known_hosts: {self.known_hosts}\n  identity_file: {self.client_key}\n"
-                f"  connect_timeout: 5\n")
+        return f"ssh:\n  known_hosts: {self.known_hosts}\n  identity_file: {self.client_key}\n  connect_timeout: 5\n"
 
     def hosts_yaml(self, roles: Mapping[str, Sequence[int]] | None = None) -> str:
         """A ``hosts:`` section: role -> ``<login>@127.0.10.N`` of the given host numbers (default:
@@ -433,9 +469,11 @@ class Fleet:
             if not busy:
                 return base
             if self.address_base:
-                raise FleetError(f"port {self.port} is in use on {', '.join(busy)}: another fleet? "
-                                 f"(python -m deployhooks.testing.fleet down --root DIR), or pick "
-                                 f"another address_base")
+                raise FleetError(
+                    f"port {self.port} is in use on {', '.join(busy)}: another fleet? "
+                    f"(python -m deployhooks.testing.fleet down --root DIR), or pick "
+                    f"another address_base"
+                )
         raise FleetError(f"no 127.0.K. block has port {self.port} free on {self.n} addresses")
 
     def start(self) -> "Fleet":
@@ -450,9 +488,18 @@ class Fleet:
         t0 = time.monotonic()
         with _address_lock():
             base = self._pick_base()
-            self.hosts = [FleetHost(i, f"host{i}", f"{base}{i}", self.root / "hosts" / f"host{i}",
-                                    port=self.port, user=self.login, home=self.login_home)
-                          for i in range(1, self.n + 1)]
+            self.hosts = [
+                FleetHost(
+                    i,
+                    f"host{i}",
+                    f"{base}{i}",
+                    self.root / "hosts" / f"host{i}",
+                    port=self.port,
+                    user=self.login,
+                    home=self.login_home,
+                )
+                for i in range(1, self.n + 1)
+            ]
             self._prepare()
             self.timings["prepare"] = time.monotonic() - t0
             try:
@@ -471,8 +518,10 @@ class Fleet:
             return
         live = [h["name"] for h in old.get("hosts", []) if _is_alive(h.get("pid"), h.get("pid_started"))]
         if live:
-            raise FleetError(f"{self.root} already runs a fleet ({', '.join(live)}): "
-                             f"python -m deployhooks.testing.fleet down --root {self.root}")
+            raise FleetError(
+                f"{self.root} already runs a fleet ({', '.join(live)}): "
+                f"python -m deployhooks.testing.fleet down --root {self.root}"
+            )
 
     def _prepare(self) -> None:
         """Keys, known_hosts, every host's folder and apps, and the apps' configs."""
@@ -524,8 +573,15 @@ class Fleet:
     def _lay_out(self, h: FleetHost, app: AppSpec) -> None:
         """Deploy ``app`` on ``h``: tree, configs and monitrc, with the paths the host sees."""
         queues = app.queues_on(h)
-        layout = make_app(h.folder / "data", app.name, releases=list(app.releases), workers=queues,
-                          framework_env=app.framework_env, redis_url=self.redis_url, interval=app.interval)
+        layout = make_app(
+            h.folder / "data",
+            app.name,
+            releases=list(app.releases),
+            workers=queues,
+            framework_env=app.framework_env,
+            redis_url=self.redis_url,
+            interval=app.interval,
+        )
         for release in layout.releases:
             (release / "config").mkdir(exist_ok=True)
         # make_app links `current` by the machine's path; inside the host that path does not exist.
@@ -536,41 +592,55 @@ class Fleet:
         url = urlparse(self.redis_url)
         (layout.config_dir / "resque.yml").write_text(f"{app.framework_env}: {url.hostname}:{url.port}\n")
         h.path(app.pid_dir).mkdir(parents=True, exist_ok=True)
-        h.path(app.monitrc_path).write_text(render_monitrc(
-            app.name, app.framework_env, app.group, len(queues), wrapper=wrapper_path(),
-            deploy_to=app.deploy_to, pid_dir=app.pid_dir, stop_action=app.stop,
-            grace_time=app.grace_time, start_timeout=app.start_timeout, user=layout.user,
-            worker_command=layout.worker_command))
+        h.path(app.monitrc_path).write_text(
+            render_monitrc(
+                app.name,
+                app.framework_env,
+                app.group,
+                len(queues),
+                wrapper=wrapper_path(),
+                deploy_to=app.deploy_to,
+                pid_dir=app.pid_dir,
+                stop_action=app.stop,
+                grace_time=app.grace_time,
+                start_timeout=app.start_timeout,
+                user=layout.user,
+                worker_command=layout.worker_command,
+            )
+        )
 
     def _config_text(self, app: AppSpec) -> str:
         roles = {role: [i for i in numbers if app.on(self.host(i))] for role, numbers in self.roles.items()}
         roles = {role: numbers for role, numbers in roles.items() if numbers}
         first = next((h for h in self.hosts if app.on(h)), self.hosts[0])
         # Quoted: a bare * would be a YAML alias.
-        worker_lines = "".join(f"    - queues: [{', '.join(json.dumps(x) for x in q.split(','))}]\n"
-                               for q in app.queues_on(first))
+        worker_lines = "".join(
+            f"    - queues: [{', '.join(json.dumps(x) for x in q.split(','))}]\n" for q in app.queues_on(first)
+        )
         per_host = any("{host}" in q for q in app.workers) or bool(app.host_workers)
         note = f"  # queues as on {first.name}; they differ per host\n" if per_host else ""
-        return (f"# Written by deployhooks.testing.fleet for the hosts under {self.root}.\n"
-                f"app: {app.name}\n"
-                f"framework_env: {app.framework_env}\n"
-                f"deploy_to: {app.deploy_to}\n"
-                f"{app.top_extra}"
-                f"{self.hosts_yaml(roles)}"
-                f"{self.ssh_settings_yaml()}"
-                f"resque:\n"
-                f"  user: {test_user()}\n"
-                f"  worker_command: {json.dumps(list(fake_worker_argv()))}\n"
-                f"  stop: {app.stop}\n"
-                f"  grace_time: {app.grace_time}\n"
-                f"{self._sudo_yaml()}"
-                f"{note}"
-                f"  workers:\n{worker_lines}"
-                f"  monit_command: [{', '.join(MONIT_COMMAND)}]\n"
-                f"  monitrc_path: {app.monitrc_path}\n"
-                f"  pause_timeout: 10\n"
-                f"  start_timeout: {app.start_timeout}\n"
-                f"{app.resque_extra}")
+        return (
+            f"# Written by deployhooks.testing.fleet for the hosts under {self.root}.\n"
+            f"app: {app.name}\n"
+            f"framework_env: {app.framework_env}\n"
+            f"deploy_to: {app.deploy_to}\n"
+            f"{app.top_extra}"
+            f"{self.hosts_yaml(roles)}"
+            f"{self.ssh_settings_yaml()}"
+            f"resque:\n"
+            f"  user: {test_user()}\n"
+            f"  worker_command: {json.dumps(list(fake_worker_argv()))}\n"
+            f"  stop: {app.stop}\n"
+            f"  grace_time: {app.grace_time}\n"
+            f"{self._sudo_yaml()}"
+            f"{note}"
+            f"  workers:\n{worker_lines}"
+            f"  monit_command: [{', '.join(MONIT_COMMAND)}]\n"
+            f"  monitrc_path: {app.monitrc_path}\n"
+            f"  pause_timeout: 10\n"
+            f"  start_timeout: {app.start_timeout}\n"
+            f"{app.resque_extra}"
+        )
 
     def _sudo_yaml(self) -> str:
         """``resque.sudo: true`` when the login is not root: monit (root's) through ``sudo -n``."""
@@ -585,13 +655,41 @@ class Fleet:
         if self.die_with_parent:
             prefix = ["setpriv", "--pdeathsig", "KILL", *prefix]
         for h in self.hosts:
-            argv = [*prefix, "unshare", "--pid", "--mount", "--uts", "--fork", "--mount-proc",
-                    "--kill-child=SIGTERM", sys.executable, "-m", "deployhooks.testing.hostinit",
-                    "--folder", str(h.folder), "--name", h.name, "--address", h.address,
-                    "--port", str(h.port), "--login", h.user, "--ready-timeout", str(self.ready_timeout)]
+            argv = [
+                *prefix,
+                "unshare",
+                "--pid",
+                "--mount",
+                "--uts",
+                "--fork",
+                "--mount-proc",
+                "--kill-child=SIGTERM",
+                sys.executable,
+                "-m",
+                "deployhooks.testing.hostinit",
+                "--folder",
+                str(h.folder),
+                "--name",
+                h.name,
+                "--address",
+                h.address,
+                "--port",
+                str(h.port),
+                "--login",
+                h.user,
+                "--ready-timeout",
+                str(self.ready_timeout),
+            ]
             with open(h.log, "ab") as out:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                        env=env, cwd="/", start_new_session=True)
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd="/",
+                    start_new_session=True,
+                )
             self._launchers[h.index] = proc
             h.launcher_pid = proc.pid
         self.write_state()
@@ -612,22 +710,32 @@ class Fleet:
                 if h.pid is not None and h.pidns is None:
                     h.pidns = _pidns(h.pid)
                 if launcher.poll() is not None:
-                    raise FleetError(f"{h.name} ({h.address}) did not start (exit {launcher.returncode}):\n"
-                                     f"{_tail(h.log)}")
+                    raise FleetError(
+                        f"{h.name} ({h.address}) did not start (exit {launcher.returncode}):\n{_tail(h.log)}"
+                    )
                 if h.pidns is not None and (h.folder / "run" / "hostinit.ready").exists():
                     pending.remove(h)
             if pending and time.monotonic() > deadline:
-                raise FleetError(f"{', '.join(h.name for h in pending)} not up after {self.ready_timeout:g}s:\n"
-                                 f"{_tail(pending[0].log)}")
+                raise FleetError(
+                    f"{', '.join(h.name for h in pending)} not up after {self.ready_timeout:g}s:\n"
+                    f"{_tail(pending[0].log)}"
+                )
             if pending:
                 time.sleep(0.01)
         self.write_state()
 
     def write_state(self) -> None:
         """Record every pid we started, so ``down`` can end exactly those after a crash."""
-        state = {"version": 1, "root": str(self.root), "redis_url": self.redis_url,
-                 "apps": [a.name for a in self.apps], "roles": self.roles, "login": self.login,
-                 "hosts": [h.to_state() for h in self.hosts], **self.extra_state}
+        state = {
+            "version": 1,
+            "root": str(self.root),
+            "redis_url": self.redis_url,
+            "apps": [a.name for a in self.apps],
+            "roles": self.roles,
+            "login": self.login,
+            "hosts": [h.to_state() for h in self.hosts],
+            **self.extra_state,
+        }
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1) + "\n")
         tmp.replace(self.state_path)
@@ -644,11 +752,20 @@ class Fleet:
         except (OSError, ValueError) as exc:
             raise FleetError(f"cannot read {root / STATE_FILE}: {exc}") from None
         hosts = [FleetHost.from_state(h) for h in state["hosts"]]
-        fleet = cls(root, max(len(hosts), 1), redis_url=state.get("redis_url", ""),
-                    roles=state.get("roles"), address_base=None, login=state.get("login", "root"))
+        fleet = cls(
+            root,
+            max(len(hosts), 1),
+            redis_url=state.get("redis_url", ""),
+            roles=state.get("roles"),
+            address_base=None,
+            login=state.get("login", "root"),
+        )
         fleet.hosts = hosts
-        fleet.extra_state = {k: v for k, v in state.items()
-                             if k not in ("version", "root", "redis_url", "apps", "roles", "login", "hosts")}
+        fleet.extra_state = {
+            k: v
+            for k, v in state.items()
+            if k not in ("version", "root", "redis_url", "apps", "roles", "login", "hosts")
+        }
         fleet.apps = [AppSpec(name) for name in state.get("apps", [])]
         fleet._owns_state = True
         return fleet
@@ -702,13 +819,27 @@ class Fleet:
 
     def host_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a root login on a host (PATH includes this venv's bin)."""
-        env = {"PATH": f"{os.path.dirname(sys.executable)}:{HOST_PATH}", "HOME": "/root", "USER": "root",
-               "LOGNAME": "root", "LANG": "C.UTF-8", "SHELL": "/bin/bash"}
+        env = {
+            "PATH": f"{os.path.dirname(sys.executable)}:{HOST_PATH}",
+            "HOME": "/root",
+            "USER": "root",
+            "LOGNAME": "root",
+            "LANG": "C.UTF-8",
+            "SHELL": "/bin/bash",
+        }
         env.update(extra or {})
         return env
 
-    def run(self, host, cmd: str | Sequence[str], *, check: bool = False, timeout: float = 60,
-            env: Mapping[str, str] | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        host,
+        cmd: str | Sequence[str],
+        *,
+        check: bool = False,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run ``cmd`` (a shell string or an argv) inside ``host``'s namespaces as root, from ``/``;
         return the CompletedProcess (text). Signals start at their defaults there.
 
@@ -720,8 +851,14 @@ class Fleet:
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         return subprocess.run(
             ["nsenter", "-t", str(h.pid), "-p", "-m", "-u", "--", "env", "--default-signal", *argv],
-            capture_output=True, text=True, timeout=timeout, check=check, env=self.host_env(env),
-            input=input, stdin=None if input is not None else subprocess.DEVNULL)
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            env=self.host_env(env),
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
 
     def monit(self, host, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """``monit -c /etc/monit/monitrc ARGS`` on ``host``."""
@@ -734,10 +871,14 @@ class Fleet:
         from fabric import Config, Connection
 
         h = self.host(host)
-        conn = Connection(h.address, user=h.user, port=h.port, connect_timeout=connect_timeout,
-                          config=Config(overrides={"run": {"in_stream": False}}),
-                          connect_kwargs={"key_filename": str(self.client_key), "look_for_keys": False,
-                                          "allow_agent": False})
+        conn = Connection(
+            h.address,
+            user=h.user,
+            port=h.port,
+            connect_timeout=connect_timeout,
+            config=Config(overrides={"run": {"in_stream": False}}),
+            connect_kwargs={"key_filename": str(self.client_key), "look_for_keys": False, "allow_agent": False},
+        )
         conn.client.load_host_keys(str(self.known_hosts))
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
         return conn
@@ -821,8 +962,10 @@ class Fleet:
                 return time.monotonic() - started
             if time.monotonic() > deadline:
                 first = self.host(missing[0].split("/")[0])
-                raise FleetError(f"workers not idle on their release after {timeout:g}s: {', '.join(missing)}\n"
-                                 f"{first.name}:/var/log/monit.log:\n{_tail(first.path('/var/log/monit.log'))}")
+                raise FleetError(
+                    f"workers not idle on their release after {timeout:g}s: {', '.join(missing)}\n"
+                    f"{first.name}:/var/log/monit.log:\n{_tail(first.path('/var/log/monit.log'))}"
+                )
             time.sleep(0.05)
 
     # --- deploy steps a test performs on the hosts' disks --------------------------------------

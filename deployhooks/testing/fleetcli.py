@@ -37,24 +37,46 @@ def _parse_role(text: str) -> tuple[str, list[int]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m deployhooks.testing.fleet",
-                                     description="Simulated hosts on this machine (see the module docstring).")
+    parser = argparse.ArgumentParser(
+        prog="python -m deployhooks.testing.fleet",
+        description="Simulated hosts on this machine (see the module docstring).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a fleet and return once its hosts answer")
     up.add_argument("--root", required=True, type=Path)
     up.add_argument("-n", type=int, default=3, help="number of hosts (default 3)")
     up.add_argument("--redis-url", help="redis for the workers (default: start a private one with the fleet)")
-    up.add_argument("--app", action="append", type=_parse_app, default=[], metavar="NAME[:Q[+Q...]]",
-                    help="deploy an app; one worker per QUEUE value, {host} = host name (repeatable)")
-    up.add_argument("--role", action="append", type=_parse_role, default=[], metavar="ROLE=1,2",
-                    help="hosts of a role in the apps' configs (default util = all)")
-    up.add_argument("--login", default="root", metavar="USER",
-                    help="the one user the hosts' sshd lets in (default root); another user (deploy) "
-                         "gets configs with USER@host and resque.sudo: true, and root cannot log in")
-    up.add_argument("--address-base", default=DEFAULT_ADDRESS_BASE,
-                    help="'127.0.10.' (default) or 'auto' for the first free 127.0.K. block")
-    up.add_argument("--foreground", action="store_true",
-                    help="stay in the foreground; Ctrl-C or TERM tears the fleet down")
+    up.add_argument(
+        "--app",
+        action="append",
+        type=_parse_app,
+        default=[],
+        metavar="NAME[:Q[+Q...]]",
+        help="deploy an app; one worker per QUEUE value, {host} = host name (repeatable)",
+    )
+    up.add_argument(
+        "--role",
+        action="append",
+        type=_parse_role,
+        default=[],
+        metavar="ROLE=1,2",
+        help="hosts of a role in the apps' configs (default util = all)",
+    )
+    up.add_argument(
+        "--login",
+        default="root",
+        metavar="USER",
+        help="the one user the hosts' sshd lets in (default root); another user (deploy) "
+        "gets configs with USER@host and resque.sudo: true, and root cannot log in",
+    )
+    up.add_argument(
+        "--address-base",
+        default=DEFAULT_ADDRESS_BASE,
+        help="'127.0.10.' (default) or 'auto' for the first free 127.0.K. block",
+    )
+    up.add_argument(
+        "--foreground", action="store_true", help="stay in the foreground; Ctrl-C or TERM tears the fleet down"
+    )
     up.add_argument("--notify-fd", type=int, help=argparse.SUPPRESS)
     for name, text in (("down", "tear down the fleet recorded in ROOT"), ("status", "show the fleet in ROOT")):
         p = sub.add_parser(name, help=text)
@@ -72,8 +94,7 @@ def _print_status(fleet: Fleet, out=sys.stdout) -> None:
         print(f"  {h.name:8} {h.target:22} init pid {h.pid or '-':>7}  {state:8} {procs} processes", file=out)
     if fleet.apps:
         print("configs: " + ", ".join(str(fleet.config_path(a.name)) for a in fleet.apps), file=out)
-    print(f"ssh -i {fleet.client_key} -o UserKnownHostsFile={fleet.known_hosts} {fleet.login}@<address>",
-          file=out)
+    print(f"ssh -i {fleet.client_key} -o UserKnownHostsFile={fleet.known_hosts} {fleet.login}@<address>", file=out)
 
 
 def _up_foreground(args, notify_fd: int | None) -> int:
@@ -96,8 +117,15 @@ def _up_foreground(args, notify_fd: int | None) -> int:
             redis_url = redis_server.url
             extra.update(redis_pid=redis_server.pid, redis_started=psutil.Process(redis_server.pid).create_time())
         base = None if args.address_base == "auto" else args.address_base
-        fleet = Fleet(args.root, args.n, redis_url=redis_url, apps=args.app, address_base=base,
-                      roles=dict(args.role) or None, login=args.login)
+        fleet = Fleet(
+            args.root,
+            args.n,
+            redis_url=redis_url,
+            apps=args.app,
+            address_base=base,
+            roles=dict(args.role) or None,
+            login=args.login,
+        )
         fleet.extra_state = extra
         fleet.start()
     except (FleetError, ValueError, OSError) as exc:
@@ -129,9 +157,23 @@ def _up_foreground(args, notify_fd: int | None) -> int:
 
 def _up_detached(args) -> int:
     read_fd, write_fd = os.pipe()
-    argv = [sys.executable, "-m", "deployhooks.testing.fleet", "up", "--foreground", "--root", str(args.root),
-            "-n", str(args.n), "--address-base", args.address_base, "--login", args.login,
-            "--notify-fd", str(write_fd)]
+    argv = [
+        sys.executable,
+        "-m",
+        "deployhooks.testing.fleet",
+        "up",
+        "--foreground",
+        "--root",
+        str(args.root),
+        "-n",
+        str(args.n),
+        "--address-base",
+        args.address_base,
+        "--login",
+        args.login,
+        "--notify-fd",
+        str(write_fd),
+    ]
     if args.redis_url:
         argv += ["--redis-url", args.redis_url]
     for app in args.app:
@@ -140,8 +182,14 @@ def _up_detached(args) -> int:
         argv += ["--role", f"{role}={','.join(map(str, numbers))}"]
     args.root.mkdir(parents=True, exist_ok=True)
     with open(args.root / "keeper.log", "ab") as out:
-        keeper = subprocess.Popen(argv, pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        keeper = subprocess.Popen(
+            argv,
+            pass_fds=(write_fd,),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
         answer = pipe.read()

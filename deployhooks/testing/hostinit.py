@@ -158,8 +158,9 @@ def bind_etc_hosts(folder: Path, name: str, address: str) -> None:
     except OSError:
         machine = "127.0.0.1\tlocalhost\n"
     hosts = folder / "hosts"
-    hosts.write_text(machine.rstrip("\n") + f"\n# this simulated host (deployhooks.testing.hostinit)\n"
-                                            f"{address}\t{name}\n")
+    hosts.write_text(
+        machine.rstrip("\n") + f"\n# this simulated host (deployhooks.testing.hostinit)\n{address}\t{name}\n"
+    )
     hosts.chmod(0o644)
     _mount(str(hosts), "/etc/hosts", MS_BIND)
 
@@ -177,7 +178,7 @@ def sshd_config(folder: Path, address: str, port: int, login: str = "root") -> s
     return f"""\
 # Written by deployhooks.testing.hostinit at boot.
 ListenAddress {address}:{port}
-HostKey {ssh / 'ssh_host_ed25519_key'}
+HostKey {ssh / "ssh_host_ed25519_key"}
 PidFile /run/sshd.pid
 # Keys live in a private folder owned by whoever runs the fleet: skip the ownership checks.
 StrictModes no
@@ -199,8 +200,9 @@ Subsystem sftp internal-sftp
 def monit_control() -> str:
     from ..resque.monitrc import render_monit_control
 
-    text = render_monit_control(statedir="/run/monit", socket=MONIT_SOCKET,
-                                include="/etc/monit/conf.d/*.monitrc", poll_seconds=1)
+    text = render_monit_control(
+        statedir="/run/monit", socket=MONIT_SOCKET, include="/etc/monit/conf.d/*.monitrc", poll_seconds=1
+    )
     # State (pid, id, state files) is runtime data under /run; the log belongs in /var/log.
     return text.replace("set log /run/monit/monit.log", "set log /var/log/monit.log")
 
@@ -241,8 +243,7 @@ class Init:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         # A shell's background job starts us with INT/QUIT ignored, and ignored dispositions survive
         # exec: reset them so monit, sshd and every worker under them start with the defaults.
-        for signum in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP,
-                       signal.SIGTTIN, signal.SIGTTOU):
+        for signum in (signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signum, signal.SIG_DFL)
 
     def _on_stop(self, signum, _frame) -> None:
@@ -253,8 +254,14 @@ class Init:
             # restore_signals resets SIGPIPE/SIGXFSZ, which Python itself ignores; the handlers set
             # above revert to SIG_DFL on exec by themselves.
             self.daemons[label] = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                restore_signals=True, start_new_session=True, cwd="/")
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                restore_signals=True,
+                start_new_session=True,
+                cwd="/",
+            )
 
     def reap(self) -> None:
         """Reap every child that has ended (ours or adopted); note a daemon's end."""
@@ -295,8 +302,10 @@ class Init:
             for label in list(pending):
                 proc = self.daemons[label]
                 if proc.returncode is not None:
-                    raise StartFailed(f"{label} exited at start with status {proc.returncode} "
-                                      f"(see /var/log/{label}.log, /var/log/monit.log)")
+                    raise StartFailed(
+                        f"{label} exited at start with status {proc.returncode} "
+                        f"(see /var/log/{label}.log, /var/log/monit.log)"
+                    )
                 if _answers(label, self.address, self.port):
                     pending.discard(label)
             if not pending:
@@ -377,17 +386,28 @@ def _loopback(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m deployhooks.testing.hostinit",
-                                     description="PID 1 of one simulated host (see the module docstring).")
+    parser = argparse.ArgumentParser(
+        prog="python -m deployhooks.testing.hostinit",
+        description="PID 1 of one simulated host (see the module docstring).",
+    )
     parser.add_argument("--folder", required=True, type=Path, help="the host's folder on the machine")
     parser.add_argument("--name", required=True, help="hostname")
     parser.add_argument("--address", required=True, type=_loopback, help="loopback address for sshd")
     parser.add_argument("--port", type=int, default=22, help="sshd port (default 22)")
-    parser.add_argument("--keep", action="append", default=[], metavar="PATH",
-                        help="a folder under /root to keep visible inside (repeatable)")
-    parser.add_argument("--login", default="root", metavar="USER",
-                        help="the one user sshd lets in (default root); another user's home is "
-                             "the folder's home/, and root may not log in")
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a folder under /root to keep visible inside (repeatable)",
+    )
+    parser.add_argument(
+        "--login",
+        default="root",
+        metavar="USER",
+        help="the one user sshd lets in (default root); another user's home is "
+        "the folder's home/, and root may not log in",
+    )
     parser.add_argument("--ready-timeout", type=float, default=30.0, metavar="SECONDS")
     return parser
 
@@ -406,8 +426,13 @@ def main(argv: list[str] | None = None) -> int:
         init.spawn("sshd", [SSHD, "-D", "-e", "-f", str(config)], "/var/log/sshd.log")
         init.spawn("monit", [MONIT, "-I", "-c", MONIT_CONTROL], "/var/log/monit.out")
         init.wait_ready(args.ready_timeout)
-        ready = {"name": args.name, "address": args.address, "port": args.port,
-                 "sshd": init.daemons["sshd"].pid, "monit": init.daemons["monit"].pid}
+        ready = {
+            "name": args.name,
+            "address": args.address,
+            "port": args.port,
+            "sshd": init.daemons["sshd"].pid,
+            "monit": init.daemons["monit"].pid,
+        }
         tmp = Path(READY_FILE + ".tmp")
         tmp.write_text(json.dumps(ready) + "\n")
         tmp.replace(READY_FILE)

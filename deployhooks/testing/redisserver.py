@@ -49,8 +49,7 @@ class RedisServer:
     by pid (TERM, then KILL) and removes its directory. Both are idempotent.
     """
 
-    def __init__(self, executable: str = "redis-server", startup_timeout: float = 10.0,
-                 attempts: int = 5) -> None:
+    def __init__(self, executable: str = "redis-server", startup_timeout: float = 10.0, attempts: int = 5) -> None:
         self.executable = executable
         self.startup_timeout = startup_timeout
         self.attempts = attempts
@@ -92,21 +91,25 @@ class RedisServer:
         assert self.dir is not None
         conf = self.dir / "redis.conf"
         conf.write_text(
-            "\n".join([
-                f"bind {self.host}",
-                f"port {port}",
-                f'dir "{self.dir}"',
-                'save ""',
-                "appendonly no",
-                "daemonize no",
-                f'logfile "{self.dir / "redis.log"}"',
-                "",
-            ]),
+            "\n".join(
+                [
+                    f"bind {self.host}",
+                    f"port {port}",
+                    f'dir "{self.dir}"',
+                    'save ""',
+                    "appendonly no",
+                    "daemonize no",
+                    f'logfile "{self.dir / "redis.log"}"',
+                    "",
+                ]
+            ),
             encoding="utf-8",
         )
         process = subprocess.Popen(
             [self.executable, str(conf)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             # Its own session: a Ctrl-C meant for the test runner must not kill it mid-teardown.
             start_new_session=True,
         )

@@ -61,13 +61,27 @@ def up(root: Path) -> int:
     root.mkdir(parents=True, exist_ok=True)
 
     step("1. Three hosts on this machine")
-    say("Each host is a set of Linux namespaces (PID, mount, hostname) with its own sshd on\n"
+    say(
+        "Each host is a set of Linux namespaces (PID, mount, hostname) with its own sshd on\n"
         "127.0.10.N:22, its own /data, and its own monit supervising two resque workers of the\n"
         "app 'shop' through deployhooks-resque (the monit wrapper). Nothing leaves loopback.\n"
         f"fab logs in as '{test_user()}', as on production hosts: root cannot log in over SSH, and\n"
-        f"{test_user()}'s sudo runs monit and nothing else (resque.sudo: true in the config).")
-    run(sys.executable, "-m", "deployhooks.testing.fleet", "up", "--root", str(fleet_root), "-n", "3",
-        "--app", "shop:deploytest+q_{host}", "--login", test_user())
+        f"{test_user()}'s sudo runs monit and nothing else (resque.sudo: true in the config)."
+    )
+    run(
+        sys.executable,
+        "-m",
+        "deployhooks.testing.fleet",
+        "up",
+        "--root",
+        str(fleet_root),
+        "-n",
+        "3",
+        "--app",
+        "shop:deploytest+q_{host}",
+        "--login",
+        test_user(),
+    )
     try:
         return _tour(root, fleet_root, Fleet.from_state(fleet_root))
     except BaseException as exc:
@@ -108,9 +122,11 @@ def _tour(root: Path, fleet_root: Path, fleet) -> int:
     fab("resque.status", "--config", str(abort_cfg), check=False)
 
     step("4. Deploy with on_busy: abort -- the guard refuses while the job runs")
-    say("Expect exit code 1: host2 is named with its job. The guard decides once for the fleet:\n"
+    say(
+        "Expect exit code 1: host2 is named with its job. The guard decides once for the fleet:\n"
         "host1 and host3 were only paused and are resumed, no host stops anything, and current\n"
-        "does not move anywhere.")
+        "does not move anywhere."
+    )
     code = fab("deploy", "--repo", str(repo), "--config", str(abort_cfg), check=False)
     say(f"(fab deploy exited {code})")
 
@@ -140,8 +156,7 @@ def down(root: Path) -> int:
     if not (fleet_root / "fleet.json").exists():
         say(f"No sandbox is up in {root}.")
         return 0
-    return run(sys.executable, "-m", "deployhooks.testing.fleet", "down", "--root", str(fleet_root),
-               check=False)
+    return run(sys.executable, "-m", "deployhooks.testing.fleet", "down", "--root", str(fleet_root), check=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,9 +77,12 @@ Subsystem sftp internal-sftp
         check = subprocess.run([SSHD, "-t", "-f", str(self.config)], capture_output=True, text=True)
         if check.returncode:
             raise RuntimeError(f"sshd rejects its config: {check.stderr.strip()}")
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "ab"),
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -103,8 +106,7 @@ Subsystem sftp internal-sftp
 
     def ssh_settings_yaml(self) -> str:
         """The `ssh:` section of a deployhooks.yml that reaches this server."""
-        return (f"ssh:\n  known_hosts: {self.known_hosts}\n  identity_file: {self.client_key}\n"
-                f"  connect_timeout: 5\n")
+        return f"ssh:\n  known_hosts: {self.known_hosts}\n  identity_file: {self.client_key}\n  connect_timeout: 5\n"
 
     def __enter__(self) -> "SshServer":
         return self.start()

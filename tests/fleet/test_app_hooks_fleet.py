@@ -42,21 +42,26 @@ def commit(repo, files: dict[str, tuple[str, int]]):
         path.write_text(text)
         path.chmod(mode)
     subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-    subprocess.run(["git", "-C", str(repo), "-c", "user.email=t@example.invalid", "-c", "user.name=t",
-                    "commit", "-qm", "hooks"], check=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qm", "hooks"],
+        check=True,
+    )
 
 
 def test_the_apps_hooks_run_in_engine_yard_order_on_every_host(shop, tmp_path):
     f, config = shop
     repo = make_repo(tmp_path / "repo")
-    commit(repo, {
-        "deploy/before_migrate": (RECORD, 0o755),
-        "deploy/after_restart": (RECORD, 0o755),
-        "deploy/before_deploy": (RECORD, 0o755),
-        "deploy/before_symlink": (RECORD, 0o644),  # not executable: skipped with a warning
-        # deployhooks' own shim: fab deploy runs the guard itself, so this one is left alone
-        "deploy/after_symlink": ((REPO / "hooks" / "after_symlink").read_text(), 0o755),
-    })
+    commit(
+        repo,
+        {
+            "deploy/before_migrate": (RECORD, 0o755),
+            "deploy/after_restart": (RECORD, 0o755),
+            "deploy/before_deploy": (RECORD, 0o755),
+            "deploy/before_symlink": (RECORD, 0o644),  # not executable: skipped with a warning
+            # deployhooks' own shim: fab deploy runs the guard itself, so this one is left alone
+            "deploy/after_symlink": ((REPO / "hooks" / "after_symlink").read_text(), 0o755),
+        },
+    )
     r = fab("deploy", "--repo", str(repo), "--config", config)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "warning: deploy/before_symlink is not executable: skipped" in r.stdout
@@ -87,14 +92,16 @@ def test_a_missing_linked_file_stops_the_deploy_before_anything_moves(shop, tmp_
     f, config = shop
     cfg = tmp_path / "deployhooks.yml"
     text = open(config).read()
-    cfg.write_text(text + "deploy:\n  shared_files: [database.yml]\n" if "\ndeploy:" not in text
-                   else text.replace("\ndeploy:\n", "\ndeploy:\n  shared_files: [database.yml]\n"))
+    cfg.write_text(
+        text + "deploy:\n  shared_files: [database.yml]\n"
+        if "\ndeploy:" not in text
+        else text.replace("\ndeploy:\n", "\ndeploy:\n  shared_files: [database.yml]\n")
+    )
     before = {h.name: (current(f, h), f.run(h, "ls /data/shop/releases").stdout) for h in f.hosts}
     r = fab("deploy", "--repo", str(make_repo(tmp_path / "repo")), "--config", str(cfg))
     assert r.returncode == 2, r.stdout + r.stderr
     assert "linked file(s) missing: /data/shop/shared/config/database.yml" in r.stdout + r.stderr
-    assert {h.name: (current(f, h), f.run(h, "ls /data/shop/releases").stdout)
-            for h in f.hosts} == before
+    assert {h.name: (current(f, h), f.run(h, "ls /data/shop/releases").stdout) for h in f.hosts} == before
     shutil.rmtree(tmp_path / "repo")
 
 
@@ -108,8 +115,7 @@ def test_lock_status_unlock_and_lock_wait(shop, tmp_path):
 
     f, config = shop
     lock = "/data/shop/shared/deployhooks/deploy.lock"
-    info = json.dumps({"by": "alice@laptop", "since": "2026-12-01 09:00:00 UTC",
-                       "release": "20261201090000"})
+    info = json.dumps({"by": "alice@laptop", "since": "2026-12-01 09:00:00 UTC", "release": "20261201090000"})
     f.run(1, f"mkdir -p {lock} && printf %s '{info}' > {lock}/info", check=True)
     r = fab("deploy.lock-status", "--config", config)
     assert r.returncode == 0, r.stderr
@@ -142,8 +148,7 @@ def test_fabrics_own_flags_reach_the_connections(shop, tmp_path):
     effect. With no identity_file in our config, fab -i KEY now logs in with that key."""
     f, config = shop
     cfg = tmp_path / "deployhooks.yml"
-    cfg.write_text("".join(line for line in open(config).read().splitlines(True)
-                           if "identity_file" not in line))
+    cfg.write_text("".join(line for line in open(config).read().splitlines(True) if "identity_file" not in line))
     r = fab("resque.status", "--config", str(cfg))
     assert r.returncode == 3, r.stdout + r.stderr  # no key: authentication fails
     r = fab("-i", str(f.client_key), "resque.status", "--config", str(cfg))
@@ -155,10 +160,10 @@ def test_built_in_bundle_and_assets_steps_run_in_the_release(shop, tmp_path):
     f, config = shop
     cfg = tmp_path / "deployhooks.yml"
     text = open(config).read()
-    extra = ("  bundle_command: echo \"$RAILS_ENV\" > BUNDLED\n"
-             "  assets_command: touch ASSETS\n  assets_roles: [util]\n")
-    cfg.write_text(text.replace("\ndeploy:\n", "\ndeploy:\n" + extra) if "\ndeploy:\n" in text
-                   else text + "deploy:\n" + extra)
+    extra = '  bundle_command: echo "$RAILS_ENV" > BUNDLED\n  assets_command: touch ASSETS\n  assets_roles: [util]\n'
+    cfg.write_text(
+        text.replace("\ndeploy:\n", "\ndeploy:\n" + extra) if "\ndeploy:\n" in text else text + "deploy:\n" + extra
+    )
     r = fab("deploy", "--repo", str(make_repo(tmp_path / "repo")), "--config", str(cfg))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "==> bundle (2 host(s))" in r.stdout and "==> assets (2 host(s))" in r.stdout

@@ -17,8 +17,7 @@ from deployhooks.testing.fleet import AppSpec
 from tests.helpers import REPO, fab, make_repo, monit_settled, wait_for
 
 OLD, PREV = "20260101000000", "20260102000000"
-SHOP = AppSpec("shop", workers=("deploytest", "q_{host}"), top_extra="keep_releases: 2\n",
-               resque_extra="")
+SHOP = AppSpec("shop", workers=("deploytest", "q_{host}"), top_extra="keep_releases: 2\n", resque_extra="")
 
 
 @pytest.fixture
@@ -37,13 +36,16 @@ def releases(f, h, folder="releases"):
 
 
 def all_running(f, release):
-    return all(len(ws := f.workers(h, "shop")) == 2 and {w.release for w in ws} == {release}
-               and all(w.state in ("idle", "busy") for w in ws) for h in f.hosts)
+    return all(
+        len(ws := f.workers(h, "shop")) == 2
+        and {w.release for w in ws} == {release}
+        and all(w.state in ("idle", "busy") for w in ws)
+        for h in f.hosts
+    )
 
 
 def no_lock(f):
-    return all(f.run(h, "test -e /data/shop/shared/deployhooks/deploy.lock").returncode == 1
-               for h in f.hosts)
+    return all(f.run(h, "test -e /data/shop/shared/deployhooks/deploy.lock").returncode == 1 for h in f.hosts)
 
 
 def jobs_accounted(redis_client, tags):
@@ -60,8 +62,11 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
 
     def poll(h):
         while not stop.is_set():
-            out = f.run(h, "i=0; m=0; while [ $i -lt 200 ]; do i=$((i+1)); "
-                           "[ -d /data/shop/current/ ] || m=$((m+1)); done; echo $i $m").stdout.split()
+            out = f.run(
+                h,
+                "i=0; m=0; while [ $i -lt 200 ]; do i=$((i+1)); "
+                "[ -d /data/shop/current/ ] || m=$((m+1)); done; echo $i $m",
+            ).stdout.split()
             checks[h.name][0] += int(out[0])
             checks[h.name][1] += int(out[1])
 
@@ -79,7 +84,7 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
     assert new not in (OLD, PREV)
     for h in f.hosts:
         assert current(f, h) == new
-        assert releases(f, h) == [PREV, new]   # keep_releases: 2
+        assert releases(f, h) == [PREV, new]  # keep_releases: 2
         assert f.run(h, "cat /data/shop/current/VERSION").stdout == "v1\n"
         assert checks[h.name][0] > 200 and checks[h.name][1] == 0, checks
     assert all_running(f, new) and no_lock(f)
@@ -88,8 +93,9 @@ def test_idle_fleet_deploys_everywhere_prunes_and_current_never_goes_missing(sho
     assert "queue downtime" in r.stdout and "deploytest: worst " in r.stdout
     assert "no worker on any host: " in r.stdout
     # the record: REVISION in the release, a line in revisions.log, the sha in resque.status
-    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                         text=True, check=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     for h in f.hosts:
         assert f.run(h, "cat /data/shop/current/REVISION").stdout == sha + "\n"
         log = f.run(h, "cat /data/shop/revisions.log").stdout.splitlines()
@@ -137,9 +143,14 @@ def test_busy_worker_on_one_host_switches_no_host(shop, redis_client):
 
 
 def start_deploy(repo, config):
-    return subprocess.Popen([sys.executable, "-m", "fabric", "deploy", "--repo", str(repo),
-                             "--config", config], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fabric", "deploy", "--repo", str(repo), "--config", config],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def read_until(proc, marker, timeout=60):
@@ -156,8 +167,11 @@ def read_until(proc, marker, timeout=60):
 
 
 def test_host_going_down_mid_deploy_aborts_cleanly(fleet, tmp_path, redis_client):
-    app = AppSpec("shop", workers=("deploytest", "q_{host}"),
-                  top_extra="deploy:\n  migrate_command: sleep 2\n  migrate_role: util\n")
+    app = AppSpec(
+        "shop",
+        workers=("deploytest", "q_{host}"),
+        top_extra="deploy:\n  migrate_command: sleep 2\n  migrate_role: util\n",
+    )
     f = fleet(3, [app])
     monit_settled(f)
     proc = start_deploy(make_repo(tmp_path / "repo"), str(f.config_path("shop")))
@@ -169,7 +183,7 @@ def test_host_going_down_mid_deploy_aborts_cleanly(fleet, tmp_path, redis_client
     assert f.host(3).target in err and "still running the old code" in err
     # host3's workers were stopped by the guard and cannot be started again while it is down:
     # the last lines say so, with the repair, instead of claiming every worker runs again.
-    left = err[err.index("NOT everything was put back"):]
+    left = err[err.index("NOT everything was put back") :]
     assert f"{f.host(3).target}: workers stopped or paused by the guard" in left
     assert "fab hooks.deploy-failed" in left
     assert "running again except on " + f.host(3).target in err
@@ -217,8 +231,12 @@ def test_ctrl_c_mid_deploy_leaves_no_lock_and_old_code_serving(shop, presses):
 def test_failure_after_the_switch_names_the_hosts_and_rollback_recovers(shop):
     f, config, repo = shop
     # a worker outside monit on host2 keeps running old code: after_symlink must fail there
-    f.run(2, f"cd /data/shop/releases/{OLD} && QUEUE=stray REDIS_URL={f.redis_url} INTERVAL=0.2 "
-             f"setsid python -m deployhooks.testing.fakeresque resque:work >/dev/null 2>&1 &", check=True)
+    f.run(
+        2,
+        f"cd /data/shop/releases/{OLD} && QUEUE=stray REDIS_URL={f.redis_url} INTERVAL=0.2 "
+        f"setsid python -m deployhooks.testing.fakeresque resque:work >/dev/null 2>&1 &",
+        check=True,
+    )
     wait_for(lambda: any(w.release == OLD for w in f.workers(2, "shop")), 10, "the stray worker")
     r = fab("deploy", "--repo", str(repo), "--config", config)
     assert r.returncode == 3

@@ -50,8 +50,12 @@ def releases(f, h, folder="releases"):
 
 def running(f, release=None, states=("idle", "busy")):
     """Every host runs its two workers, in one of `states`, on `release` when given."""
-    return all(len(ws := f.workers(h, "shop")) == 2 and all(w.state in states for w in ws)
-               and (release is None or {w.release for w in ws} == {release}) for h in f.hosts)
+    return all(
+        len(ws := f.workers(h, "shop")) == 2
+        and all(w.state in states for w in ws)
+        and (release is None or {w.release for w in ws} == {release})
+        for h in f.hosts
+    )
 
 
 def worker_users(f):
@@ -78,9 +82,22 @@ def test_only_the_deploy_user_logs_in_and_its_sudo_runs_monit_only(shop):
         assert c.run("sudo -n monit -c /etc/monit/monitrc summary", hide=True).ok
         refused = c.run("sudo -n true", hide=True, warn=True)
         assert refused.exited != 0 and "password is required" in refused.stderr
-    root = subprocess.run(["ssh", "-i", str(f.client_key), "-o", f"UserKnownHostsFile={f.known_hosts}",
-                           "-o", "BatchMode=yes", f"root@{f.host(1).address}", "true"],
-                          capture_output=True, text=True, timeout=30)
+    root = subprocess.run(
+        [
+            "ssh",
+            "-i",
+            str(f.client_key),
+            "-o",
+            f"UserKnownHostsFile={f.known_hosts}",
+            "-o",
+            "BatchMode=yes",
+            f"root@{f.host(1).address}",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert root.returncode == 255 and "Permission denied" in root.stderr
     # The machine's whole sudo policy for the login: one rule, monit as root.
     rules = subprocess.run(["sudo", "-n", "-l", "-U", LOGIN], capture_output=True, text=True, check=True)
@@ -96,8 +113,7 @@ def test_hooks_over_ssh(shop):
     assert r.returncode == 0, r.stderr
     for h in f.hosts:
         assert f.workers(h, "shop") == []
-        assert f.run(h, f"readlink {release}/config/resque.yml").stdout.strip() == \
-            "/data/shop/shared/config/resque.yml"
+        assert f.run(h, f"readlink {release}/config/resque.yml").stdout.strip() == "/data/shop/shared/config/resque.yml"
     f.switch_current("shop", NEW)
     r = fab("hooks.after-symlink", "--release-path", release, "--config", config)
     assert r.returncode == 0, r.stderr
@@ -109,8 +125,9 @@ def test_deploy_refused_while_a_job_runs_changes_nothing_then_deploys_and_rolls_
     failed_before = jobs.llen("resque:failed")  # the session's redis: other modules' jobs too
     before = {h.name: (current(f, h), releases(f, h), releases(f, h, "releases_failed")) for h in f.hosts}
     enqueue(jobs, "deploytest", "GateJob", "deploy-user-busy")
-    busy = wait_for(lambda: next((h for h in f.hosts if any(w.busy for w in f.workers(h, "shop"))), None),
-                    10, "a busy worker")
+    busy = wait_for(
+        lambda: next((h for h in f.hosts if any(w.busy for w in f.workers(h, "shop"))), None), 10, "a busy worker"
+    )
     busy_pids = sorted(w.pid for w in f.workers(busy, "shop"))
 
     r = fab("deploy", "--repo", str(repo), "--config", config)

@@ -42,8 +42,11 @@ def snapshot(f, redis_client):
     hosts = {}
     for h in f.hosts:
         # The workers' logs grow by themselves; everything else must not change at all.
-        files = f.run(h, "find /data /etc/monit/conf.d -path '*/shared/log' -prune -o "
-                         "-printf '%p %u %m %s %T@ %l\\n' | sort", check=True).stdout
+        files = f.run(
+            h,
+            "find /data /etc/monit/conf.d -path '*/shared/log' -prune -o -printf '%p %u %m %s %T@ %l\\n' | sort",
+            check=True,
+        ).stdout
         monit = f.monit(h, "-B", "summary").stdout
         procs = sorted((w.pid, w.state, w.release) for w in f.workers(h, "shop"))
         hosts[h.name] = (files, monit, procs)
@@ -69,8 +72,7 @@ TASKS = [
 
 
 @pytest.mark.parametrize("args,code,says", TASKS, ids=[" ".join(t[0][:2]) for t in TASKS])
-def test_dry_run_changes_nothing_and_says_what_it_would_do(busy_fleet, redis_client_module,
-                                                          args, code, says):
+def test_dry_run_changes_nothing_and_says_what_it_would_do(busy_fleet, redis_client_module, args, code, says):
     f, config, repo = busy_fleet
     args = [a.replace("{repo}", str(repo)) for a in args]
     before = snapshot(f, redis_client_module)

@@ -13,13 +13,12 @@ import paramiko
 import psutil
 import pytest
 
-from tests.helpers import wait_for
-
 from deployhooks import settings as settings_mod
 from deployhooks.facts.monit import parse_status
 from deployhooks.facts.processes import remote_processes, workers_from
 from deployhooks.testing.fakeresque import enqueue
 from deployhooks.testing.fleet import AppSpec, Fleet, FleetError
+from tests.helpers import wait_for
 
 RELEASE = "20260102000000"
 
@@ -43,7 +42,7 @@ def snapshot(fleet: Fleet) -> dict:
     return {
         "pids": {(p.pid, p.create_time()) for p in procs},
         "state_pids": [h["pid"] for h in json.loads(fleet.state_path.read_text())["hosts"]]
-                      + [h["launcher_pid"] for h in json.loads(fleet.state_path.read_text())["hosts"]],
+        + [h["launcher_pid"] for h in json.loads(fleet.state_path.read_text())["hosts"]],
         "pidns": {h.pidns for h in fleet.hosts},
         "mntns": {ns_inode(h.pid, "mnt") for h in fleet.hosts},
         "listen": {f"{h.address}:{h.port}" for h in fleet.hosts},
@@ -81,8 +80,10 @@ def test_five_hosts_boot_fast_isolated_and_run_their_workers(fleet, redis_client
     workers_up = time.monotonic() - started
     mem = f.memory()
     pss = sum(m["pss"] for m in mem.values()) / len(mem) / 2**20
-    print(f"\n5 hosts: sshd+monit answering after {up:.2f}s, 10 workers idle after {workers_up:.2f}s; "
-          f"{pss:.1f} MB PSS per host with 2 workers")
+    print(
+        f"\n5 hosts: sshd+monit answering after {up:.2f}s, 10 workers idle after {workers_up:.2f}s; "
+        f"{pss:.1f} MB PSS per host with 2 workers"
+    )
     assert up < 10
 
     # Own hostname and own /data on each host.
@@ -103,7 +104,9 @@ def test_five_hosts_boot_fast_isolated_and_run_their_workers(fleet, redis_client
     assert "Waiting for q_host3" in out and "q_host1" not in out and "--name host1" not in out
     assert "--name host3" in out.splitlines()[1]  # its init is pid 1 there
     assert sorted((w.state, w.release, w.queues) for w in rows) == [
-        ("idle", RELEASE, ("deploytest",)), ("idle", RELEASE, ("q_host3",))]
+        ("idle", RELEASE, ("deploytest",)),
+        ("idle", RELEASE, ("q_host3",)),
+    ]
 
     # Each host has its own key: host 1's key for host 3's address is refused.
     wrong = f.root / "wrong_known_hosts"
@@ -113,16 +116,27 @@ def test_five_hosts_boot_fast_isolated_and_run_their_workers(fleet, redis_client
     client.load_host_keys(str(wrong))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.BadHostKeyException):
-        client.connect(f.hosts[2].address, username="root", key_filename=str(f.client_key),
-                       look_for_keys=False, allow_agent=False, timeout=5)
+        client.connect(
+            f.hosts[2].address,
+            username="root",
+            key_filename=str(f.client_key),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=5,
+        )
     client.close()
 
     # Under each host's monit, every worker runs from the current release and is the pidfile's pid.
     for h in f.hosts:
         services = parse_status(f.monit(h, "-B", "status", "-g", "shop_resque").stdout)
         assert sorted(services) == ["resque_shop_0", "resque_shop_1"]
-        wait_for(lambda: all(s.running for s in parse_status(
-            f.monit(h, "-B", "status", "-g", "shop_resque").stdout).values()), 10, f"{h.name}: monit running")
+        wait_for(
+            lambda: all(
+                s.running for s in parse_status(f.monit(h, "-B", "status", "-g", "shop_resque").stdout).values()
+            ),
+            10,
+            f"{h.name}: monit running",
+        )
         workers = f.workers(h, "shop")
         pids = f.run(h, "cat /var/run/deployhooks/resque/shop/resque_*.pid").stdout.split()
         assert sorted(w.pid for w in workers) == sorted(map(int, pids))
@@ -166,8 +180,13 @@ def test_quit_reaches_a_worker_started_with_ignored_signals(fleet, redis_client)
 
 
 def test_teardown_leaves_no_process_mount_or_listener(tmp_path, redis_server):
-    fleet = Fleet(tmp_path / "fleet", 3, redis_url=redis_server.url, address_base=None,
-                  apps=[AppSpec("shop", workers=("deploytest", "q_{host}")), AppSpec("blog", hosts=[2])])
+    fleet = Fleet(
+        tmp_path / "fleet",
+        3,
+        redis_url=redis_server.url,
+        address_base=None,
+        apps=[AppSpec("shop", workers=("deploytest", "q_{host}")), AppSpec("blog", hosts=[2])],
+    )
     with fleet:
         fleet.wait_workers()
         # Something started by hand inside a host (setsid: not a child of anything we track).
@@ -193,31 +212,65 @@ def test_command_line_up_status_down(tmp_path):
     # Under the reaper: `up` leaves a keeper behind, and this machine's PID 1 would not reap it.
     with open(out, "w") as fh:
         reaper = subprocess.Popen(
-            [python, "-m", "deployhooks.testing.reaper", "--", python, "-m", "deployhooks.testing.fleet", "up",
-             "--root", str(root), "-n", "2", "--address-base", "auto", "--app", "shop:q_{host}"],
-            stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                python,
+                "-m",
+                "deployhooks.testing.reaper",
+                "--",
+                python,
+                "-m",
+                "deployhooks.testing.fleet",
+                "up",
+                "--root",
+                str(root),
+                "-n",
+                "2",
+                "--address-base",
+                "auto",
+                "--app",
+                "shop:q_{host}",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         wait_for(lambda: "ssh -i" in out.read_text() or reaper.poll() is not None, 30, "fleet up")
         assert "ssh -i" in out.read_text(), out.read_text()
         state = json.loads((root / "fleet.json").read_text())
-        pids = [state["keeper_pid"], state["redis_pid"]] + [h[k] for h in state["hosts"] for k in ("pid", "launcher_pid")]
+        pids = [state["keeper_pid"], state["redis_pid"]] + [
+            h[k] for h in state["hosts"] for k in ("pid", "launcher_pid")
+        ]
         listen = {f"{h['address']}:22" for h in state["hosts"]}
         assert all(psutil.pid_exists(p) for p in pids) and listen <= listeners()
 
-        status = subprocess.run([python, "-m", "deployhooks.testing.fleet", "status", "--root", str(root)],
-                                capture_output=True, text=True, timeout=30)
+        status = subprocess.run(
+            [python, "-m", "deployhooks.testing.fleet", "status", "--root", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert status.returncode == 0, status.stderr
         assert [line.split()[5] for line in status.stdout.splitlines() if "init pid" in line] == ["up", "up"]
         assert (root / "shop.deployhooks.yml").exists()
 
         # A second `up` on the same root is refused and leaves the running fleet and its record alone.
-        again = subprocess.run([python, "-m", "deployhooks.testing.fleet", "up", "--root", str(root), "-n", "1",
-                                "--address-base", "auto"], capture_output=True, text=True, timeout=30)
+        again = subprocess.run(
+            [python, "-m", "deployhooks.testing.fleet", "up", "--root", str(root), "-n", "1", "--address-base", "auto"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert again.returncode == 1 and "already runs a fleet" in again.stderr, again.stderr
         assert json.loads((root / "fleet.json").read_text()) == state
 
-        down = subprocess.run([python, "-m", "deployhooks.testing.fleet", "down", "--root", str(root)],
-                              capture_output=True, text=True, timeout=60)
+        down = subprocess.run(
+            [python, "-m", "deployhooks.testing.fleet", "down", "--root", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert down.returncode == 0, down.stderr
         assert reaper.wait(15) == 0  # the keeper, its hosts and its redis are all gone
     finally:

@@ -22,8 +22,11 @@ def new_release(fleet):
 
 def running(fleet, h, release=None):
     ws = fleet.workers(h, "shop")
-    return len(ws) == 2 and all(w.state in ("idle", "busy") for w in ws) and \
-        (release is None or {w.release for w in ws} == {release})
+    return (
+        len(ws) == 2
+        and all(w.state in ("idle", "busy") for w in ws)
+        and (release is None or {w.release for w in ws} == {release})
+    )
 
 
 def test_busy_host_refuses_and_no_host_stops_anything(fleet, redis_client):
@@ -60,10 +63,8 @@ def test_idle_fleet_passes_then_every_host_restarts_on_the_new_release(fleet):
     assert r.returncode == 0, r.stderr
     for h in f.hosts:
         assert f.workers(h, "shop") == []
-        assert f.run(h, f"readlink {release}/config/resque.yml").stdout.strip() == \
-            "/data/shop/shared/config/resque.yml"
-        f.run(h, f"ln -sfn releases/{NEW} /data/shop/.c && mv -Tf /data/shop/.c /data/shop/current",
-              check=True)
+        assert f.run(h, f"readlink {release}/config/resque.yml").stdout.strip() == "/data/shop/shared/config/resque.yml"
+        f.run(h, f"ln -sfn releases/{NEW} /data/shop/.c && mv -Tf /data/shop/.c /data/shop/current", check=True)
     r = fab("hooks.after-symlink", "--release-path", release, "--config", config)
     assert r.returncode == 0, r.stderr
     for h in f.hosts:
@@ -89,17 +90,29 @@ def test_ctrl_c_while_the_guard_waits_resumes_everything_and_loses_no_job(fleet,
 
     from tests.helpers import REPO
 
-    app = AppSpec("shop", workers=("deploytest", "q_{host}"),
-                  resque_extra="  on_busy: wait\n  wait_timeout: 300\n")
+    app = AppSpec("shop", workers=("deploytest", "q_{host}"), resque_extra="  on_busy: wait\n  wait_timeout: 300\n")
     # No wait for monit to learn the new workers' pids: the guard reads the wrapper's pidfiles
     # too, so host1's just-started workers are paused all the same (found: they were not).
     f = fleet(2, [app])
     enqueue(redis_client, "q_host2", "GateJob", "held-job")
     wait_for(lambda: any(w.busy for w in f.workers(2, "shop")), 10, "host2 busy")
-    proc = subprocess.Popen([sys.executable, "-m", "fabric", "hooks.before-migrate", "--release-path",
-                             new_release(f), "--config", str(f.config_path("shop"))], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fabric",
+            "hooks.before-migrate",
+            "--release-path",
+            new_release(f),
+            "--config",
+            str(f.config_path("shop")),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     seen = ""
     while "waiting for 1 job(s)" not in seen:
         line = proc.stdout.readline()
@@ -136,8 +149,9 @@ def test_a_symlinked_deploy_to_still_sees_the_busy_worker(fleet, redis_client):
     status = fab("resque.status", "--json", "--config", str(config))
     assert status.returncode == 0, status.stderr
     rows = json.loads(status.stdout)["workers"]
-    assert sorted((w["service"], w["state"]) for w in rows) == [
-        ("resque_shop_0", "idle"), ("resque_shop_1", "busy")], rows
+    assert sorted((w["service"], w["state"]) for w in rows) == [("resque_shop_0", "idle"), ("resque_shop_1", "busy")], (
+        rows
+    )
     assert {(w["release"], w["release_mark"]) for w in rows} == {("20260102000000", "current")}, rows
 
     release = f"/data/shop_link/releases/{NEW}"
@@ -160,9 +174,13 @@ def test_a_busy_worker_the_guard_cannot_place_refuses_the_deploy(fleet, redis_cl
     # A host whose find has no -printf (busybox) gives no working directories: the guard cannot
     # tell which app the busy worker serves, so it counts it as this app's and refuses.
     f = fleet(1, [SHOP])
-    f.run(1, "mkdir -p /root/fakebin && printf '#!/bin/sh\\necho \"find: unknown predicate "
-             "-printf\" >&2\\nexit 1\\n' > /root/fakebin/find && chmod +x /root/fakebin/find && "
-             "echo 'PATH=/root/fakebin:$PATH' >> /root/.bashrc", check=True)
+    f.run(
+        1,
+        "mkdir -p /root/fakebin && printf '#!/bin/sh\\necho \"find: unknown predicate "
+        "-printf\" >&2\\nexit 1\\n' > /root/fakebin/find && chmod +x /root/fakebin/find && "
+        "echo 'PATH=/root/fakebin:$PATH' >> /root/.bashrc",
+        check=True,
+    )
     config = str(f.config_path("shop"))
     enqueue(redis_client, "q_host1", "GateJob", "unplaced-job")
     wait_for(lambda: any(w.busy for w in f.workers(1, "shop")), 10, "host1 busy")

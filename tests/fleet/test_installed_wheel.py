@@ -18,8 +18,9 @@ from tests.helpers import REPO, monit_settled
 
 
 def run(*argv, cwd=None, timeout=300):
-    r = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     print(f"--- {' '.join(map(str, argv))} exit {r.returncode}\n{r.stdout}\n{r.stderr}")
     return r
 
@@ -57,6 +58,5 @@ def test_wheel_in_a_fresh_venv_scaffolds_and_deploys_an_app(fleet, tmp_path):
     # fab found the app's fabfile (outside this repository) and lists the tasks from the wheel
     listing = run(venv / "bin" / "fab", "--list", cwd=app)
     assert listing.returncode == 0 and "resque.status" in listing.stdout
-    where = run(venv / "bin" / "python", "-c", "import deployhooks; print(deployhooks.__file__)",
-                cwd=app).stdout
+    where = run(venv / "bin" / "python", "-c", "import deployhooks; print(deployhooks.__file__)", cwd=app).stdout
     assert where.startswith(str(venv)) and str(REPO) not in where

@@ -35,20 +35,20 @@ def current(f, h):
 
 
 def finished(redis_client):
-    return [t.decode() if isinstance(t, bytes) else t
-            for t in redis_client.lrange("resque:test:finished", 0, -1)]
+    return [t.decode() if isinstance(t, bytes) else t for t in redis_client.lrange("resque:test:finished", 0, -1)]
 
 
 def snapshot(f):
     """What a refusal must leave exactly as it was: worker pids and states, and current."""
-    return {h.name: (current(f, h), sorted((w.pid, w.state) for w in f.workers(h, "shop")
-                                          if w.state != "busy")) for h in f.hosts}
+    return {
+        h.name: (current(f, h), sorted((w.pid, w.state) for w in f.workers(h, "shop") if w.state != "busy"))
+        for h in f.hosts
+    }
 
 
 def busy_on_host2(f, redis_client, tag):
     enqueue(redis_client, "q_host2", "GateJob", tag)
-    wait_for(lambda: any(w.busy and w.queue == "q_host2" for w in f.workers(2, "shop")), 10,
-             "the job on host2")
+    wait_for(lambda: any(w.busy and w.queue == "q_host2" for w in f.workers(2, "shop")), 10, "the job on host2")
 
 
 def finish_job(f, redis_client, tag):
@@ -67,25 +67,43 @@ def test_a_job_longer_than_grace_time_is_never_ended(shop, redis_client, command
     assert f"{f.host(2).target}: refusing to" in r.stdout + r.stderr
     assert "GateJob" in r.stdout + r.stderr
     # Nothing moved on any host: not the idle host1, not host2's idle worker.
-    wait_for(lambda: all(w.state != "paused" for h in f.hosts for w in f.workers(h, "shop")), 10,
-             "every worker resumed")
+    wait_for(
+        lambda: all(w.state != "paused" for h in f.hosts for w in f.workers(h, "shop")), 10, "every worker resumed"
+    )
     assert snapshot(f) == before
     assert not f.run(1, "test -e /data/shop/shared/deployhooks/guard.json").returncode == 0
     finish_job(f, redis_client, "long-job")
 
 
 def test_rollback_waits_for_the_job_under_on_busy_wait_then_goes_back(fleet, redis_client):
-    f = fleet(2, [AppSpec("shop", workers=("deploytest", "q_{host}"), grace_time=2,
-                          resque_extra="  on_busy: wait\n  wait_timeout: 60\n")])
+    f = fleet(
+        2,
+        [
+            AppSpec(
+                "shop",
+                workers=("deploytest", "q_{host}"),
+                grace_time=2,
+                resque_extra="  on_busy: wait\n  wait_timeout: 60\n",
+            )
+        ],
+    )
     monit_settled(f)
     config = str(f.config_path("shop"))
     busy_on_host2(f, redis_client, "rollback-wait")
-    proc = subprocess.Popen([sys.executable, "-m", "fabric", "rollback", "--config", config],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabric", "rollback", "--config", config],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
-        wait_for(lambda: all(w.state in ("paused", "busy") for h in f.hosts
-                             for w in f.workers(h, "shop")), 20, "the fleet paused")
+        wait_for(
+            lambda: all(w.state in ("paused", "busy") for h in f.hosts for w in f.workers(h, "shop")),
+            20,
+            "the fleet paused",
+        )
         assert all(current(f, h) == PREV for h in f.hosts)  # nothing switched while the job runs
         open_gate(redis_client, "rollback-wait")
         out, _ = proc.communicate(timeout=90)
@@ -105,8 +123,7 @@ def test_rollback_to_a_named_release_and_a_split_fleet_is_refused(shop):
     r = fab("rollback", "--release", PREV, "--config", config)  # already there: a no-op switch
     assert r.returncode == 0, r.stderr
     # An interrupted rollback left the hosts on different releases: rollback will not guess.
-    f.run(2, f"ln -sfn /data/shop/releases/{OLD} /data/shop/.c && mv -Tf /data/shop/.c /data/shop/current",
-          check=True)
+    f.run(2, f"ln -sfn /data/shop/releases/{OLD} /data/shop/.c && mv -Tf /data/shop/.c /data/shop/current", check=True)
     r = fab("rollback", "--config", config)
     assert r.returncode == 2 and "different releases" in r.stderr and "--release" in r.stderr
     r = fab("rollback", "--release", OLD, "--config", config)
@@ -129,12 +146,20 @@ def test_force_names_the_jobs_it_ends_then_ends_them(shop, redis_client):
 def test_ctrl_c_during_drain_leaves_no_worker_paused(shop, redis_client):
     f, config = shop
     busy_on_host2(f, redis_client, "drain-job")
-    proc = subprocess.Popen([sys.executable, "-m", "fabric", "resque.drain", "--deadline", "60",
-                             "--config", config], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabric", "resque.drain", "--deadline", "60", "--config", config],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
-        wait_for(lambda: all(w.state in ("paused", "busy") for h in f.hosts
-                             for w in f.workers(h, "shop")), 20, "the fleet paused")
+        wait_for(
+            lambda: all(w.state in ("paused", "busy") for h in f.hosts for w in f.workers(h, "shop")),
+            20,
+            "the fleet paused",
+        )
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -142,8 +167,11 @@ def test_ctrl_c_during_drain_leaves_no_worker_paused(shop, redis_client):
             proc.kill()
     assert proc.returncode == 130, out
     assert "every paused worker was resumed" in out
-    wait_for(lambda: all(w.state in ("idle", "busy") for h in f.hosts for w in f.workers(h, "shop")),
-             10, "no worker left paused")
+    wait_for(
+        lambda: all(w.state in ("idle", "busy") for h in f.hosts for w in f.workers(h, "shop")),
+        10,
+        "no worker left paused",
+    )
     assert all(len(f.workers(h, "shop")) == 2 for h in f.hosts)
     finish_job(f, redis_client, "drain-job")
 

@@ -36,8 +36,9 @@ def test_status_table_json_and_a_host_down(fleet, redis_client):
     r, data = status_json(config, "--check")
     assert r.returncode == 1  # --check: a job is running
     busy = [w for w in data["workers"] if w["state"] == "busy"]
-    assert [(w["host"], w["queue"], w["job_class"], w["release_mark"]) for w in busy] == \
-        [(f.host(1).target, "q_host1", "GateJob", "current")]
+    assert [(w["host"], w["queue"], w["job_class"], w["release_mark"]) for w in busy] == [
+        (f.host(1).target, "q_host1", "GateJob", "current")
+    ]
     assert busy[0]["rss_kb"] > 1000 and busy[0]["busy_for"] >= 0
 
     os.kill(f.host(3).pid, signal.SIGKILL)
@@ -56,8 +57,11 @@ def test_killed_worker_and_a_stale_worker_on_a_deleted_release(fleet, redis_clie
     wait_for(lambda: any(w.busy for w in f.workers(1, "shop")), 10, "host1 busy")
     parent = next(w for w in f.workers(1, "shop") if w.busy)
     f.run(1, f"kill -9 {parent.pid}", check=True)
-    wait_for(lambda: any(w.pid == parent.job_pid and w.busy for w in f.workers(1, "shop")), 5,
-             "the orphaned job child seen as a running job")
+    wait_for(
+        lambda: any(w.pid == parent.job_pid and w.busy for w in f.workers(1, "shop")),
+        5,
+        "the orphaned job child seen as a running job",
+    )
     r, data = status_json(config, "--check")
     assert r.returncode == 1
     orphan = [w for w in data["workers"] if w["pid"] == parent.job_pid and w["host"] == f.host(1).target]
@@ -67,12 +71,17 @@ def test_killed_worker_and_a_stale_worker_on_a_deleted_release(fleet, redis_clie
     host1 = [w for w in data["workers"] if w["host"] == f.host(1).target]
     assert all(w["pid"] != parent.pid for w in host1 if w["state"] != "down")
     open_gate(redis_client, "orphan-job")
-    wait_for(lambda: "orphan-job" in redis_client.lrange("resque:test:finished", 0, -1), 15,
-             "the orphaned job to finish")
+    wait_for(
+        lambda: "orphan-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the orphaned job to finish"
+    )
 
     # a worker started by hand from a release that is then deleted
-    f.run(2, f"cd /data/shop/releases/{OLD} && QUEUE=stray REDIS_URL={f.redis_url} INTERVAL=0.2 "
-             f"setsid python -m deployhooks.testing.fakeresque resque:work >/dev/null 2>&1 &", check=True)
+    f.run(
+        2,
+        f"cd /data/shop/releases/{OLD} && QUEUE=stray REDIS_URL={f.redis_url} INTERVAL=0.2 "
+        f"setsid python -m deployhooks.testing.fakeresque resque:work >/dev/null 2>&1 &",
+        check=True,
+    )
     wait_for(lambda: any(w.release == OLD for w in f.workers(2, "shop")), 10, "the stray worker")
     f.run(2, f"rm -rf /data/shop/releases/{OLD}", check=True)
     r = fab("resque.status", "--check", "--config", config)
@@ -84,8 +93,9 @@ def test_unknown_host_key_is_refused(fleet, tmp_path):
     f = fleet(3, [SHOP])
     monit_settled(f)
     partial = tmp_path / "known_hosts"
-    partial.write_text("".join(l for l in f.known_hosts.read_text().splitlines(True)
-                               if not l.startswith(f.host(3).address + " ")))
+    partial.write_text(
+        "".join(l for l in f.known_hosts.read_text().splitlines(True) if not l.startswith(f.host(3).address + " "))
+    )
     config = tmp_path / "deployhooks.yml"
     config.write_text(f.config_path("shop").read_text().replace(str(f.known_hosts), str(partial)))
     r = fab("resque.status", "--config", str(config))
@@ -113,8 +123,9 @@ def test_stop_start_restart_pause_resume_logs(fleet):
     for h in f.hosts:
         assert {w.state for w in f.workers(h, "shop")} == {"paused"}
     assert fab("resque.resume", "--config", config).returncode == 0
-    wait_for(lambda: all(w.state == "idle" for h in f.hosts for w in f.workers(h, "shop")), 10,
-             "workers idle after resume")
+    wait_for(
+        lambda: all(w.state == "idle" for h in f.hosts for w in f.workers(h, "shop")), 10, "workers idle after resume"
+    )
 
     r = fab("resque.logs", "--lines", "5", "--config", config)
     assert r.returncode == 0, r.stderr
@@ -153,9 +164,14 @@ def test_logs_follow_streams_new_lines_until_interrupted(fleet):
     f = fleet(1, [SHOP])
     monit_settled(f)
     config = str(f.config_path("shop"))
-    proc = subprocess.Popen([sys.executable, "-m", "fabric", "resque.logs", "--follow", "--lines", "1",
-                             "--config", config], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabric", "resque.logs", "--follow", "--lines", "1", "--config", config],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         assert proc.stdout.readline().startswith(f"{f.host(1).target} | ")
         # a new line in a worker's log while we follow: the wrapper logs its actions there

@@ -31,8 +31,14 @@ def restart_sshd(f, h):
 
 
 def start_fab(*args):
-    return subprocess.Popen([sys.executable, "-m", "fabric", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fabric", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def read_until(proc, marker, timeout=60):
@@ -98,8 +104,12 @@ def test_resque_restart_during_a_deploy_is_refused_not_run_under_it(fleet, tmp_p
     """soak seed 3 round 8 (a job of 8 s died) and seed 4 round 21 (guard records left on every
     host): resque.restart/stop/drain take no deploy lock, so their guard and a deploy's guard run
     at once on the same hosts and overwrite each other's record and pauses."""
-    app = AppSpec("shop", workers=("deploytest", "q_{host}"), grace_time=3,
-                  top_extra="deploy:\n  migrate_command: sleep 5\n  migrate_role: util\n")
+    app = AppSpec(
+        "shop",
+        workers=("deploytest", "q_{host}"),
+        grace_time=3,
+        top_extra="deploy:\n  migrate_command: sleep 5\n  migrate_role: util\n",
+    )
     f = fleet(2, [app], login="deploy")
     monit_settled(f)
     config = str(f.config_path("shop"))
@@ -117,8 +127,7 @@ def test_a_release_left_on_a_host_cut_off_is_not_claimed_moved_aside(fleet, tmp_
     was put back" lists only the lock."""
     f = fleet(2, [SHOP], login="deploy")
     monit_settled(f)
-    deploy = start_fab("deploy", "--repo", str(make_repo(tmp_path / "repo")), "--config",
-                       str(f.config_path("shop")))
+    deploy = start_fab("deploy", "--repo", str(make_repo(tmp_path / "repo")), "--config", str(f.config_path("shop")))
     out = read_until(deploy, "==> link shared")
     kill_sshd(f, 2)
     out += deploy.communicate(timeout=120)[0]

@@ -20,15 +20,19 @@ import time
 
 from tests.helpers import REPO
 
-ARGS = ["--rounds", "4", "--seed", "7", "--hosts", "3", "--host-kill", "never",
-        "--faults", "none,ctrl-c,sshd-stall"]
+ARGS = ["--rounds", "4", "--seed", "7", "--hosts", "3", "--host-kill", "never", "--faults", "none,ctrl-c,sshd-stall"]
 
 
 def test_four_seeded_rounds_keep_every_promise():
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "soak.py"), *ARGS], cwd=REPO,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "bench" / "soak.py"), *ARGS],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:

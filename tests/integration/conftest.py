@@ -16,7 +16,6 @@ from deployhooks.testing.apphost import AppHost
 from tests.helpers import REPO, wait_for  # noqa: F401  (wait_for re-exported for tests)
 
 
-
 def deployhooks_bin() -> str:
     here = Path(sys.executable).parent / "deployhooks"
     return str(here) if here.exists() else shutil.which("deployhooks")
@@ -49,16 +48,19 @@ class HostUnderTest:
     def services(self, deployed):
         out = self.monit.run("-B", "status", "-g", deployed.layout.group).stdout
         from deployhooks.facts.monit import parse_status
+
         return parse_status(out)
 
     def wait_running(self, deployed, n=None, release=None, timeout=30):
         n = n if n is not None else len(deployed.layout.confs)
+
         def ok():
             ws = [w for w in self.workers(deployed) if w.state in ("idle", "busy")]
             if release:
                 ws = [w for w in ws if w.release == release]
             services = self.services(deployed)
             return len(ws) >= n and all(s.running for s in services.values())
+
         wait_for(ok, timeout, f"{deployed.app}: {n} workers running")
 
     def enqueue(self, queue, first, second, job_class="SleepJob"):
@@ -74,8 +76,9 @@ class HostUnderTest:
         self.redis.set(f"resque:test:gate:{tag}", "1")
 
     def wait_busy(self, deployed, count=1, timeout=15):
-        wait_for(lambda: len([w for w in self.workers(deployed) if w.busy]) >= count, timeout,
-                 f"{count} busy worker(s)")
+        wait_for(
+            lambda: len([w for w in self.workers(deployed) if w.busy]) >= count, timeout, f"{count} busy worker(s)"
+        )
 
     def finished(self):
         return list(self.redis.lrange("resque:test:finished", 0, -1))
@@ -91,8 +94,9 @@ class HostUnderTest:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("EY_DEPLOY_")}
         environ["DEPLOYHOOKS_BIN"] = deployhooks_bin()
         environ.update(env or {})
-        result = subprocess.run(argv + list(args), capture_output=True, text=True,
-                                timeout=timeout, env=environ, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            argv + list(args), capture_output=True, text=True, timeout=timeout, env=environ, stdin=subprocess.DEVNULL
+        )
         print(f"--- {name} exit {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result
 

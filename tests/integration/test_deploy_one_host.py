@@ -8,8 +8,11 @@ from tests.helpers import fab, make_repo, wait_for
 
 
 def test_deploy_switches_restarts_and_prunes_then_rolls_back(host, sshd, tmp_path):
-    top = (f"hosts:\n  util: [{sshd.host}]\n" + sshd.ssh_settings_yaml()
-           + "keep_releases: 2\ndeploy:\n  migrate_command: test -f VERSION\n  migrate_role: util\n")
+    top = (
+        f"hosts:\n  util: [{sshd.host}]\n"
+        + sshd.ssh_settings_yaml()
+        + "keep_releases: 2\ndeploy:\n  migrate_command: test -f VERSION\n  migrate_role: util\n"
+    )
     shop = host.add_app("shop", top_extra=top)
     host.start()
     repo = make_repo(tmp_path / "repo")

@@ -20,10 +20,9 @@ from typing import Any, Callable, Iterator
 import psutil
 import pytest
 
-from tests.helpers import wait_for as _wait_for
-
 from deployhooks.testing import fakeresque
 from deployhooks.testing.fakeresque import FAILED_KEY, FINISHED_KEY, STARTED_KEY, enqueue
+from tests.helpers import wait_for as _wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = socket.gethostname()
@@ -98,8 +97,7 @@ class WorkerProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {self.pid} still running after {timeout}s; its log:\n"
-                        f"{self.stdout()}\n{self.stderr()}")
+            pytest.fail(f"worker {self.pid} still running after {timeout}s; its log:\n{self.stdout()}\n{self.stderr()}")
 
     def child(self, timeout: float = 5.0) -> int:
         """The pid of the (single) forked job child."""
@@ -163,8 +161,13 @@ def spawn_worker(redis_server, redis_client, tmp_path) -> Iterator[Callable[...,
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "deployhooks.testing.fakeresque", "resque:work"],
-                env=environ, cwd=REPO, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                start_new_session=True, preexec_fn=inherit_ignored if ignore else None,
+                env=environ,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+                preexec_fn=inherit_ignored if ignore else None,
             )
         worker = WorkerProcess(proc, environ.get("QUEUES", environ.get("QUEUE")), out, err)
         workers.append(worker)
@@ -215,7 +218,10 @@ def test_starting_then_waiting_with_prefix_registration_and_clean_exit(spawn_wor
     redis_client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
     pidfile = tmp_path / "worker.pid"
     worker = spawn_worker(
-        None, QUEUES="deploytest, alpha", QUEUE="ignored", RESQUE_PROCLINE_PREFIX="myapp-",
+        None,
+        QUEUES="deploytest, alpha",
+        QUEUE="ignored",
+        RESQUE_PROCLINE_PREFIX="myapp-",
         PIDFILE=str(pidfile),
     )
     worker.id = f"{HOST}:{worker.pid}:deploytest,alpha"

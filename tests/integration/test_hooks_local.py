@@ -150,15 +150,21 @@ def test_deploy_failed_starts_again_what_the_guard_stopped(host):
 def test_after_symlink_names_a_worker_left_on_an_old_release(host):
     shop = host.add_app("shop", workers=("deploytest",))
     host.start()
-    import subprocess, sys
+    import subprocess
+    import sys
+
     stray = subprocess.Popen(
         [sys.executable, "-m", "deployhooks.testing.fakeresque", "resque:work"],
-        cwd=shop.layout.releases[0], start_new_session=True,
+        cwd=shop.layout.releases[0],
+        start_new_session=True,
         env={**os.environ, "QUEUE": "other", "REDIS_URL": host.host.redis_url, "INTERVAL": "0.2"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        wait_for(lambda: any(w.pid == stray.pid and w.state == "idle" for w in host.workers(shop)),
-                 10, "the stray worker")
+        wait_for(
+            lambda: any(w.pid == stray.pid and w.state == "idle" for w in host.workers(shop)), 10, "the stray worker"
+        )
         release = shop.new_release(NEW)
         shop.switch_current(release)
         r = host.hook("after_symlink", shop, release)
@@ -211,8 +217,12 @@ def test_engine_yard_environment_and_roles_without_workers(host):
     shop = host.add_app("shop")
     host.start()
     release = shop.new_release(NEW)
-    env = {"EY_DEPLOY_APP": "shop", "EY_DEPLOY_RELEASE_PATH": str(release),
-           "EY_DEPLOY_FRAMEWORK_ENV": "production", "EY_DEPLOY_CURRENT_ROLES": "app_master"}
+    env = {
+        "EY_DEPLOY_APP": "shop",
+        "EY_DEPLOY_RELEASE_PATH": str(release),
+        "EY_DEPLOY_FRAMEWORK_ENV": "production",
+        "EY_DEPLOY_CURRENT_ROLES": "app_master",
+    }
     r = host.hook("before_migrate", shop, None, env=env)
     assert r.returncode == 0, r.stderr
     assert "run no resque workers" in r.stdout
@@ -253,12 +263,14 @@ def test_engine_yard_instance_names_pick_the_utility_instances_that_run_workers(
     host.gate("deploytest", "ey-names-job")
     host.wait_busy(shop)
     release = shop.new_release(NEW)
-    elsewhere = host.hook("before_migrate", shop, release,
-                          env={"EY_DEPLOY_CURRENT_ROLES": "util", "EY_DEPLOY_CURRENT_NAME": "sidekiq"})
+    elsewhere = host.hook(
+        "before_migrate", shop, release, env={"EY_DEPLOY_CURRENT_ROLES": "util", "EY_DEPLOY_CURRENT_NAME": "sidekiq"}
+    )
     assert elsewhere.returncode == 0, elsewhere.stderr
     assert "utility instance sidekiq is not one of resque.utility_names (resque)" in elsewhere.stdout
-    named = host.hook("before_migrate", shop, release,
-                      env={"EY_DEPLOY_CURRENT_ROLES": "util", "EY_DEPLOY_CURRENT_NAME": "resque"})
+    named = host.hook(
+        "before_migrate", shop, release, env={"EY_DEPLOY_CURRENT_ROLES": "util", "EY_DEPLOY_CURRENT_NAME": "resque"}
+    )
     assert named.returncode == 1 and "refusing to deploy" in named.stderr
     host.open_gate("ey-names-job")
     wait_for(lambda: "ey-names-job" in host.finished(), 15, "the job to finish")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import paramiko
 import pytest
 
-from deployhooks.remote import hostkeys
 from deployhooks import settings as settings_mod
+from deployhooks.remote import hostkeys
 from deployhooks.remote.fleet import Session, connect, explain_connect_error
 from deployhooks.testing.sshserver import SshServer, keygen
 
@@ -37,7 +37,8 @@ def home(tmp_path, monkeypatch, servers):
     (home / ".ssh" / "config").write_text(
         f"Host gw\n  HostName 127.0.0.1\n  Port {gateway.port}\n  User {gateway.user}\n"
         f"  IdentityFile {gateway.client_key}\n"
-        f"Host target\n  HostName 127.0.0.1\n  Port {target.port}\n  ProxyJump gw\n")
+        f"Host target\n  HostName 127.0.0.1\n  Port {target.port}\n  ProxyJump gw\n"
+    )
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     monkeypatch.setattr(hostkeys, "GLOBAL_KNOWN_HOSTS", ())
@@ -48,7 +49,8 @@ def _settings(target: SshServer, known_hosts, strict: bool):
     return settings_mod.parse(
         f"app: shop\nssh:\n  known_hosts: {known_hosts}\n"
         f"  identity_file: {target.client_key}\n  connect_timeout: 5\n"
-        f"  strict_host_keys: {'true' if strict else 'false'}\n")
+        f"  strict_host_keys: {'true' if strict else 'false'}\n"
+    )
 
 
 def _line(server: SshServer, hashed: bool = False) -> str:
@@ -75,7 +77,7 @@ def _echo(conn) -> str:
 
 def test_unknown_gateway_key_is_refused_naming_the_gateway_and_the_fix(home, servers):
     gateway, target = servers
-    cfg = _settings(target, target.known_hosts, strict=True)   # the target's key is known
+    cfg = _settings(target, target.known_hosts, strict=True)  # the target's key is known
     conn = connect(f"{target.user}@target", cfg)
     with pytest.raises(paramiko.SSHException) as caught:
         conn.open()
@@ -125,8 +127,7 @@ def test_changed_target_key_is_refused_even_when_not_strict(home, servers, tmp_p
     conn.close()
 
 
-def test_unknown_keys_are_accepted_with_one_warning_per_server_when_not_strict(home, servers, tmp_path,
-                                                                              capsys):
+def test_unknown_keys_are_accepted_with_one_warning_per_server_when_not_strict(home, servers, tmp_path, capsys):
     gateway, target = servers
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
@@ -143,6 +144,7 @@ def test_unknown_keys_are_accepted_with_one_warning_per_server_when_not_strict(h
     target_line = next(w for w in warnings if "gateway" not in w)
     assert gateway_line.startswith("deployhooks: warning: gateway gw: unknown host key (ssh-ed25519 SHA256:")
     # Either name of the target, whichever connected first.
-    assert target_line.startswith(tuple(f"deployhooks: warning: {h}: unknown host key (ssh-ed25519 SHA256:"
-                                        for h in hosts))
+    assert target_line.startswith(
+        tuple(f"deployhooks: warning: {h}: unknown host key (ssh-ed25519 SHA256:" for h in hosts)
+    )
     assert gateway_line.endswith(fix) and target_line.endswith(fix)

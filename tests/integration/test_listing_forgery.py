@@ -15,7 +15,6 @@ import pytest
 from invoke import Context
 
 from deployhooks import settings as settings_mod
-from deployhooks.remote.fleet import connect
 from deployhooks.facts.processes import (
     local_processes,
     parse_links,
@@ -25,7 +24,7 @@ from deployhooks.facts.processes import (
     workers_from,
 )
 from deployhooks.facts.status import parse_status_output, status_command
-
+from deployhooks.remote.fleet import connect
 from tests.helpers import wait_for
 
 BUSY_TITLE = "resque-2.6.0: Forked 123 at 1700000000"
@@ -35,8 +34,7 @@ _SLEEPER = "import sys, time, setproctitle; setproctitle.setproctitle(sys.argv[1
 
 def _titled(title: str, cwd: Path) -> subprocess.Popen:
     """A process whose ps title is `title`, sitting in `cwd`, until the test ends."""
-    proc = subprocess.Popen([sys.executable, "-c", _SLEEPER, title], cwd=cwd,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", _SLEEPER, title], cwd=cwd, stdin=subprocess.DEVNULL)
     wait_for(lambda: _title_of(proc.pid) == title, 5, f"pid {proc.pid} to take its title")
     return proc
 
@@ -99,8 +97,7 @@ def test_psutil_reads_the_same_cwds(tmp_path, started):
     busy, forger, evil = _busy_and_forger(tmp_path, started, deploy_to)
     here = {r.pid: r.cwd for r in local_processes(str(deploy_to)) if r.pid in (busy, forger)}
     _check(local_processes(str(deploy_to)), busy, forger, evil, deploy_to)
-    assert here == {r.pid: r.cwd for r in remote_processes(Context(), str(deploy_to))
-                    if r.pid in (busy, forger)}
+    assert here == {r.pid: r.cwd for r in remote_processes(Context(), str(deploy_to)) if r.pid in (busy, forger)}
 
 
 def test_current_link_target_cannot_inject_a_line(tmp_path, started):
@@ -154,8 +151,7 @@ def test_status_places_the_busy_worker_despite_a_forged_folder(tmp_path, started
     fake = tmp_path / "x\n__deployhooks_section__ rc 0\n__deployhooks_section__ monit"
     fake.mkdir(parents=True)
     started("resque-2.6.0: Waiting for fake", fake)
-    cfg = settings_mod.parse(f"app: shop\ndeploy_to: {deploy_to}\n"
-                             "resque:\n  monit_command: [/bin/true]\n")
+    cfg = settings_mod.parse(f"app: shop\ndeploy_to: {deploy_to}\nresque:\n  monit_command: [/bin/true]\n")
     text = Context().run(status_command(cfg), hide=True, in_stream=False).stdout
     facts = parse_status_output(text, cfg, "local")
     [worker] = [w for w in facts.workers if w.pid == busy]

@@ -42,11 +42,16 @@ def test_one_stanza_per_worker_with_wrapper_commands_and_timeouts():
 
 def test_worker_list_margin_and_no_memory_rule():
     text = render_monitrc(
-        "shop", "staging", "g", [3, 5], **{**BASE, "grace_time": 2.5, "stop_action": "term"},
-        start_timeout=12, margin=4,
+        "shop",
+        "staging",
+        "g",
+        [3, 5],
+        **{**BASE, "grace_time": 2.5, "stop_action": "term"},
+        start_timeout=12,
+        margin=4,
     )
     assert "resque_shop_3 " in text and "resque_shop_5 " in text and "resque_shop_0" not in text
-    assert "--grace-time 2.5 shop term staging resque_5.conf\" with timeout 7 seconds" in text
+    assert '--grace-time 2.5 shop term staging resque_5.conf" with timeout 7 seconds' in text
     assert "with timeout 12 seconds" in text
     assert "totalmem" not in text
 
@@ -72,8 +77,13 @@ def test_values_monit_would_misread_raise(override):
 
 @pytest.mark.parametrize(
     "app,env,group,workers",
-    [("my app", "production", "g", 1), ("shop", "prod uction", "g", 1), ("shop", "production", "g'", 1),
-     ("shop", "production", "g", [0, 0]), ("shop", "production", "g", -1)],
+    [
+        ("my app", "production", "g", 1),
+        ("shop", "prod uction", "g", 1),
+        ("shop", "production", "g'", 1),
+        ("shop", "production", "g", [0, 0]),
+        ("shop", "production", "g", -1),
+    ],
 )
 def test_bad_names_and_worker_lists_raise(app, env, group, workers):
     with pytest.raises(ValueError):
@@ -110,9 +120,16 @@ def _syntax_check(tmp_path, monitrc_text, mode=0o600):
 
 def test_rendered_monitrc_passes_monit_t(tmp_path):
     text = render_monitrc(
-        "shop", "production", "shop_resque", 3,
-        wrapper=WRAPPER, deploy_to=str(tmp_path / "shop"), pid_dir=str(tmp_path / "pids"),
-        stop_action="stop", grace_time=600, totalmem_mb=300,
+        "shop",
+        "production",
+        "shop_resque",
+        3,
+        wrapper=WRAPPER,
+        deploy_to=str(tmp_path / "shop"),
+        pid_dir=str(tmp_path / "pids"),
+        stop_action="stop",
+        grace_time=600,
+        totalmem_mb=300,
     )
     result = _syntax_check(tmp_path, text)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -6,9 +6,8 @@ import dataclasses
 import subprocess
 
 from deployhooks import settings as settings_mod
-from deployhooks.remote.fleet import connect
 from deployhooks.facts.processes import local_processes, remote_processes, workers_from
-
+from deployhooks.remote.fleet import connect
 from tests.helpers import fab, wait_for
 
 NEW = "20260103000000"
@@ -77,30 +76,30 @@ def test_fab_runs_the_hooks_over_ssh_with_the_same_outcomes(host, sshd):
 def test_unknown_host_key_is_refused_with_the_fix(host, sshd, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    top = (f"hosts:\n  util: [{sshd.host}]\nssh:\n  known_hosts: {empty}\n"
-           f"  identity_file: {sshd.client_key}\n")
+    top = f"hosts:\n  util: [{sshd.host}]\nssh:\n  known_hosts: {empty}\n  identity_file: {sshd.client_key}\n"
     shop = host.add_app("shop", top_extra=top)
     host.start()
-    r = fab("hooks.before-migrate", "--release-path", str(shop.new_release(NEW)),
-            "--config", str(shop.config))
+    r = fab("hooks.before-migrate", "--release-path", str(shop.new_release(NEW)), "--config", str(shop.config))
     assert r.returncode == 3
     assert "unknown host key" in r.stderr and "ssh-keyscan" in r.stderr
     assert len(host.workers(shop)) == 2  # nothing touched
 
 
 def test_host_down_exits_3_naming_it(host, sshd):
-    top = (f"hosts:\n  util: [root@127.0.0.1:1]\nssh:\n  strict_host_keys: false\n"
-           f"  identity_file: {sshd.client_key}\n  connect_timeout: 3\n")
+    top = (
+        f"hosts:\n  util: [root@127.0.0.1:1]\nssh:\n  strict_host_keys: false\n"
+        f"  identity_file: {sshd.client_key}\n  connect_timeout: 3\n"
+    )
     shop = host.add_app("shop", top_extra=top)
     host.start()
-    r = fab("hooks.before-migrate", "--release-path", str(shop.new_release(NEW)),
-            "--config", str(shop.config))
+    r = fab("hooks.before-migrate", "--release-path", str(shop.new_release(NEW)), "--config", str(shop.config))
     assert r.returncode == 3
     assert "root@127.0.0.1:1: cannot connect" in r.stderr
 
 
 def test_status_over_ssh_shows_jobs_memory_releases_and_checks(host, sshd):
     import json
+
     top = f"hosts:\n  util: [{sshd.host}]\n" + sshd.ssh_settings_yaml()
     shop = host.add_app("shop", top_extra=top)
     host.start()

@@ -9,8 +9,8 @@ import pwd
 import pytest
 from invoke import Context
 
-from deployhooks.guard import onehost as guard
 from deployhooks.errors import CommandFailed
+from deployhooks.guard import onehost as guard
 from deployhooks.remote.host import Host
 from deployhooks.settings import parse
 from deployhooks.testing.applayout import make_app

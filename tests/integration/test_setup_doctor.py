@@ -8,15 +8,15 @@ import subprocess
 import sys
 
 import pytest
+from invoke import Context
 
-from deployhooks.commands import doctor
 from deployhooks import settings as settings_mod
+from deployhooks.commands import doctor
 from deployhooks.commands import install as setup_mod
 from deployhooks.errors import CommandFailed
 from deployhooks.remote.host import Host
 from deployhooks.testing.apphost import wrapper_path
 from deployhooks.testing.sshserver import free_port
-from invoke import Context
 
 from .conftest import REPO, deployhooks_bin, wait_for
 
@@ -48,7 +48,8 @@ class Fresh:
             f"resque:\n{self.layout.resque_yaml()}  grace_time: 10\n  workers:\n{lines}"
             f"  monit_command: [monit, -c, {self.host.host.control_path}]\n"
             f"  monitrc_path: {self.monitrc}\n  pid_dir: {self.layout.pid_dir}\n"
-            f"  wrapper: {wrapper or wrapper_path()}\n  pause_timeout: 10\n  start_timeout: 30\n{extra}")
+            f"  wrapper: {wrapper or wrapper_path()}\n  pause_timeout: 10\n  start_timeout: 30\n{extra}"
+        )
 
     @property
     def settings(self):
@@ -59,11 +60,12 @@ class Fresh:
 
     def running(self, names):
         """Wait until monit runs exactly `names`, each with a live worker; return their pids."""
+
         def ok():
             services = self.services()
             pids = {w.pid for w in self.host.workers(self.deployed) if w.state in ("idle", "busy")}
-            return sorted(services) == sorted(names) and \
-                all(s.running and s.pid in pids for s in services.values())
+            return sorted(services) == sorted(names) and all(s.running and s.pid in pids for s in services.values())
+
         wait_for(ok, 30, f"services {names} running")
         return {n: s.pid for n, s in self.services().items()}
 
@@ -72,15 +74,22 @@ class Fresh:
 
 
 def fab(*args, timeout=120):
-    result = subprocess.run([sys.executable, "-m", "fabric", *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "-m", "fabric", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     print(f"--- fab {' '.join(args)} exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
 
 
 def on_server(*args, timeout=120):
-    result = subprocess.run([deployhooks_bin(), *args], cwd=REPO, capture_output=True, text=True,
-                            timeout=timeout, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [deployhooks_bin(), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     print(f"--- deployhooks {' '.join(args)} exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
 
@@ -95,8 +104,10 @@ def test_setup_over_ssh_installs_converges_and_removes_a_worker(host, monit_daem
     assert (confs / "resque_1.conf").read_text() == "QUEUE=q2\n"
     text = fresh.monitrc.read_text()
     assert "check process resque_shop_0 " in text and "check process resque_shop_1 " in text
-    assert f"{wrapper_path()} --user {fresh.layout.user} --deploy-to {fresh.layout.deploy_to} " \
-           f"--pid-dir {fresh.layout.pid_dir}" in text
+    assert (
+        f"{wrapper_path()} --user {fresh.layout.user} --deploy-to {fresh.layout.deploy_to} "
+        f"--pid-dir {fresh.layout.pid_dir}" in text
+    )
     assert "with timeout 40 seconds" in text  # grace 10 + margin
     # a diff per file, each line prefixed by the host
     assert f"{sshd.host}: +++ {fresh.monitrc}" in r.stdout
@@ -141,8 +152,9 @@ def test_setup_refuses_what_monit_rejects_and_changes_nothing(host, monit_daemon
 
     # a leftover monit file already defines the service a third worker would get
     legacy = fresh.monitrc.parent / "legacy.monitrc"
-    legacy.write_text(f"check process resque_shop_2 with pidfile {fresh.layout.pid_dir}/legacy.pid\n"
-                      f"  start program = \"/bin/true\"\n")
+    legacy.write_text(
+        f'check process resque_shop_2 with pidfile {fresh.layout.pid_dir}/legacy.pid\n  start program = "/bin/true"\n'
+    )
     fresh.write_config([["q1", "high"], ["q2"], ["q3"]])
     r = on_server("resque.setup", "--config", config)
     assert r.returncode == 3
@@ -162,8 +174,9 @@ def test_setup_refuses_what_monit_rejects_and_changes_nothing(host, monit_daemon
 
     # a wrapper the host does not have: refused before anything is touched
     fresh.write_config([["q1", "high"], ["q2"], ["q3"]], extra="")
-    text = fresh.deployed.config.read_text().replace(f"wrapper: {wrapper_path()}",
-                                                     "wrapper: no-such-deployhooks-resque")
+    text = fresh.deployed.config.read_text().replace(
+        f"wrapper: {wrapper_path()}", "wrapper: no-such-deployhooks-resque"
+    )
     fresh.deployed.config.write_text(text)
     r = on_server("resque.setup", "--config", config)
     assert r.returncode == 3
@@ -184,7 +197,7 @@ def _line(out, name):
     for i, line in enumerate(lines):
         if re.match(rf"^\S+: (pass|warn|FAIL)\s+{re.escape(name)}\s", line):
             rest = []
-            for more in lines[i + 1:]:
+            for more in lines[i + 1 :]:
                 if not re.match(r"^\S+:\s{6,}", more):
                     break
                 rest.append(more)
@@ -192,12 +205,13 @@ def _line(out, name):
     raise AssertionError(f"no line for {name!r} in:\n{out}")
 
 
-PRELOADING = ('task "resque:setup" => :environment do\n'
-              '  ActiveRecord::Base.send(:subclasses).each { |klass| klass.columns }\nend\n')
+PRELOADING = (
+    'task "resque:setup" => :environment do\n'
+    "  ActiveRecord::Base.send(:subclasses).each { |klass| klass.columns }\nend\n"
+)
 
 
-def test_doctor_passes_a_good_host_and_names_each_fault_with_its_fix(host, monit_daemon, sshd,
-                                                                    redis_server, tmp_path):
+def test_doctor_passes_a_good_host_and_names_each_fault_with_its_fix(host, monit_daemon, sshd, redis_server, tmp_path):
     fresh = Fresh(host, monit_daemon, sshd)
     config = str(fresh.deployed.config)
     assert on_server("resque.setup", "--config", config).returncode == 0
@@ -214,7 +228,8 @@ def test_doctor_passes_a_good_host_and_names_each_fault_with_its_fix(host, monit
     (fresh.layout.current / "lib" / "tasks").mkdir(parents=True)
     rakefile.write_text("require 'resque/tasks'\n")
     (fresh.layout.current / "lib" / "tasks" / "resque.rake").write_text(
-        "require 'resque/tasks'\n\ntask \"resque:setup\" => :environment\n")
+        "require 'resque/tasks'\n\ntask \"resque:setup\" => :environment\n"
+    )
     out = _doctor(config, 0)
     line = _line(out, "Rakefile")
     assert "warn" in line and "current/lib/tasks/resque.rake:3" in line
@@ -291,6 +306,7 @@ def test_setup_refuses_a_wrapper_root_cannot_trust_and_doctor_fails_it(host, mon
     """A wrapper the deploy user owns, or a root-owned one in a folder the deploy user can
     write, went into the monitrc root's monit runs, and doctor said pass."""
     import pwd
+
     fresh = Fresh(host, monit_daemon, sshd)
     config = str(fresh.deployed.config)
     deploy = pwd.getpwnam(fresh.layout.user)
@@ -299,8 +315,10 @@ def test_setup_refuses_a_wrapper_root_cannot_trust_and_doctor_fails_it(host, mon
     writable_dir = fresh.layout.deploy_to / "shared" / "bin"
     in_writable = _planted_wrapper(writable_dir, 0)
     os.chown(writable_dir, deploy.pw_uid, deploy.pw_gid)
-    for wrapper, why in [(owned, f"{owned} is owned by uid {deploy.pw_uid}, not root"),
-                         (in_writable, f"{fresh.layout.deploy_to} is owned by uid {deploy.pw_uid}")]:
+    for wrapper, why in [
+        (owned, f"{owned} is owned by uid {deploy.pw_uid}, not root"),
+        (in_writable, f"{fresh.layout.deploy_to} is owned by uid {deploy.pw_uid}"),
+    ]:
         fresh.write_config([["q1", "high"], ["q2"]], wrapper=wrapper)
         r = fab("resque.setup", "--config", config)
         assert r.returncode == 2, r.stdout + r.stderr

@@ -32,7 +32,10 @@ def wrapper(layout, action, n=0, *options, env=None, timeout=60):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [WRAPPER, *layout.wrapper_args(action, n, *options)],
-        capture_output=True, text=True, env=full_env, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
     )
 
 
@@ -60,7 +63,10 @@ def wrapper_under_reaper(layout, action, n, out_path, *, ignore_quit=False):
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "deployhooks.testing.reaper", "--", WRAPPER, *layout.wrapper_args(action, n)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             # As monit or nohup may leave them: ignored dispositions survive fork and exec.
             preexec_fn=_ignore_quit_and_int if ignore_quit else None,
         )
@@ -89,7 +95,11 @@ def deployed(tmp_path, monit_daemon, redis_server):
         layouts = {}
         for app, queues in apps.items():
             layouts[app] = make_app(
-                tmp_path, app, workers=queues, redis_url=redis_server.url, worker_command=worker_command,
+                tmp_path,
+                app,
+                workers=queues,
+                redis_url=redis_server.url,
+                worker_command=worker_command,
                 extra_env=extra_env,
             )
             write_app_monitrc(layouts[app], monit_d, **monitrc_kwargs)
@@ -133,7 +143,9 @@ def deployed(tmp_path, monit_daemon, redis_server):
 def test_bad_arguments_exit_2(tmp_path, argv, bad):
     result = subprocess.run(
         [WRAPPER, "--pid-dir", str(tmp_path / "pids"), "--deploy-to", str(tmp_path / "app"), *argv],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2, result.stderr
     assert bad in result.stderr
@@ -252,8 +264,9 @@ def test_root_starts_worker_as_the_monitrc_user_with_default_signals(tmp_path, r
     caller ignored it: a non-interactive shell cannot un-ignore a signal ignored on entry, so
     only the wrapper's reset lets QUIT end it."""
     assert os.geteuid() == 0, "the wrapper's privilege drop can only be tested as root"
-    command = script_command(tmp_path / "bin", "id -un > whoami; env > worker.env; while :; do sleep 0.1; done",
-                             "resque:work")
+    command = script_command(
+        tmp_path / "bin", "id -un > whoami; env > worker.env; while :; do sleep 0.1; done", "resque:work"
+    )
     layout = make_app(tmp_path, "shop", workers=["q"], redis_url=redis_server.url, worker_command=command)
     user = pwd.getpwnam(layout.user)
     os.chown(layout.releases[-1], 0, 0)  # the owner of current no longer says who the worker is
@@ -267,8 +280,10 @@ def test_root_starts_worker_as_the_monitrc_user_with_default_signals(tmp_path, r
         assert worker.uids().real == user.pw_uid and worker.gids().real == user.pw_gid
         env_file = layout.releases[-1] / "worker.env"
         # whoami is written before worker.env; wait for the second file to be complete.
-        wait_for(lambda: "USER=" in (env_file.read_text() if env_file.exists() else ""),
-                 what="worker writing its environment")
+        wait_for(
+            lambda: "USER=" in (env_file.read_text() if env_file.exists() else ""),
+            what="worker writing its environment",
+        )
         env = env_file.read_text().splitlines()
         assert f"HOME={user.pw_dir}" in env and f"USER={layout.user}" in env
         assert (layout.log_dir / "resque_0.log").stat().st_uid == user.pw_uid  # opened as the user
@@ -379,9 +394,7 @@ def test_restart_replaces_the_worker(deployed, tmp_path):
     layout, old = layouts["shop"], workers["shop"][0]
     reaper = wrapper_under_reaper(layout, "restart", 0, tmp_path / "restart.out")
     try:
-        new = wait_for(
-            lambda: (w := pidfile_worker(layout.pidfile(0))) and w.pid != old.pid and w, what="new worker"
-        )
+        new = wait_for(lambda: (w := pidfile_worker(layout.pidfile(0))) and w.pid != old.pid and w, what="new worker")
         assert gone(old)
         assert wrapper(layout, "stop", 0, "--grace-time", str(GRACE)).returncode == 0
         assert reaper.wait(timeout=10) == 0, (tmp_path / "restart.out").read_text()

@@ -64,8 +64,13 @@ def test_current_pointing_at_a_root_folder_and_a_command_in_env_custom_run_nothi
 
 
 def test_path_and_loader_variables_from_env_files_are_ignored(tmp_path, redis_server):
-    layout = make_app(tmp_path, "shop", workers=["q"], redis_url=redis_server.url,
-                      worker_command=("/bin/sh", "-c", "env>worker.env;exec${IFS}sleep${IFS}60", "resque:work"))
+    layout = make_app(
+        tmp_path,
+        "shop",
+        workers=["q"],
+        redis_url=redis_server.url,
+        worker_command=("/bin/sh", "-c", "env>worker.env;exec${IFS}sleep${IFS}60", "resque:work"),
+    )
     bin_dir = layout.deploy_to / "evil-bin"
     (layout.config_dir / "env.custom").write_text(f"PATH={bin_dir}\nLD_PRELOAD=/tmp/evil.so\nINTERVAL=0.2\n")
     result = run_wrapper(layout.wrapper_args("start", 0))
@@ -131,8 +136,16 @@ def test_pid_dir_under_a_folder_the_deploy_user_owns_is_refused(tmp_path):
 def foreign_resque_process():
     """Another user's process titled like another app's idle worker, sitting in /."""
     proc = subprocess.Popen(
-        ["runuser", "-u", "nobody", "--", "bash", "-c",
-         "cd / && exec -a 'resque-2.6.0: Waiting for otherapp' sleep 300"])
+        [
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            "bash",
+            "-c",
+            "cd / && exec -a 'resque-2.6.0: Waiting for otherapp' sleep 300",
+        ]
+    )
     wait_for(lambda: "resque-2.6.0" in " ".join(psutil.Process(proc.pid).cmdline()), what="foreign title")
     yield proc
     proc.kill()
@@ -158,8 +171,7 @@ def test_pidfile_naming_another_apps_worker_is_not_signalled(tmp_path, foreign_r
 def test_pidfile_that_is_not_an_ascii_number_is_removed_not_a_crash(tmp_path, content):
     layout = make_app(tmp_path, "shop", workers=["q"])
     layout.pid_dir.mkdir(parents=True)
-    layout.pidfile(0).write_bytes(content.encode("utf-8", "surrogateescape") if content[0] != "\xff"
-                                  else b"\xff\xfe")
+    layout.pidfile(0).write_bytes(content.encode("utf-8", "surrogateescape") if content[0] != "\xff" else b"\xff\xfe")
     result = run_wrapper(layout.wrapper_args("stop", 0))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "unreadable pidfile" in result.stderr

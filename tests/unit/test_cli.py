@@ -8,15 +8,35 @@ from pathlib import Path
 
 from tests.helpers import REPO, fab
 
-TASKS = ["deploy.deploy", "deploy.lock-status", "deploy.unlock", "init", "rollback", "hooks.after-symlink", "hooks.before-migrate", "hooks.before-symlink",
-         "hooks.deploy-failed", "resque.doctor", "resque.drain", "resque.logs", "resque.pause",
-         "resque.restart", "resque.resume", "resque.setup", "resque.start", "resque.status",
-         "resque.stop"]
+TASKS = [
+    "deploy.deploy",
+    "deploy.lock-status",
+    "deploy.unlock",
+    "init",
+    "rollback",
+    "hooks.after-symlink",
+    "hooks.before-migrate",
+    "hooks.before-symlink",
+    "hooks.deploy-failed",
+    "resque.doctor",
+    "resque.drain",
+    "resque.logs",
+    "resque.pause",
+    "resque.restart",
+    "resque.resume",
+    "resque.setup",
+    "resque.start",
+    "resque.status",
+    "resque.stop",
+]
 
 
 def names(listing: str) -> list[str]:
-    return sorted(line.split()[0] for line in listing.splitlines()
-                  if line.startswith("  ") and line.split() and not line.startswith("   "))
+    return sorted(
+        line.split()[0]
+        for line in listing.splitlines()
+        if line.startswith("  ") and line.split() and not line.startswith("   ")
+    )
 
 
 def test_fab_and_the_console_script_list_the_same_tasks_with_descriptions():
@@ -53,9 +73,12 @@ def test_unknown_role_and_bad_config_exit_2(tmp_path):
 def test_hook_without_a_release_path_is_a_usage_error(tmp_path):
     cfg = tmp_path / "deployhooks.yml"
     cfg.write_text("app: shop\n")
-    r = subprocess.run([str(REPO / "hooks" / "after_symlink"), "--config", str(cfg)],
-                       capture_output=True, text=True,
-                       env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    r = subprocess.run(
+        [str(REPO / "hooks" / "after_symlink"), "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"},
+    )
     assert r.returncode == 2 and "no release path" in r.stderr
 
 
@@ -74,8 +97,9 @@ def test_the_console_script_refuses_dash_h_instead_of_reporting_this_machine(tmp
     cfg = tmp_path / "deployhooks.yml"
     cfg.write_text("app: shop\nresque:\n  user: deploy\n")
     console = Path(sys.executable).parent / "deployhooks"
-    r = subprocess.run([str(console), "-H", "web1", "resque.status", "--config", str(cfg)],
-                       capture_output=True, text=True, cwd="/")
+    r = subprocess.run(
+        [str(console), "-H", "web1", "resque.status", "--config", str(cfg)], capture_output=True, text=True, cwd="/"
+    )
     assert r.returncode == 2 and "acts on this machine only" in r.stderr and "fab -H web1" in r.stderr
 
 
@@ -100,6 +124,5 @@ def test_init_scaffolds_an_app_and_never_overwrites_without_force(tmp_path):
     again = subprocess.run([str(console), "init", "--path", str(app)], capture_output=True, text=True)
     assert again.returncode == 2 and "not overwriting" in again.stderr and "--force" in again.stderr
     assert (app / "fabfile.py").read_text() == "# mine\n"
-    forced = subprocess.run([str(console), "init", "--path", str(app), "--force"], capture_output=True,
-                            text=True)
+    forced = subprocess.run([str(console), "init", "--path", str(app), "--force"], capture_output=True, text=True)
     assert forced.returncode == 0 and "from deployhooks" in (app / "fabfile.py").read_text()

@@ -16,11 +16,13 @@ def test_previous_release_is_the_one_before_current():
 
 
 def test_summary_has_timings_and_what_changed_grouped():
-    report = DeployReport("20260103000000", steps=[
-        StepReport("upload", 0.5, {"a": "ok", "b": "ok", "c": "ok"}),
-        StepReport("migrate", 1.0, {"a": "ok"})],
-        switched=["a", "b", "c"], previous={"a": "20260102000000", "b": "20260102000000", "c": "(none)"},
-        pruned={"a": ["20260101000000"], "b": ["20260101000000"], "c": []})
+    report = DeployReport(
+        "20260103000000",
+        steps=[StepReport("upload", 0.5, {"a": "ok", "b": "ok", "c": "ok"}), StepReport("migrate", 1.0, {"a": "ok"})],
+        switched=["a", "b", "c"],
+        previous={"a": "20260102000000", "b": "20260102000000", "c": "(none)"},
+        pruned={"a": ["20260101000000"], "b": ["20260101000000"], "c": []},
+    )
     lines = summary_lines(report)
     assert lines[1].split() == ["upload", "0.50", "3/3", "ok"]
     assert "current: 20260102000000 -> 20260103000000 on a, b" in lines

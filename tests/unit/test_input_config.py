@@ -31,15 +31,14 @@ def resque(body: str) -> str:
 
 # --- 1. YAML syntax and empty values ----------------------------------------------------------
 
-@pytest.mark.parametrize("key", ["grace_time", "stop", "sudo", "pid_dir", "roles", "workers",
-                                 "user", "worker_command"])
+
+@pytest.mark.parametrize("key", ["grace_time", "stop", "sudo", "pid_dir", "roles", "workers", "user", "worker_command"])
 def test_an_empty_value_names_its_key(key):
     message = refused(resque(f"{key}:"))
     assert message.startswith(f"{SRC}:3: resque.{key}: expected a value"), message
 
 
-@pytest.mark.parametrize("text", ["app:\n", "app: shop\nframework_env: ~\n",
-                                  "app: shop\nkeep_releases: null\n"])
+@pytest.mark.parametrize("text", ["app:\n", "app: shop\nframework_env: ~\n", "app: shop\nkeep_releases: null\n"])
 def test_null_is_an_empty_value_too(text):
     assert "expected a value" in refused(text)
 
@@ -49,16 +48,19 @@ def test_an_empty_section_means_its_defaults():
     assert s.resque.grace_time == 60 and s.ssh.connect_timeout == 10 and s.hosts == {}
 
 
-@pytest.mark.parametrize("text,line", [
-    ("app: [\n", 2),
-    ("app: shop\n  x: 1\n", 2),
-    ("app: shop\n\tx: 1\n", 2),
-    ("app: shop\n---\napp: x\n", 2),
-    ("app: shop\x00\n", 1),
-    ("app: shop\nresque: {stop: quit\n", 3),
-    ("app: 'shop\n", 2),
-    ("app: shop\nhosts:\n  util: [a, b\n", 4),
-])
+@pytest.mark.parametrize(
+    "text,line",
+    [
+        ("app: [\n", 2),
+        ("app: shop\n  x: 1\n", 2),
+        ("app: shop\n\tx: 1\n", 2),
+        ("app: shop\n---\napp: x\n", 2),
+        ("app: shop\x00\n", 1),
+        ("app: shop\nresque: {stop: quit\n", 3),
+        ("app: 'shop\n", 2),
+        ("app: shop\nhosts:\n  util: [a, b\n", 4),
+    ],
+)
 def test_yaml_syntax_errors_are_one_line_with_the_line(text, line):
     message = refused(text)
     assert message.startswith(f"{SRC}:{line}: not valid YAML: "), message
@@ -68,8 +70,9 @@ def test_deep_nesting_is_refused_not_a_recursion_error():
     assert "not valid YAML" in refused("app: shop\nhosts: " + "[" * 5000 + "]" * 5000 + "\n")
 
 
-@pytest.mark.parametrize("value", ["!!python/object:os.system x", "!foo x", "!!binary aGk=",
-                                   "!!set {a, b}", "!!omap [a: 1]"])
+@pytest.mark.parametrize(
+    "value", ["!!python/object:os.system x", "!foo x", "!!binary aGk=", "!!set {a, b}", "!!omap [a: 1]"]
+)
 def test_yaml_tags_are_refused(value):
     message = refused(f"app: shop\nframework_env: {value}\n")
     assert message.startswith(f"{SRC}:2: framework_env: expected "), message
@@ -85,6 +88,7 @@ def test_aliases_resolve_to_the_anchored_value():
 
 
 # --- 2. encoding ------------------------------------------------------------------------------
+
 
 def test_a_latin1_file_names_the_line_and_byte(tmp_path):
     path = tmp_path / "deployhooks.yml"
@@ -117,42 +121,68 @@ def test_a_folder_is_not_a_config_file(tmp_path):
 
 # --- 3. full matches: a trailing newline is not part of a name -------------------------------
 
-@pytest.mark.parametrize("text,key", [
-    ('app: "shop\\n"\n', "app"),
-    ('app: shop\nframework_env: "production\\n"\n', "framework_env"),
-    ('app: shop\nuser: "deploy\\n"\n', "user"),
-    ('app: shop\nhosts:\n  util: ["web1\\n"]\n', "hosts.util"),
-    ('app: shop\nhosts:\n  "util\\n": [web1]\n', "hosts"),
-    ('app: shop\nresque:\n  monit_group: "g\\n"\n', "resque.monit_group"),
-    ('app: shop\nresque:\n  roles: ["util\\n"]\n', "resque.roles"),
-    ('app: shop\nresque:\n  user: "jobs\\n"\n', "resque.user"),
-    ('app: shop\nresque:\n  wrapper: "deployhooks-resque\\n"\n', "resque.wrapper"),
-    ('app: shop\nresque:\n  workers:\n    - queues: ["a\\n"]\n', "resque.workers.queues"),
-    ('app: shop\ndeploy:\n  shared_dirs: ["log\\n"]\n', "deploy.shared_dirs"),
-    ('app: shop\ndeploy:\n  migrate_role: "app\\n"\n', "deploy.migrate_role"),
-])
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ('app: "shop\\n"\n', "app"),
+        ('app: shop\nframework_env: "production\\n"\n', "framework_env"),
+        ('app: shop\nuser: "deploy\\n"\n', "user"),
+        ('app: shop\nhosts:\n  util: ["web1\\n"]\n', "hosts.util"),
+        ('app: shop\nhosts:\n  "util\\n": [web1]\n', "hosts"),
+        ('app: shop\nresque:\n  monit_group: "g\\n"\n', "resque.monit_group"),
+        ('app: shop\nresque:\n  roles: ["util\\n"]\n', "resque.roles"),
+        ('app: shop\nresque:\n  user: "jobs\\n"\n', "resque.user"),
+        ('app: shop\nresque:\n  wrapper: "deployhooks-resque\\n"\n', "resque.wrapper"),
+        ('app: shop\nresque:\n  workers:\n    - queues: ["a\\n"]\n', "resque.workers.queues"),
+        ('app: shop\ndeploy:\n  shared_dirs: ["log\\n"]\n', "deploy.shared_dirs"),
+        ('app: shop\ndeploy:\n  migrate_role: "app\\n"\n', "deploy.migrate_role"),
+    ],
+)
 def test_a_trailing_newline_is_refused(text, key):
     assert f" {key}: expected " in refused(text)
 
 
 # --- 5. paths ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key,value", [
-    ("deploy_to", "/"), ("deploy_to", "/tmp"), ("deploy_to", "/etc"), ("deploy_to", "/home"),
-    ("deploy_to", "/var"), ("deploy_to", "/usr/"), ("deploy_to", "/var/run"),
-    ("deploy_to", "/data/a#b"), ("deploy_to", '"/data/a\\0b"'), ("deploy_to", "/data//shop"),
-    ("deploy_to", "/data/./shop"), ("deploy_to", "/data/x/../shop"), ("deploy_to", "data/shop"),
-    ("deploy_to", "/data/sh op"), ("deploy_to", "/data/shop~"), ("deploy_to", "//data/shop"),
-    ("deploy_to", "/proc/1"),
-    ("deploy.repo", "/"),
-    ("resque.pid_dir", "/run"), ("resque.pid_dir", "/var/run"), ("resque.pid_dir", "/tmp"),
-    ("resque.monitrc_path", "/etc/passwd"), ("resque.monitrc_path", "/etc/monitrc"),
-    ("resque.monitrc_path", "/resque.monitrc"), ("resque.monitrc_path", "/etc/monit.d"),
-    ("resque.monitrc_path", "/etc/monit.d/"), ("resque.monitrc_path", "/etc/monit.d/.r.monitrc"),
-    ("resque.monitrc_path", "/etc/monit.d/r#1"),
-    ("resque.wrapper", "/usr/local/bin/x#y"), ("resque.wrapper", "/"),
-    ("ssh.known_hosts", "/home/me/.ssh/known hosts"), ("ssh.identity_file", "/"),
-])
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("deploy_to", "/"),
+        ("deploy_to", "/tmp"),
+        ("deploy_to", "/etc"),
+        ("deploy_to", "/home"),
+        ("deploy_to", "/var"),
+        ("deploy_to", "/usr/"),
+        ("deploy_to", "/var/run"),
+        ("deploy_to", "/data/a#b"),
+        ("deploy_to", '"/data/a\\0b"'),
+        ("deploy_to", "/data//shop"),
+        ("deploy_to", "/data/./shop"),
+        ("deploy_to", "/data/x/../shop"),
+        ("deploy_to", "data/shop"),
+        ("deploy_to", "/data/sh op"),
+        ("deploy_to", "/data/shop~"),
+        ("deploy_to", "//data/shop"),
+        ("deploy_to", "/proc/1"),
+        ("deploy.repo", "/"),
+        ("resque.pid_dir", "/run"),
+        ("resque.pid_dir", "/var/run"),
+        ("resque.pid_dir", "/tmp"),
+        ("resque.monitrc_path", "/etc/passwd"),
+        ("resque.monitrc_path", "/etc/monitrc"),
+        ("resque.monitrc_path", "/resque.monitrc"),
+        ("resque.monitrc_path", "/etc/monit.d"),
+        ("resque.monitrc_path", "/etc/monit.d/"),
+        ("resque.monitrc_path", "/etc/monit.d/.r.monitrc"),
+        ("resque.monitrc_path", "/etc/monit.d/r#1"),
+        ("resque.wrapper", "/usr/local/bin/x#y"),
+        ("resque.wrapper", "/"),
+        ("ssh.known_hosts", "/home/me/.ssh/known hosts"),
+        ("ssh.identity_file", "/"),
+    ],
+)
 def test_bad_paths_are_refused_at_load(key, value):
     section, _, leaf = key.rpartition(".")
     text = f"app: shop\n{section}:\n  {leaf}: {value}\n" if section else f"app: shop\n{leaf}: {value}\n"
@@ -160,13 +190,20 @@ def test_bad_paths_are_refused_at_load(key, value):
     assert f" {key}: expected " in message, message
 
 
-@pytest.mark.parametrize("key,value", [
-    ("deploy_to", "/home/deploy/shop"), ("deploy_to", "/srv/www/shop"), ("deploy_to", "/data/shop-2"),
-    ("resque.pid_dir", "/var/run/deployhooks/resque/shop"), ("resque.pid_dir", "/run/shop"),
-    ("resque.monitrc_path", "/etc/monit/conf.d/resque_shop"),
-    ("resque.wrapper", "/usr/local/bin/deployhooks-resque"),
-    ("ssh.known_hosts", "/dev/null"), ("deploy.repo", "/home/me/src/shop@v2"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("deploy_to", "/home/deploy/shop"),
+        ("deploy_to", "/srv/www/shop"),
+        ("deploy_to", "/data/shop-2"),
+        ("resque.pid_dir", "/var/run/deployhooks/resque/shop"),
+        ("resque.pid_dir", "/run/shop"),
+        ("resque.monitrc_path", "/etc/monit/conf.d/resque_shop"),
+        ("resque.wrapper", "/usr/local/bin/deployhooks-resque"),
+        ("ssh.known_hosts", "/dev/null"),
+        ("deploy.repo", "/home/me/src/shop@v2"),
+    ],
+)
 def test_good_paths_pass(key, value):
     section, _, leaf = key.rpartition(".")
     text = f"app: shop\n{section}:\n  {leaf}: {value}\n" if section else f"app: shop\n{leaf}: {value}\n"
@@ -178,9 +215,13 @@ def test_good_paths_pass(key, value):
 # --- 6. every number has a maximum ------------------------------------------------------------
 
 MAXIMA = [
-    ("keep_releases", 100), ("resque.grace_time", 86400), ("resque.wait_timeout", 86400),
-    ("resque.pause_timeout", 86400), ("resque.start_timeout", 86400),
-    ("resque.totalmem_mb", 1048576), ("ssh.connect_timeout", 600),
+    ("keep_releases", 100),
+    ("resque.grace_time", 86400),
+    ("resque.wait_timeout", 86400),
+    ("resque.pause_timeout", 86400),
+    ("resque.start_timeout", 86400),
+    ("resque.totalmem_mb", 1048576),
+    ("ssh.connect_timeout", 600),
 ]
 
 
@@ -190,6 +231,7 @@ def test_numbers_have_a_maximum(key, maximum):
 
     def text(n):
         return f"app: shop\n{section}:\n  {leaf}: {n}\n" if section else f"app: shop\n{leaf}: {n}\n"
+
     s = parse(text(maximum))
     assert getattr(getattr(s, section) if section else s, leaf) == maximum
     message = refused(text(maximum + 1))
@@ -212,8 +254,10 @@ def test_a_port_is_at_most_65535():
 
 # --- 7. YAML 1.1 number and boolean quirks ----------------------------------------------------
 
-@pytest.mark.parametrize("written", ["1:30", "0x10", "010", "0o10", "1_000", "+5", "5.0", "1e3",
-                                     ".inf", ".nan", "-5", "0b11"])
+
+@pytest.mark.parametrize(
+    "written", ["1:30", "0x10", "010", "0o10", "1_000", "+5", "5.0", "1e3", ".inf", ".nan", "-5", "0b11"]
+)
 def test_a_number_must_be_plain_decimal(written):
     message = refused(resque(f"grace_time: {written}"))
     assert message.startswith(f"{SRC}:3: resque.grace_time: expected a whole number"), message
@@ -234,17 +278,19 @@ def test_booleans_are_only_true_and_false(written):
     assert "resque.sudo: expected true or false" in message and f"got '{written}'" in message
 
 
-@pytest.mark.parametrize("written,value", [("true", True), ("false", False), ("True", True),
-                                           ("FALSE", False)])
+@pytest.mark.parametrize("written,value", [("true", True), ("false", False), ("True", True), ("FALSE", False)])
 def test_true_and_false_in_any_yaml_case(written, value):
     assert parse(resque(f"sudo: {written}")).resque.sudo is value
 
 
-@pytest.mark.parametrize("text,attr,value", [
-    ("app: 2024\n", "app", "2024"),
-    ("app: shop\nframework_env: no\n", "framework_env", "no"),
-    ("app: shop\nframework_env: 0x10\n", "framework_env", "0x10"),
-])
+@pytest.mark.parametrize(
+    "text,attr,value",
+    [
+        ("app: 2024\n", "app", "2024"),
+        ("app: shop\nframework_env: no\n", "framework_env", "no"),
+        ("app: shop\nframework_env: 0x10\n", "framework_env", "0x10"),
+    ],
+)
 def test_names_are_the_text_as_written(text, attr, value):
     assert getattr(parse(text), attr) == value
 
@@ -256,12 +302,16 @@ def test_long_values_are_cut_in_the_message():
 
 # --- end to end: the command line shows the one line and exits 2 -----------------------------
 
-@pytest.mark.parametrize("data,needle", [
-    (b"app: shop\nresque:\n  grace_time:\n", ":3: resque.grace_time: expected a value"),
-    (b"app: shop\nframework_env: caf\xe9\n", ":2: not UTF-8: byte 0xe9 at offset 28"),
-    (b"app: shop\nframework_env: !!python/object:os.system x\n", ":2: framework_env: expected"),
-    (b"app: shop\nresque:\n  grace_time: 1:30\n", ":3: resque.grace_time: expected a whole number"),
-])
+
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        (b"app: shop\nresque:\n  grace_time:\n", ":3: resque.grace_time: expected a value"),
+        (b"app: shop\nframework_env: caf\xe9\n", ":2: not UTF-8: byte 0xe9 at offset 28"),
+        (b"app: shop\nframework_env: !!python/object:os.system x\n", ":2: framework_env: expected"),
+        (b"app: shop\nresque:\n  grace_time: 1:30\n", ":3: resque.grace_time: expected a whole number"),
+    ],
+)
 def test_fab_prints_one_line_and_exits_2(tmp_path, data, needle):
     from tests.helpers import fab
 

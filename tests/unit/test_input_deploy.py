@@ -51,27 +51,44 @@ def lock_message(content: str | None) -> str:
 
 
 def test_a_good_lock_names_its_holder():
-    message = lock_message('{"by": "ann@ws", "since": "2026-01-03 10:00:00 UTC", '
-                           '"release": "20260103095900"}')
+    message = lock_message('{"by": "ann@ws", "since": "2026-01-03 10:00:00 UTC", "release": "20260103095900"}')
     assert "(ann@ws, since 2026-01-03 10:00:00 UTC, release 20260103095900)" in message
 
 
-@pytest.mark.parametrize("content", [
-    "[1]", '"text"', "null", "1", "{}", "not json", "", '{"by": [1], "since": "x"}',
-    '{"by": "a\\nb", "since": "x"}', '{"by": "a", "since": 5}', "{" * 100000, None,
-    '{"by": "a", "since": "x", "release": {"x": 1}}',
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "[1]",
+        '"text"',
+        "null",
+        "1",
+        "{}",
+        "not json",
+        "",
+        '{"by": [1], "since": "x"}',
+        '{"by": "a\\nb", "since": "x"}',
+        '{"by": "a", "since": 5}',
+        "{" * 100000,
+        None,
+        '{"by": "a", "since": "x", "release": {"x": 1}}',
+    ],
+)
 def test_any_other_lock_content_is_an_unknown_holder(content):
     message = lock_message(content)
     assert "lock held by an unknown holder (file content " in message, message
     assert len(message) < 400
 
 
-@pytest.mark.parametrize("name", [
-    "\uff12\uff10\uff12\uff16\uff10\uff11\uff10\uff12\uff10\uff10\uff10\uff10\uff10\uff10",
-    "\u0662\u0660\u0662\u0666\u0660\u0661\u0660\u0662\u0660\u0660\u0660\u0660\u0660\u0660",
-    "202601020000000", "2026010200000", "2026010200000a",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\uff12\uff10\uff12\uff16\uff10\uff11\uff10\uff12\uff10\uff10\uff10\uff10\uff10\uff10",
+        "\u0662\u0660\u0662\u0666\u0660\u0661\u0660\u0662\u0660\u0660\u0660\u0660\u0660\u0660",
+        "202601020000000",
+        "2026010200000",
+        "2026010200000a",
+    ],
+)
 def test_rollback_never_picks_a_name_that_is_not_a_release(name):
     listing = f"20260101000000\n{name}\n20260103000000\n"
     assert previous_release(listing, "20260103000000") == "20260101000000"
@@ -89,10 +106,15 @@ class ReleaseHost:
         return SimpleNamespace(exited=0, stdout="", stderr="")
 
 
-@pytest.mark.parametrize("name", [
-    "\uff12\uff10\uff12\uff16\uff10\uff11\uff10\uff12\uff10\uff10\uff10\uff10\uff10\uff10",
-    "2026010200000", "latest", "20260102000000\n",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\uff12\uff10\uff12\uff16\uff10\uff11\uff10\uff12\uff10\uff10\uff10\uff10\uff10\uff10",
+        "2026010200000",
+        "latest",
+        "20260102000000\n",
+    ],
+)
 def test_a_hook_refuses_a_release_that_is_not_a_timestamp(name):
     with pytest.raises(ConfigError) as info:
         release_name(ReleaseHost(), f"/data/shop/releases/{name}")
@@ -103,8 +125,7 @@ def test_a_hook_takes_a_timestamp_release():
     assert release_name(ReleaseHost(), "/data/shop/releases/20260102000000") == "20260102000000"
 
 
-@pytest.mark.parametrize("text", ["production: [\n", "production: x\x00\n",
-                                  "a: " + "[" * 5000 + "]" * 5000 + "\n"])
+@pytest.mark.parametrize("text", ["production: [\n", "production: x\x00\n", "a: " + "[" * 5000 + "]" * 5000 + "\n"])
 def test_a_broken_shared_resque_yml_is_one_line(text):
     with pytest.raises(ConfigError) as info:
         link_resque_yml(ReleaseHost(text), "/data/shop/releases/20260102000000")

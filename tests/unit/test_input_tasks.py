@@ -34,8 +34,7 @@ def usage_error(task, **kwargs) -> str:
     return message
 
 
-@pytest.mark.parametrize("value", ["abc", "", "-5", "0", "nan", "inf", "1e3", "86401", "0x10",
-                                   " 5", "5\n", "\u0665"])
+@pytest.mark.parametrize("value", ["abc", "", "-5", "0", "nan", "inf", "1e3", "86401", "0x10", " 5", "5\n", "\u0665"])
 def test_drain_deadline_must_be_seconds(config, value):
     message = usage_error(resque_tasks.drain, deadline=value, config=config)
     assert message.startswith("--deadline: expected "), message

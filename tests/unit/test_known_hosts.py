@@ -8,8 +8,8 @@ import paramiko
 import pytest
 from fabric import Config
 
-from deployhooks.remote import fleet, hostkeys
 from deployhooks import settings
+from deployhooks.remote import fleet, hostkeys
 from deployhooks.remote.fleet import Session, connect
 from deployhooks.remote.hostkeys import known_host_keys
 
@@ -38,8 +38,7 @@ def _line(name, key):
 
 def _setup(tmp_path, lines, strict=True):
     kh = _write(tmp_path / "known_hosts", lines)
-    cfg = settings.parse(f"app: shop\nssh:\n  known_hosts: {kh}\n"
-                         f"  strict_host_keys: {'true' if strict else 'false'}\n")
+    cfg = settings.parse(f"app: shop\nssh:\n  known_hosts: {kh}\n  strict_host_keys: {'true' if strict else 'false'}\n")
     return cfg, known_host_keys(cfg)
 
 
@@ -53,11 +52,14 @@ def _ssh_config(text):
 
 def test_each_connection_gets_its_own_hosts_keys(tmp_path):
     hashed = paramiko.HostKeys.hash_host("10.0.0.3")
-    cfg, known = _setup(tmp_path, [
-        _line("10.0.0.1", KEYS[0]),
-        _line("[10.0.0.2]:2222", KEYS[1]),
-        _line(hashed, KEYS[2]),
-    ])
+    cfg, known = _setup(
+        tmp_path,
+        [
+            _line("10.0.0.1", KEYS[0]),
+            _line("[10.0.0.2]:2222", KEYS[1]),
+            _line(hashed, KEYS[2]),
+        ],
+    )
     one = connect("root@10.0.0.1", cfg, known=known).client.get_host_keys()
     two = connect("root@10.0.0.2:2222", cfg, known=known).client.get_host_keys()
     three = connect("root@10.0.0.3", cfg, known=known).client.get_host_keys()
@@ -80,17 +82,21 @@ def test_relaxed_keys_still_know_every_listed_key_and_warn_once_per_unknown_serv
     listed = connect("root@10.0.0.1", cfg, known=known)
     # paramiko raises BadHostKeyException for a listed server whatever the policy: the key is there.
     assert _known(listed, "10.0.0.1") == {"ssh-rsa": KEYS[0]}
-    for user in ("root", "deploy"):   # two connections to one unknown server: one warning
+    for user in ("root", "deploy"):  # two connections to one unknown server: one warning
         client = connect(f"{user}@10.0.0.9", cfg, known=known).client
         client._policy.missing_host_key(client, "10.0.0.9", KEYS[1])
     err = capsys.readouterr().err
-    assert err == (f"deployhooks: warning: root@10.0.0.9: unknown host key (ssh-rsa {KEYS[1].fingerprint}) "
-                   f"accepted because ssh.strict_host_keys is false; add it to {tmp_path / 'known_hosts'}\n")
+    assert err == (
+        f"deployhooks: warning: root@10.0.0.9: unknown host key (ssh-rsa {KEYS[1].fingerprint}) "
+        f"accepted because ssh.strict_host_keys is false; add it to {tmp_path / 'known_hosts'}\n"
+    )
 
 
 def test_the_users_second_file_and_the_system_files_are_read(tmp_path, home, monkeypatch):
-    system = [_write(tmp_path / "etc" / name, [_line(f"10.0.0.{i}", KEYS[i])])
-              for i, name in ((3, "ssh_known_hosts"), (4, "ssh_known_hosts2"))]
+    system = [
+        _write(tmp_path / "etc" / name, [_line(f"10.0.0.{i}", KEYS[i])])
+        for i, name in ((3, "ssh_known_hosts"), (4, "ssh_known_hosts2"))
+    ]
     monkeypatch.setattr(hostkeys, "GLOBAL_KNOWN_HOSTS", tuple(str(p) for p in system))
     _write(home / ".ssh" / "known_hosts", [_line("10.0.0.1", KEYS[1])])
     _write(home / ".ssh" / "known_hosts2", [_line("10.0.0.2", KEYS[2])])
@@ -113,23 +119,25 @@ def test_an_ssh_config_entry_chooses_its_own_files(tmp_path, home):
     _write(home / "alt", [_line("10.0.0.1", KEYS[1])])
     _write(tmp_path / "global", [_line("10.0.0.1", KEYS[2])])
     config = _ssh_config(
-        f'Host special\n  HostName 10.0.0.1\n  UserKnownHostsFile %d/alt /nonexistent\n'
+        f"Host special\n  HostName 10.0.0.1\n  UserKnownHostsFile %d/alt /nonexistent\n"
         f"  GlobalKnownHostsFile {tmp_path / 'global'}\n"
-        "Host blind\n  HostName 10.0.0.2\n  UserKnownHostsFile none\n")
+        "Host blind\n  HostName 10.0.0.2\n  UserKnownHostsFile none\n"
+    )
     cfg = settings.parse("app: shop\n")
     known = known_host_keys(cfg)
     special = connect("root@special", cfg, config=config, known=known)
-    assert _known(special, "10.0.0.1") == {"ssh-rsa": KEYS[1]}      # not ~/.ssh/known_hosts's
+    assert _known(special, "10.0.0.1") == {"ssh-rsa": KEYS[1]}  # not ~/.ssh/known_hosts's
     assert dict(special.client.check.sources) == {"ssh-rsa": str(home / "alt")}
     assert _known(connect("root@blind", cfg, config=config, known=known), "10.0.0.2") == {}
-    plain = connect("root@10.0.0.1", cfg, config=config, known=known)   # no entry: the defaults
+    plain = connect("root@10.0.0.1", cfg, config=config, known=known)  # no entry: the defaults
     assert _known(plain, "10.0.0.1") == {"ssh-rsa": KEYS[0]}
 
 
 def test_a_proxyjump_gateway_gets_its_own_keys_and_the_same_policy(tmp_path):
     cfg, known = _setup(tmp_path, [_line("[10.0.0.1]:2200", KEYS[0]), _line("10.0.0.2", KEYS[1])])
-    config = _ssh_config("Host bastion\n  HostName 10.0.0.1\n  Port 2200\n"
-                         "Host app\n  HostName 10.0.0.2\n  ProxyJump bastion\n")
+    config = _ssh_config(
+        "Host bastion\n  HostName 10.0.0.1\n  Port 2200\nHost app\n  HostName 10.0.0.2\n  ProxyJump bastion\n"
+    )
     conn = connect("root@app", cfg, config=config, known=known)
     gateway = conn.gateway
     assert _known(conn, "10.0.0.2") == {"ssh-rsa": KEYS[1]} and _known(conn, "[10.0.0.1]:2200") == {}
@@ -151,8 +159,7 @@ def test_each_file_is_parsed_once_per_session(tmp_path, home, monkeypatch):
 
     monkeypatch.setattr(hostkeys, "_KnownFile", Counting)
     _write(home / "shared", [])
-    config = _ssh_config("Host a b\n  UserKnownHostsFile ~/shared\n"
-                         "Host c\n  ProxyJump a\n")
+    config = _ssh_config("Host a b\n  UserKnownHostsFile ~/shared\nHost c\n  ProxyJump a\n")
     cfg, _ = _setup(tmp_path, [])
     parsed.clear()
     Session(["root@a", "root@b", "root@c", "root@10.0.0.1"], cfg, config=config).close()
@@ -161,8 +168,15 @@ def test_each_file_is_parsed_once_per_session(tmp_path, home, monkeypatch):
 
 
 def test_messages_on_port_22_name_the_host_plainly(tmp_path):
-    check = hostkeys.HostKeyCheck(who="root@10.0.0.1", gateway=False, name="10.0.0.1", host="10.0.0.1", port=22,
-                         sources=(("ssh-rsa", "/etc/ssh/ssh_known_hosts"),), add_to="/srv/kh")
+    check = hostkeys.HostKeyCheck(
+        who="root@10.0.0.1",
+        gateway=False,
+        name="10.0.0.1",
+        host="10.0.0.1",
+        port=22,
+        sources=(("ssh-rsa", "/etc/ssh/ssh_known_hosts"),),
+        add_to="/srv/kh",
+    )
     cfg = settings.parse("app: shop\n")
     unknown = str(fleet.explain_connect_error("root@10.0.0.1", hostkeys.UnknownHostKey(check, KEYS[0]), cfg))
     assert unknown.startswith(f"root@10.0.0.1: unknown host key (ssh-rsa {KEYS[0].fingerprint}): ")
@@ -183,7 +197,8 @@ def test_one_hosts_identity_file_is_not_offered_to_the_others():
     from deployhooks.settings import parse
 
     ssh_config = paramiko.SSHConfig.from_text(
-        "Host web1\n  IdentityFile /keys/web1\nHost web2\n  IdentityFile /keys/web2\n")
+        "Host web1\n  IdentityFile /keys/web1\nHost web2\n  IdentityFile /keys/web2\n"
+    )
     config = Config(ssh_config=ssh_config)
     settings = parse("app: shop\nssh:\n  strict_host_keys: false\n", "t.yml")
     one, two = (connect(h, settings, config) for h in ("web1", "web2"))

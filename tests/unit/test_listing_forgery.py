@@ -20,9 +20,9 @@ def listing(ps: str, *records: str) -> str:
 
 
 def test_a_forged_line_in_a_folder_name_does_not_move_the_busy_worker():
-    text = listing(BUSY + FORGER,
-                   "/proc/20/cwd\t/data/shop/releases/1",
-                   "/proc/30/cwd\t/tmp/evil\n/proc/20/cwd\t/elsewhere")
+    text = listing(
+        BUSY + FORGER, "/proc/20/cwd\t/data/shop/releases/1", "/proc/30/cwd\t/tmp/evil\n/proc/20/cwd\t/elsewhere"
+    )
     rows = parse_ps_output(text)
     [busy] = [w for w in workers_from(rows, APPS) if w.pid == 20]
     assert (busy.app, busy.release, busy.busy) == ("shop", "1", True)
@@ -53,19 +53,25 @@ def test_a_cwd_listed_twice_is_an_error_not_last_one_wins():
         parse_ps_output(text)
 
 
-@pytest.mark.parametrize("text", [
-    "",                                                     # ps or awk did not run at all
-    BUSY,                                                   # no mark
-    BUSY + MARK + "\n/proc/20/cwd\t/data/shop/releases/1\0",  # cut before the end record
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",  # ps or awk did not run at all
+        BUSY,  # no mark
+        BUSY + MARK + "\n/proc/20/cwd\t/data/shop/releases/1\0",  # cut before the end record
+    ],
+)
 def test_a_listing_cut_short_is_an_error_not_an_empty_host(text):
     with pytest.raises(CommandFailed, match="listing"):
         parse_ps_output(text)
 
 
 def test_the_mark_and_end_inside_a_name_change_nothing():
-    text = listing(BUSY + FORGER, "/proc/20/cwd\t/data/shop/releases/1",
-                   f"/proc/30/cwd\t/tmp/x\n{MARK}\n/proc/20/cwd\t/elsewhere\n{END}")
+    text = listing(
+        BUSY + FORGER,
+        "/proc/20/cwd\t/data/shop/releases/1",
+        f"/proc/30/cwd\t/tmp/x\n{MARK}\n/proc/20/cwd\t/elsewhere\n{END}",
+    )
     [busy] = [w for w in workers_from(parse_ps_output(text), APPS) if w.pid == 20]
     assert busy.app == "shop"
 
@@ -73,6 +79,7 @@ def test_the_mark_and_end_inside_a_name_change_nothing():
 def test_a_resolved_root_holding_a_forged_line_stays_whole():
     # deploy_to a symlink into a folder whose name carries a line: the root record keeps it.
     from deployhooks.facts.processes import rebase
+
     real = "/mnt/x\n/proc/20/cwd\t/e/shop"
     text = listing(BUSY, f"/proc/20/cwd\t{real}/releases/1", f"/data/shop\t{real}")
     links = parse_links(text)

@@ -35,17 +35,21 @@ def test_status_blocks():
     assert s["flaky"].status == "Execution failed | Does not exist" and not s["flaky"].running
 
 
-@pytest.mark.parametrize("rc,err,needle", [
-    (127, "sh: 1: monit: not found\n/bin/bash: monit: command not found", "monit is not installed"),
-    (1, "Monit: the monit daemon is not running", "daemon is not running"),
-    (1, "Unix socket /run/monit.sock connection error -- No such file or directory", "daemon is not running"),
-    (1, "Service group 'shop_resque' not found", "no group 'shop_resque'"),
-    (1, "Group 'shop_resque' not found", "no group 'shop_resque'"),
-    (1, "monit: Cannot open the control file '/etc/monit/monitrc' -- Permission denied", "set resque.sudo: true"),
-    (1, "sudo: a password is required", "NOPASSWD"),
-])
+@pytest.mark.parametrize(
+    "rc,err,needle",
+    [
+        (127, "sh: 1: monit: not found\n/bin/bash: monit: command not found", "monit is not installed"),
+        (1, "Monit: the monit daemon is not running", "daemon is not running"),
+        (1, "Unix socket /run/monit.sock connection error -- No such file or directory", "daemon is not running"),
+        (1, "Service group 'shop_resque' not found", "no group 'shop_resque'"),
+        (1, "Group 'shop_resque' not found", "no group 'shop_resque'"),
+        (1, "monit: Cannot open the control file '/etc/monit/monitrc' -- Permission denied", "set resque.sudo: true"),
+        (1, "sudo: a password is required", "NOPASSWD"),
+    ],
+)
 def test_failures_name_the_fix(rc, err, needle):
-    exc = classify_failure(rc, "", err, group="shop_resque", host="util1",
-                           command=["monit", "-B", "status"], sudo=False)
+    exc = classify_failure(
+        rc, "", err, group="shop_resque", host="util1", command=["monit", "-B", "status"], sudo=False
+    )
     assert needle in str(exc) and str(exc).startswith("util1: ")
     assert exc.exit_code == 3

@@ -1,13 +1,12 @@
 """The guard's decisions, one test per branch."""
 
-from deployhooks.guard.onehost import policy
 from deployhooks.facts.monit import ServiceStatus
 from deployhooks.facts.processes import WorkerProcess
+from deployhooks.guard.onehost import policy
 
 
 def w(pid, state, release="r2", deleted=False):
-    return WorkerProcess(pid=pid, ppid=1, state=state, title="", release=release,
-                         release_deleted=deleted)
+    return WorkerProcess(pid=pid, ppid=1, state=state, title="", release=release, release_deleted=deleted)
 
 
 def test_pause_only_managed_workers_not_already_paused():
@@ -32,7 +31,7 @@ def test_stop_is_settled_only_when_monit_and_processes_agree():
     stopped = {"a": ServiceStatus("a", "Not monitored")}
     pending = {"a": ServiceStatus("a", "OK - stop pending", pid=7)}
     assert policy.stop_settled(stopped, alive=[])
-    assert not policy.stop_settled(stopped, alive=[7])   # monit gave up; the worker lives on
+    assert not policy.stop_settled(stopped, alive=[7])  # monit gave up; the worker lives on
     assert not policy.stop_settled(pending, alive=[])
 
 
@@ -46,5 +45,6 @@ def test_start_settled_wants_new_pids_on_the_release():
 
 
 def test_stale_workers():
-    assert [x.pid for x in policy.stale_workers(
-        [w(1, "idle"), w(2, "idle", "r1"), w(3, "idle", "r2", deleted=True)], "r2")] == [2, 3]
+    assert [
+        x.pid for x in policy.stale_workers([w(1, "idle"), w(2, "idle", "r1"), w(3, "idle", "r2", deleted=True)], "r2")
+    ] == [2, 3]

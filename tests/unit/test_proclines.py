@@ -1,7 +1,8 @@
 """The procline parser against every form resque has used (research/resque-internals.md §1)."""
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deployhooks.facts import proclines
 from deployhooks.facts.proclines import FORKED, IDLE, PAUSED, PROCESSING, STARTING, Procline
@@ -43,31 +44,37 @@ def test_nul_padding_of_a_renamed_process_is_ignored(pad):
     assert proclines.parse("resque-3.0.0: Paused" + "\x00" * pad).kind == PAUSED
 
 
-@pytest.mark.parametrize("title,kind", [
-    ("resque: Starting", STARTING),                      # every version, no prefix, no version
-    ("resque: Forked 123 at 1795770517", FORKED),       # before 1.5.0
-    ("resque: Waiting for *", IDLE),
-    ("resque-1.20.0: Waiting for *", IDLE),             # <= 1.25 showed the raw list
-    ("resque-3.0.0: Waiting for ", IDLE),               # QUEUE=* and no queues yet
-    ("/usr/bin/ruby3.1 /usr/bin/rake -f /data/a/current/Rakefile resque:work", STARTING),
-    ("bundle exec rake resque:work", STARTING),
-])
+@pytest.mark.parametrize(
+    "title,kind",
+    [
+        ("resque: Starting", STARTING),  # every version, no prefix, no version
+        ("resque: Forked 123 at 1795770517", FORKED),  # before 1.5.0
+        ("resque: Waiting for *", IDLE),
+        ("resque-1.20.0: Waiting for *", IDLE),  # <= 1.25 showed the raw list
+        ("resque-3.0.0: Waiting for ", IDLE),  # QUEUE=* and no queues yet
+        ("/usr/bin/ruby3.1 /usr/bin/rake -f /data/a/current/Rakefile resque:work", STARTING),
+        ("bundle exec rake resque:work", STARTING),
+    ],
+)
 def test_fixed_forms(title, kind):
     assert proclines.parse(title).kind == kind
 
 
-@pytest.mark.parametrize("title", [
-    "grep resque",
-    "grep -c Forked",
-    "grep resque-3.0.0: Forked 1 at 2",
-    "tail -f /data/app/shared/log/resque_0.log",
-    "vim config/resque.yml",
-    "rake resque:workers COUNT=3",        # the launcher of several workers is not a worker
-    "less resque:work",
-    "resque-web",
-    "sh -c monit stop all -g app_resque",
-    "resque-3.0.0: Shutting down",        # no such procline exists in any version
-])
+@pytest.mark.parametrize(
+    "title",
+    [
+        "grep resque",
+        "grep -c Forked",
+        "grep resque-3.0.0: Forked 1 at 2",
+        "tail -f /data/app/shared/log/resque_0.log",
+        "vim config/resque.yml",
+        "rake resque:workers COUNT=3",  # the launcher of several workers is not a worker
+        "less resque:work",
+        "resque-web",
+        "sh -c monit stop all -g app_resque",
+        "resque-3.0.0: Shutting down",  # no such procline exists in any version
+    ],
+)
 def test_things_that_merely_mention_resque_are_not_workers(title):
     assert proclines.parse(title) is None
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from deployhooks.remote import cancel
 from deployhooks import settings
+from deployhooks.remote import cancel
 from deployhooks.remote.fleet import Session
 
 
@@ -22,8 +22,7 @@ def _clear_cancel():
 
 
 def _session(n: int, max_workers: int = 32) -> Session:
-    return Session([f"h{i}.invalid" for i in range(n)], settings.parse("app: shop\n"),
-                   max_workers=max_workers)
+    return Session([f"h{i}.invalid" for i in range(n)], settings.parse("app: shop\n"), max_workers=max_workers)
 
 
 @pytest.mark.parametrize("n, max_workers", [(3, 32), (200, 32), (200, 4)])
@@ -36,13 +35,13 @@ def test_interrupt_returns_only_after_every_started_host_finished(n, max_workers
             running.add(host)
         try:
             if len(started) == 1:
-                _thread.interrupt_main()   # Ctrl-C while the main thread may still be submitting
+                _thread.interrupt_main()  # Ctrl-C while the main thread may still be submitting
             deadline = time.monotonic() + 0.3
-            while time.monotonic() < deadline:   # like a guard's wait loop: it polls the flag
+            while time.monotonic() < deadline:  # like a guard's wait loop: it polls the flag
                 cancel.check(host)
                 time.sleep(0.01)
         finally:
-            time.sleep(0.05)   # its cleanup (resume what it paused) takes a moment too
+            time.sleep(0.05)  # its cleanup (resume what it paused) takes a moment too
             with lock:
                 running.discard(host)
 
@@ -64,7 +63,7 @@ def test_shielded_answers_a_second_ctrl_c_and_restores_the_handler(capfd):
 
     before = _signal.getsignal(_signal.SIGINT)
     with cancel.shielded():
-        _signal.raise_signal(_signal.SIGINT)   # would be KeyboardInterrupt without the shield
+        _signal.raise_signal(_signal.SIGINT)  # would be KeyboardInterrupt without the shield
         time.sleep(0.01)
     assert _signal.getsignal(_signal.SIGINT) is before
     assert "Ctrl-C is ignored until that is done" in capfd.readouterr().err

@@ -30,13 +30,24 @@ resque:
 
 def test_full_file():
     s = parse(FULL, "deployhooks.yml")
-    assert (s.app, s.framework_env, s.deploy_to, s.user, s.keep_releases) == \
-        ("shop", "staging", "/srv/shop", "deploy", 5)
+    assert (s.app, s.framework_env, s.deploy_to, s.user, s.keep_releases) == (
+        "shop",
+        "staging",
+        "/srv/shop",
+        "deploy",
+        5,
+    )
     assert s.hosts_for(["util", "app_master"]) == ["deploy@util1:2222", "util2", "web1"]
     assert s.roles_of("util1") == ("util",)
     r = s.resque
-    assert (r.stop, r.grace_time, r.monit_group, r.on_busy, r.guard_at, r.sudo) == \
-        ("term", 300, "shop_resque", "wait", "before_symlink", True)
+    assert (r.stop, r.grace_time, r.monit_group, r.on_busy, r.guard_at, r.sudo) == (
+        "term",
+        300,
+        "shop_resque",
+        "wait",
+        "before_symlink",
+        True,
+    )
     assert [w.queues for w in r.workers] == [("critical", "high"), ("*",)]
     assert r.workers[1].conf_name == "resque_1.conf"
 
@@ -49,20 +60,23 @@ def test_defaults_follow_engine_yard():
     assert s.ssh.strict_host_keys is True
 
 
-@pytest.mark.parametrize("text,line,needle", [
-    ("app: shop\nresque:\n  stop: kill\n", 3, "resque.stop: expected one of quit, term; got 'kill'"),
-    ("app: shop\nresque:\n  grace_time: soon\n", 3, "resque.grace_time: expected a whole number"),
-    ("app: shop\nresque:\n  sudo: maybe\n", 3, "resque.sudo: expected true or false"),
-    ("app: shop\nresque:\n  colour: blue\n", 3, "resque.colour (unknown key)"),
-    ("app: shop\nkeep_releases: 0\n", 2, "keep_releases: expected a whole number from 1 to 100"),
-    ("app: 'shop; rm -rf /'\n", 1, "app: expected an app name"),
-    ("app: shop\ndeploy_to: /data/$(reboot)\n", 2, "deploy_to: expected an absolute, normalized path"),
-    ("app: shop\nhosts:\n  util: ['-oProxyCommand=x']\n", 3, "hosts.util: expected a host"),
-    ("app: shop\nresque:\n  workers:\n    - queues: ['a b']\n", 4, "expected a queue name"),
-    ("app: shop\napp: other\n", 2, "'app' only once"),
-    ("app: [\n", 2, "not valid YAML"),
-    ("framework_env: production\n", 1, "'app' key (it is required)"),
-])
+@pytest.mark.parametrize(
+    "text,line,needle",
+    [
+        ("app: shop\nresque:\n  stop: kill\n", 3, "resque.stop: expected one of quit, term; got 'kill'"),
+        ("app: shop\nresque:\n  grace_time: soon\n", 3, "resque.grace_time: expected a whole number"),
+        ("app: shop\nresque:\n  sudo: maybe\n", 3, "resque.sudo: expected true or false"),
+        ("app: shop\nresque:\n  colour: blue\n", 3, "resque.colour (unknown key)"),
+        ("app: shop\nkeep_releases: 0\n", 2, "keep_releases: expected a whole number from 1 to 100"),
+        ("app: 'shop; rm -rf /'\n", 1, "app: expected an app name"),
+        ("app: shop\ndeploy_to: /data/$(reboot)\n", 2, "deploy_to: expected an absolute, normalized path"),
+        ("app: shop\nhosts:\n  util: ['-oProxyCommand=x']\n", 3, "hosts.util: expected a host"),
+        ("app: shop\nresque:\n  workers:\n    - queues: ['a b']\n", 4, "expected a queue name"),
+        ("app: shop\napp: other\n", 2, "'app' only once"),
+        ("app: [\n", 2, "not valid YAML"),
+        ("framework_env: production\n", 1, "'app' key (it is required)"),
+    ],
+)
 def test_refusals_name_the_line_and_key(text, line, needle):
     with pytest.raises(ConfigError) as info:
         parse(text, "config/deployhooks.yml")
@@ -87,6 +101,7 @@ def test_env_var_locates_the_file(tmp_path, monkeypatch):
 
 # --- resque.user and resque.worker_command ------------------------------------------------------
 
+
 def test_worker_user_defaults_to_the_top_level_user_else_none():
     assert parse("app: shop\n").resque.user is None
     assert parse("app: shop\nuser: deploy\n").resque.user == "deploy"
@@ -94,16 +109,22 @@ def test_worker_user_defaults_to_the_top_level_user_else_none():
     assert parse("app: shop\nresque:\n  user: _jobs-1\n").resque.user == "_jobs-1"
 
 
-@pytest.mark.parametrize("text,line,needle", [
-    ("app: shop\nresque:\n  user: root\n", 3, "resque.user: expected a user other than root: "
-                                              "workers never run as root"),
-    ("app: shop\nresque:\n  user: 0\n", 3, "workers never run as root"),
-    ("app: shop\nuser: root\n", 2, "user (also resque.user's default; set resque.user"),
-    ("app: shop\nresque:\n  user: Deploy\n", 3, "resque.user: expected a user name"),
-    ("app: shop\nresque:\n  user: 1000\n", 3, "resque.user: expected a user name"),
-    ("app: shop\nresque:\n  user: " + "a" * 33 + "\n", 3, "resque.user: expected a user name"),
-    ("app: shop\nresque:\n  user: [a]\n", 3, "resque.user: expected a user name"),
-])
+@pytest.mark.parametrize(
+    "text,line,needle",
+    [
+        (
+            "app: shop\nresque:\n  user: root\n",
+            3,
+            "resque.user: expected a user other than root: workers never run as root",
+        ),
+        ("app: shop\nresque:\n  user: 0\n", 3, "workers never run as root"),
+        ("app: shop\nuser: root\n", 2, "user (also resque.user's default; set resque.user"),
+        ("app: shop\nresque:\n  user: Deploy\n", 3, "resque.user: expected a user name"),
+        ("app: shop\nresque:\n  user: 1000\n", 3, "resque.user: expected a user name"),
+        ("app: shop\nresque:\n  user: " + "a" * 33 + "\n", 3, "resque.user: expected a user name"),
+        ("app: shop\nresque:\n  user: [a]\n", 3, "resque.user: expected a user name"),
+    ],
+)
 def test_worker_user_refusals(text, line, needle):
     with pytest.raises(ConfigError) as info:
         parse(text, "config/deployhooks.yml")
@@ -119,8 +140,7 @@ def test_root_ssh_user_is_fine_when_workers_have_their_own_user():
 
 def test_worker_command_default_list_and_string():
     default = parse("app: shop\n").resque
-    assert default.worker_command == ("bundle", "exec", "rake", "-f", "{current}/Rakefile",
-                                      "resque:work")
+    assert default.worker_command == ("bundle", "exec", "rake", "-f", "{current}/Rakefile", "resque:work")
     assert default.worker_argv("/data/shop/current")[4] == "/data/shop/current/Rakefile"
     listed = parse("app: shop\nresque:\n  worker_command: [bin/rake, -j, 4, on, 'resque:work']\n")
     assert listed.resque.worker_command == ("bin/rake", "-j", "4", "on", "resque:work")
@@ -128,10 +148,23 @@ def test_worker_command_default_list_and_string():
     assert split.resque.worker_command == ("bundle", "exec", "rake", "resque:work", "QUEUE=a,b")
 
 
-@pytest.mark.parametrize("value", [
-    "''", "[]", "'rake \"a b\"'", "'rake a#b'", "'rake $HOME'", "'rake a;b'", "[rake, 'a b']",
-    "[rake, '']", "[rake, [x]]", "'rake \"unclosed'", "'rake {release}/x'", "'rake {current'",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "''",
+        "[]",
+        "'rake \"a b\"'",
+        "'rake a#b'",
+        "'rake $HOME'",
+        "'rake a;b'",
+        "[rake, 'a b']",
+        "[rake, '']",
+        "[rake, [x]]",
+        "'rake \"unclosed'",
+        "'rake {release}/x'",
+        "'rake {current'",
+    ],
+)
 def test_worker_command_refusals(value):
     with pytest.raises(ConfigError) as info:
         parse(f"app: shop\nresque:\n  worker_command: {value}\n", "config/deployhooks.yml")

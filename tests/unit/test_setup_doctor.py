@@ -9,8 +9,8 @@ from deployhooks.commands import install as s
 from deployhooks.errors import ConfigError
 from deployhooks.facts.monit import ServiceStatus
 from deployhooks.facts.processes import WorkerProcess
-from deployhooks.settings import parse
 from deployhooks.facts.status import HostFacts
+from deployhooks.settings import parse
 from deployhooks.tasks import ns
 
 WRAPPER = "/usr/local/bin/deployhooks-resque"
@@ -35,6 +35,7 @@ def live(*names, pid=None):
 
 # --- settings ----------------------------------------------------------------------------------
 
+
 def test_new_settings_have_per_app_defaults():
     r = settings().resque
     assert r.monitrc_path == "/etc/monit.d/resque_shop.monitrc"
@@ -44,18 +45,29 @@ def test_new_settings_have_per_app_defaults():
 
 
 def test_new_settings_are_validated():
-    r = settings(CONFIG + "  monitrc_path: /etc/monit/conf.d/shop\n  pid_dir: /run/shop\n"
-                          "  wrapper: /opt/dh/bin/deployhooks-resque\n  totalmem_mb: 400\n").resque
-    assert (r.monitrc_path, r.pid_dir, r.wrapper, r.totalmem_mb) == \
-        ("/etc/monit/conf.d/shop", "/run/shop", "/opt/dh/bin/deployhooks-resque", 400)
-    for bad, key in [("wrapper: bin/x", "resque.wrapper"), ("wrapper: 'a;b'", "resque.wrapper"),
-                     ("monitrc_path: rel.monitrc", "resque.monitrc_path"),
-                     ("pid_dir: /a b", "resque.pid_dir"), ("totalmem_mb: 0", "resque.totalmem_mb")]:
+    r = settings(
+        CONFIG + "  monitrc_path: /etc/monit/conf.d/shop\n  pid_dir: /run/shop\n"
+        "  wrapper: /opt/dh/bin/deployhooks-resque\n  totalmem_mb: 400\n"
+    ).resque
+    assert (r.monitrc_path, r.pid_dir, r.wrapper, r.totalmem_mb) == (
+        "/etc/monit/conf.d/shop",
+        "/run/shop",
+        "/opt/dh/bin/deployhooks-resque",
+        400,
+    )
+    for bad, key in [
+        ("wrapper: bin/x", "resque.wrapper"),
+        ("wrapper: 'a;b'", "resque.wrapper"),
+        ("monitrc_path: rel.monitrc", "resque.monitrc_path"),
+        ("pid_dir: /a b", "resque.pid_dir"),
+        ("totalmem_mb: 0", "resque.totalmem_mb"),
+    ]:
         with pytest.raises(ConfigError, match=rf"deployhooks.yml:8: {key}: expected"):
             settings(CONFIG + f"  {bad}\n")
 
 
 # --- setup: what the files say, and the plan ---------------------------------------------------
+
 
 def test_conf_text_is_exactly_the_quoted_queue_line():
     assert s.conf_text(("critical", "high")) == "QUEUE=critical,high\n"
@@ -65,8 +77,10 @@ def test_conf_text_is_exactly_the_quoted_queue_line():
 def test_desired_monitrc_follows_the_config():
     text = s.desired_monitrc(settings(CONFIG + "  stop: term\n  totalmem_mb: 300\n"), WRAPPER)
     assert "check process resque_shop_0 with pidfile /var/run/deployhooks/resque/shop/resque_0.pid" in text
-    assert f'"{WRAPPER} --user deploy --deploy-to /data/shop --pid-dir /var/run/deployhooks/resque/shop ' \
-           f'--grace-time 60 shop term production resque_1.conf" with timeout 90 seconds' in text
+    assert (
+        f'"{WRAPPER} --user deploy --deploy-to /data/shop --pid-dir /var/run/deployhooks/resque/shop '
+        f'--grace-time 60 shop term production resque_1.conf" with timeout 90 seconds' in text
+    )
     assert "with timeout 60 seconds" in text  # start_timeout
     assert text.count("if totalmem is greater than 300 MB for 2 cycles then restart") == 2
     assert text.count("group shop_resque") == 2
@@ -75,8 +89,9 @@ def test_desired_monitrc_follows_the_config():
 
 def converged(st):
     confs = {w.index: s.conf_text(w.queues) for w in st.resque.workers}
-    return dict(installed_monitrc=s.desired_monitrc(st, WRAPPER), confs=confs,
-                live=live("resque_shop_0", "resque_shop_1"))
+    return dict(
+        installed_monitrc=s.desired_monitrc(st, WRAPPER), confs=confs, live=live("resque_shop_0", "resque_shop_1")
+    )
 
 
 def test_plan_is_empty_when_files_and_monit_agree():
@@ -87,8 +102,10 @@ def test_plan_is_empty_when_files_and_monit_agree():
 def test_plan_for_a_fresh_host_writes_everything_and_reloads():
     st = settings()
     p = s.plan(st, wrapper=WRAPPER, installed_monitrc=None, confs={}, live={})
-    assert [c.path for c in p.confs] == ["/data/shop/shared/config/resque_0.conf",
-                                         "/data/shop/shared/config/resque_1.conf"]
+    assert [c.path for c in p.confs] == [
+        "/data/shop/shared/config/resque_0.conf",
+        "/data/shop/shared/config/resque_1.conf",
+    ]
     assert p.monitrc.old is None and p.monitrc.path == "/etc/monit.d/resque_shop.monitrc"
     assert p.reload and not p.stop and p.services == ["resque_shop_0", "resque_shop_1"]
 
@@ -124,16 +141,22 @@ def test_plan_removes_a_worker_dropped_from_the_config():
 
 
 def test_monitrc_and_service_worker_numbers_are_per_app():
-    text = "check process resque_shop_0 with pidfile x\ncheck process resque_shopx_1 with pidfile y\n" \
-           "  check process resque_shop_12 with pidfile z\n"
+    text = (
+        "check process resque_shop_0 with pidfile x\ncheck process resque_shopx_1 with pidfile y\n"
+        "  check process resque_shop_12 with pidfile z\n"
+    )
     assert s.monitrc_workers(text, "shop") == {0, 12}
     assert s.service_workers(["resque_shop_3", "resque_shop_x", "resque_blog_1"], "shop") == {3}
 
 
 def test_unified_diff_prefixes_every_line_with_the_host():
     out = s.unified_diff("util1", s.FileChange("/c/resque_0.conf", None, "QUEUE=a\n"))
-    assert out.splitlines() == ["util1: --- /dev/null", "util1: +++ /c/resque_0.conf",
-                                "util1: @@ -0,0 +1 @@", "util1: +QUEUE=a"]
+    assert out.splitlines() == [
+        "util1: --- /dev/null",
+        "util1: +++ /c/resque_0.conf",
+        "util1: @@ -0,0 +1 @@",
+        "util1: +QUEUE=a",
+    ]
     out = s.unified_diff("util1", s.FileChange("/c/resque_1.conf", "QUEUE=b\n", None))
     assert "util1: +++ /dev/null" in out and "util1: -QUEUE=b" in out
 
@@ -170,16 +193,24 @@ Control file syntax OK
 
 
 def test_parse_service_list_from_monit_v_t():
-    assert s.parse_service_list(VERBOSE_T) == {"resque_shop_0": {"shop_resque"},
-                                               "resque_shop_1": {"shop_resque"},
-                                               "resque_blog_0": {"blog_resque"}, "vm": set()}
+    assert s.parse_service_list(VERBOSE_T) == {
+        "resque_shop_0": {"shop_resque"},
+        "resque_shop_1": {"shop_resque"},
+        "resque_blog_0": {"blog_resque"},
+        "vm": set(),
+    }
 
 
 def test_check_failure_verdicts():
     kw = dict(path="/etc/monit.d/resque_shop.monitrc", group="shop_resque")
     assert s.check_failure(0, VERBOSE_T, wanted=["resque_shop_0", "resque_shop_1"], **kw) is None
-    why = s.check_failure(1, "Adding credentials for user 'a'\n/etc/monit.d/x:1: Service name "
-                             "conflict, resque_shop_2 already defined '/p'\n", wanted=[], **kw)
+    why = s.check_failure(
+        1,
+        "Adding credentials for user 'a'\n/etc/monit.d/x:1: Service name "
+        "conflict, resque_shop_2 already defined '/p'\n",
+        wanted=[],
+        **kw,
+    )
     assert why.startswith("monit -t refused the configuration: /etc/monit.d/x:1: Service name conflict")
     why = s.check_failure(0, VERBOSE_T, wanted=["resque_shop_0"], **kw)
     assert "defined elsewhere too: resque_shop_1" in why
@@ -193,20 +224,24 @@ def test_tasks_are_registered_in_the_resque_namespace():
 
 # --- doctor: resque.yml and redis --------------------------------------------------------------
 
-@pytest.mark.parametrize("value, target", [
-    ("10.0.0.5:6380", d.RedisTarget("10.0.0.5", 6380)),
-    ("redis-host:6379:2", d.RedisTarget("redis-host", 6379)),
-    ("localhost", d.RedisTarget("localhost", 6379)),
-    ("redis://:secret@r1.internal:6390/0", d.RedisTarget("r1.internal", 6390)),
-    ("rediss://r1:6390", d.RedisTarget("r1", 6390, tls=True)),
-    ("redis://r1", d.RedisTarget("r1", 6379)),
-    ({"host": "r2", "port": 7000, "db": 1}, d.RedisTarget("r2", 7000)),
-    ({"url": "redis://r3:7001/0"}, d.RedisTarget("r3", 7001)),
-    ("<%= ENV['REDIS_URL'] %>", None),
-    ("unix:///tmp/redis.sock", None),
-    ("r1:notaport", None),
-    (42, None),
-])
+
+@pytest.mark.parametrize(
+    "value, target",
+    [
+        ("10.0.0.5:6380", d.RedisTarget("10.0.0.5", 6380)),
+        ("redis-host:6379:2", d.RedisTarget("redis-host", 6379)),
+        ("localhost", d.RedisTarget("localhost", 6379)),
+        ("redis://:secret@r1.internal:6390/0", d.RedisTarget("r1.internal", 6390)),
+        ("rediss://r1:6390", d.RedisTarget("r1", 6390, tls=True)),
+        ("redis://r1", d.RedisTarget("r1", 6379)),
+        ({"host": "r2", "port": 7000, "db": 1}, d.RedisTarget("r2", 7000)),
+        ({"url": "redis://r3:7001/0"}, d.RedisTarget("r3", 7001)),
+        ("<%= ENV['REDIS_URL'] %>", None),
+        ("unix:///tmp/redis.sock", None),
+        ("r1:notaport", None),
+        (42, None),
+    ],
+)
 def test_redis_target(value, target):
     assert d.redis_target(value) == target
 
@@ -245,6 +280,7 @@ def test_ping_command_quotes_and_picks_a_branch():
 
 
 # --- doctor: files and monit -------------------------------------------------------------------
+
 
 def test_check_confs():
     st = settings()
@@ -289,15 +325,28 @@ def test_stop_timeouts_and_their_check():
 
 
 def worker(pid, release, deleted=False):
-    return WorkerProcess(pid=pid, ppid=1, state="idle", title="resque-2.6.0: Waiting for *",
-                         release=release, release_deleted=deleted, app="shop")
+    return WorkerProcess(
+        pid=pid,
+        ppid=1,
+        state="idle",
+        title="resque-2.6.0: Waiting for *",
+        release=release,
+        release_deleted=deleted,
+        app="shop",
+    )
 
 
 def test_check_monit_and_releases():
     st = settings()
-    facts = HostFacts([worker(10, "r2"), worker(11, "r2")],
-                      {"resque_shop_0": ServiceStatus("resque_shop_0", "OK", None, 10),
-                       "resque_shop_1": ServiceStatus("resque_shop_1", "OK", None, 11)}, None, "r2")
+    facts = HostFacts(
+        [worker(10, "r2"), worker(11, "r2")],
+        {
+            "resque_shop_0": ServiceStatus("resque_shop_0", "OK", None, 10),
+            "resque_shop_1": ServiceStatus("resque_shop_1", "OK", None, 11),
+        },
+        None,
+        "r2",
+    )
     assert d.check_monit(st, facts).verdict == "pass"
     assert d.check_releases(facts, "shop").verdict == "pass"
     facts.workers = [worker(10, "r1"), worker(11, "r2", deleted=True)]
@@ -314,18 +363,24 @@ def test_check_monit_and_releases():
 
 
 def test_pidfiles_and_locks():
-    out = ("pidfile\t/p/resque_0.pid\t100\tS\tresque-2.6.0: Waiting for * \n"
-           "pidfile\t/p/resque_1.pid\t101\t\t\n"
-           "pidfile\t/p/resque_2.pid\t102\tS\tnginx: worker process \n"
-           "pidfile\t/p/resque_3.pid\t\t\t\n"
-           "pidfile\t/p/resque_4.pid\t104\tZ\t\n"
-           "lock\t/tmp/resque_0.monit-lock\t200\tS\t/bin/bash /engineyard/bin/resque \n"
-           "lock\t/tmp/resque_1.monit-lock\t201\t\t\n"
-           "junk\n")
+    out = (
+        "pidfile\t/p/resque_0.pid\t100\tS\tresque-2.6.0: Waiting for * \n"
+        "pidfile\t/p/resque_1.pid\t101\t\t\n"
+        "pidfile\t/p/resque_2.pid\t102\tS\tnginx: worker process \n"
+        "pidfile\t/p/resque_3.pid\t\t\t\n"
+        "pidfile\t/p/resque_4.pid\t104\tZ\t\n"
+        "lock\t/tmp/resque_0.monit-lock\t200\tS\t/bin/bash /engineyard/bin/resque \n"
+        "lock\t/tmp/resque_1.monit-lock\t201\t\t\n"
+        "junk\n"
+    )
     files = d.parse_pidfiles(out)
     assert [f.path for f in files if d.stale_reason(f)] == [
-        "/p/resque_1.pid", "/p/resque_2.pid", "/p/resque_3.pid", "/p/resque_4.pid",
-        "/tmp/resque_1.monit-lock"]
+        "/p/resque_1.pid",
+        "/p/resque_2.pid",
+        "/p/resque_3.pid",
+        "/p/resque_4.pid",
+        "/tmp/resque_1.monit-lock",
+    ]
     assert "not a resque worker (nginx: worker process)" in d.stale_reason(files[2])
     c = d.check_pidfiles(files, "/p")
     assert c.verdict == "fail" and c.fix.startswith("remove them (rm /p/resque_1.pid /p/resque_2.pid")
@@ -335,19 +390,31 @@ def test_pidfiles_and_locks():
 
 # --- doctor: the Rakefile ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, lazy", [
-    ('require "resque/tasks"\ntask "resque:setup" => :environment\n', True),
-    ("task 'resque:setup' => :environment do\n  Resque.redis = 'x'\nend\n", True),
-    ("task \"resque:setup\": :environment do\n  User.columns\nend\n", False),
-    ('task "resque:setup" => :environment do\n'
-     '  ActiveRecord::Base.send(:subclasses).each { |klass| klass.columns }\nend\n', False),
-    ("task \"resque:setup\" => :environment do Rails.application.eager_load! end\n", False),
-    ("namespace :resque do\n  task setup: :environment do\n    Resque.logger = Logger.new($stdout)\n"
-     "  end\nend\n", True),
-    ("namespace :resque do\n  task :setup => :environment do\n    Rails.application.eager_load!\n"
-     "  end\nend\n", False),
-    ("task :setup do\n  puts 1\nend\n", None),  # not resque's
-])
+
+@pytest.mark.parametrize(
+    "text, lazy",
+    [
+        ('require "resque/tasks"\ntask "resque:setup" => :environment\n', True),
+        ("task 'resque:setup' => :environment do\n  Resque.redis = 'x'\nend\n", True),
+        ('task "resque:setup": :environment do\n  User.columns\nend\n', False),
+        (
+            'task "resque:setup" => :environment do\n'
+            "  ActiveRecord::Base.send(:subclasses).each { |klass| klass.columns }\nend\n",
+            False,
+        ),
+        ('task "resque:setup" => :environment do Rails.application.eager_load! end\n', False),
+        (
+            "namespace :resque do\n  task setup: :environment do\n    Resque.logger = Logger.new($stdout)\n"
+            "  end\nend\n",
+            True,
+        ),
+        (
+            "namespace :resque do\n  task :setup => :environment do\n    Rails.application.eager_load!\n  end\nend\n",
+            False,
+        ),
+        ("task :setup do\n  puts 1\nend\n", None),  # not resque's
+    ],
+)
 def test_setup_tasks_and_preloading(text, lazy):
     found = d.setup_tasks(text)
     if lazy is None:
@@ -361,8 +428,7 @@ def test_setup_tasks_and_preloading(text, lazy):
 
 
 def test_body_stops_at_the_task_end():
-    text = ("task 'resque:setup' => :environment do\n  Resque.redis = 'x'\nend\n\n"
-            "task :other do\n  User.columns\nend\n")
+    text = "task 'resque:setup' => :environment do\n  Resque.redis = 'x'\nend\n\ntask :other do\n  User.columns\nend\n"
     assert d.check_rakefile({"current/Rakefile": text}, "r2").verdict == "warn"
 
 
@@ -372,13 +438,18 @@ def test_rakefile_without_task_or_release():
 
 
 def test_parse_rake_files():
-    out = ("\n__deployhooks_file__ Rakefile\nrequire 'x'\n"
-           "\n__deployhooks_file__ lib/tasks/resque.rake\ntask \"resque:setup\"\n")
-    assert d.parse_rake_files(out) == {"current/Rakefile": "require 'x'\n",
-                                       "current/lib/tasks/resque.rake": "task \"resque:setup\"\n"}
+    out = (
+        "\n__deployhooks_file__ Rakefile\nrequire 'x'\n"
+        '\n__deployhooks_file__ lib/tasks/resque.rake\ntask "resque:setup"\n'
+    )
+    assert d.parse_rake_files(out) == {
+        "current/Rakefile": "require 'x'\n",
+        "current/lib/tasks/resque.rake": 'task "resque:setup"\n',
+    }
 
 
 # --- doctor: the whole list --------------------------------------------------------------------
+
 
 def test_exit_code_and_render():
     checks = [d.Check("a", "pass", "fine"), d.Check("bb", "warn", "hmm", "do x\nand y")]
@@ -395,16 +466,38 @@ def test_exit_code_and_render():
 def test_run_checks_in_order_on_plain_facts():
     st = settings()
     monitrc = s.desired_monitrc(st, WRAPPER)
-    status = HostFacts([worker(10, "r2"), worker(11, "r2")],
-                       {"resque_shop_0": ServiceStatus("resque_shop_0", "OK", None, 10),
-                        "resque_shop_1": ServiceStatus("resque_shop_1", "OK", None, 11)}, None, "r2")
-    facts = d.Facts(resque_yml="production: r1:6379\n", redis=(0, "PONG\n"), wrapper=WRAPPER,
-                    confs={0: "QUEUE=critical,high\n", 1: "QUEUE='*'\n"}, monitrc=monitrc,
-                    status=status, pidfiles=[], rake_files={})
+    status = HostFacts(
+        [worker(10, "r2"), worker(11, "r2")],
+        {
+            "resque_shop_0": ServiceStatus("resque_shop_0", "OK", None, 10),
+            "resque_shop_1": ServiceStatus("resque_shop_1", "OK", None, 11),
+        },
+        None,
+        "r2",
+    )
+    facts = d.Facts(
+        resque_yml="production: r1:6379\n",
+        redis=(0, "PONG\n"),
+        wrapper=WRAPPER,
+        confs={0: "QUEUE=critical,high\n", 1: "QUEUE='*'\n"},
+        monitrc=monitrc,
+        status=status,
+        pidfiles=[],
+        rake_files={},
+    )
     checks = d.run_checks(st, facts, "util1")
-    assert [c.name for c in checks] == ["resque.yml", "redis", "wrapper", "conf files", "monitrc",
-                                        "monit stop timeout", "monit", "worker releases",
-                                        "pidfiles and locks", "Rakefile"]
+    assert [c.name for c in checks] == [
+        "resque.yml",
+        "redis",
+        "wrapper",
+        "conf files",
+        "monitrc",
+        "monit stop timeout",
+        "monit",
+        "worker releases",
+        "pidfiles and locks",
+        "Rakefile",
+    ]
     assert {c.verdict for c in checks} == {"pass"}
     facts.wrapper = None
     checks = {c.name: c for c in d.run_checks(st, facts, "util1")}

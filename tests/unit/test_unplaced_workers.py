@@ -4,10 +4,10 @@ still tells apps apart. Wiring only: the rows are given, not read from a host.""
 
 from invoke import Context
 
-from deployhooks.guard import onehost as guard
 from deployhooks import settings
-from deployhooks.remote.host import Host
 from deployhooks.facts.processes import RawProcess
+from deployhooks.guard import onehost as guard
+from deployhooks.remote.host import Host
 
 CFG = settings.parse("app: shop\n")
 ROWS = [
