@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import getpass
 import io
-import json
 import shlex
 import socket
-import statistics
 import subprocess
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import (
@@ -42,70 +39,12 @@ from ..remote import cancel
 from ..remote.fleet import Session, overall_code
 from ..remote.host import Host
 from ..settings import Settings
-from . import apphooks, hooks
+from . import apphooks, deploylock, hooks, steps
+from .deploylock import lock_path, lock_status, take_lock, unlock  # noqa: F401  (the tasks' names)
+from .report import DeployReport, StepReport, summary_lines  # noqa: F401  (the tasks' names)
 
 Say = Callable[[str], None]
 q = shlex.quote
-
-
-@dataclass
-class StepReport:
-    name: str
-    seconds: float = 0.0
-    hosts: dict[str, str] = field(default_factory=dict)  # host -> "ok" / error text
-
-
-@dataclass
-class DeployReport:
-    release: str
-    steps: list[StepReport] = field(default_factory=list)
-    switched: list[str] = field(default_factory=list)
-    previous: dict[str, str] = field(default_factory=dict)  # host -> release current was on
-    pruned: dict[str, list[str]] = field(default_factory=dict)
-    code: int = EXIT_OK
-    message: str = ""
-    # Per host, when its workers were told to pause and when all ran again (epoch seconds):
-    # between the two, that host served none of the app's queues.
-    paused_at: dict[str, float] = field(default_factory=dict)
-    running_at: dict[str, float] = field(default_factory=dict)
-    queues: list[str] = field(default_factory=list)
-
-    def downtime(self) -> dict[str, float]:
-        """Seconds each guarded host served no queue: from the pause to all workers up again."""
-        return {h: self.running_at[h] - t for h, t in self.paused_at.items() if h in self.running_at}
-
-    def fleet_downtime(self) -> float:
-        """Seconds no guarded host served the app's queues at all (the windows' overlap)."""
-        if not self.paused_at or set(self.paused_at) - set(self.running_at):
-            return 0.0
-        return max(0.0, min(self.running_at.values()) - max(self.paused_at.values()))
-
-    def as_json(self) -> dict:
-        """The report for scripts (`fab deploy --json`)."""
-        down = self.downtime()
-        return {
-            "release": self.release,
-            "code": self.code,
-            "message": self.message,
-            "steps": [{"name": s.name, "seconds": round(s.seconds, 3), "hosts": s.hosts} for s in self.steps],
-            "switched": self.switched,
-            "previous": self.previous,
-            "pruned": self.pruned,
-            "queue_downtime": {
-                "per_host": {h: round(d, 3) for h, d in down.items()},
-                "queues": {
-                    q: {
-                        "worst": round(max(down.values()), 3),
-                        "median": round(statistics.median(down.values()), 3),
-                        "hosts": len(down),
-                    }
-                    for q in self.queues
-                }
-                if down
-                else {},
-                "no_worker_anywhere": round(self.fleet_downtime(), 3),
-            },
-        }
 
 
 def build_archive(repo: str, ref: str) -> bytes:
@@ -238,46 +177,9 @@ class Deploy:
 
     # --- steps ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _lock_fields(content: str | None) -> tuple[str, str, str] | None:
-        """(by, since, release) from a lock's info file as `_lock` writes it, or None for
-        anything else: another tool's file, a partial write, or an info file not yet written
-        (the lock folder is made first)."""
-        try:
-            who = json.loads(content) if content else None
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(who, dict):
-            return None
-        fields = (who.get("by"), who.get("since"), who.get("release", "?"))
-        # Printable single-line strings only: they go into a one-line message.
-        if not all(isinstance(f, str) and f and len(f) <= 200 and f.isprintable() for f in fields):
-            return None
-        return fields
-
-    def _lock_holder(self, content: str | None) -> str:
-        """Who holds the deploy lock, for the refusal: 'another deploy of <app> holds the lock
-        (by, since ..., release ...)' when the info file is ours, else 'deploy lock held by an
-        unknown holder (file content ...)', the content shortened to one line."""
-        fields = self._lock_fields(content)
-        if fields is not None:
-            return (
-                f"another deploy of {self.s.app} holds the lock ({fields[0]}, since {fields[1]}, release {fields[2]})"
-            )
-        shown = (
-            "none: no info file" if content is None else repr(content if len(content) <= 80 else content[:80] + "...")
-        )
-        return f"deploy lock held by an unknown holder (file content {shown})"
-
     def _lock(self, host: Host) -> None:
         lock = self._lock_path
-        info = json.dumps(
-            {
-                "by": f"{getpass.getuser()}@{socket.gethostname()}",
-                "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                "release": self.release,
-            }
-        )
+        info = deploylock.lock_info(self.release)
         while True:
             if self.dry:
                 r = host.run(f"test ! -e {q(lock)}", warn=True)  # a fact: is it held now?
@@ -285,16 +187,11 @@ class Deploy:
                     host.would(f"take the deploy lock {lock}")
             else:
                 # mkdir is atomic: exactly one deploy creates the folder.
-                r = host.run(
-                    f"mkdir -p {q(self.s.shared_path + '/deployhooks')} && mkdir {q(lock)} "
-                    f"&& printf %s {q(info)} > {q(lock + '/info')}",
-                    warn=True,
-                    change=True,
-                )
+                r = host.run(deploylock.take_command(self.s, info), warn=True, change=True)
             if r.exited == 0:
                 break
             if self.dry or time.monotonic() >= self.lock_deadline:
-                holder = self._lock_holder(host.read_file(lock + "/info"))
+                holder = deploylock.holder_text(self.s.app, host.read_file(lock + "/info"))
                 raise Refused(
                     f"{host.name}: {'[dry run] would refuse: ' if self.dry else ''}"
                     f"{holder}. If that deploy is dead, release it: fab deploy.unlock "
@@ -325,37 +222,21 @@ class Deploy:
         host.run(f"rm -rf {q(self._lock_path)}", change=True)
 
     def _upload(self, host: Host) -> None:
-        tarball = f"{self.s.releases_path}/.{self.release}.tar.gz"
         host.run(f"mkdir -p {q(self.s.releases_path)}", change=True)
+        tarball = steps.tarball_path(self.s, self.release)
         if self.dry:
             host.would(f"upload {len(self.archive) / 1024:.1f} KiB to {tarball}")
         else:
             host.c.put(io.BytesIO(self.archive), remote=tarball)
         self.uploaded.append(host.name)
-        host.run(
-            f"mkdir {q(self.release_path)} && tar -xzf {q(tarball)} -C {q(self.release_path)} && rm -f {q(tarball)}",
-            change=True,
-        )
+        host.run(steps.unpack_command(self.s, self.release), change=True)
         if self.sha:
-            # What error trackers (Sentry, AppSignal) and Capistrano read: the deployed commit.
-            host.run(f"printf '%s\\n' {q(self.sha)} > {q(self.release_path + '/REVISION')}", change=True)
+            host.run(steps.revision_command(self.release_path, self.sha), change=True)
 
     def _link_shared(self, host: Host) -> None:
-        d = self.s.deploy
-        cmds = []
-        for name in d.shared_dirs:
-            target, link = f"{self.s.shared_path}/{name}", f"{self.release_path}/{name}"
-            cmds.append(
-                f"mkdir -p {q(target)} {q(link.rsplit('/', 1)[0])} && rm -rf {q(link)} && ln -s {q(target)} {q(link)}"
-            )
-        for name in d.linked_files:
-            target, link = f"{self.s.shared_path}/config/{name}", f"{self.release_path}/config/{name}"
-            cmds.append(
-                f"if [ -e {q(target)} ]; then mkdir -p {q(self.release_path + '/config')} "
-                f"&& ln -sfn {q(target)} {q(link)}; fi"
-            )
-        if cmds:
-            host.run(" && ".join(cmds), change=True)
+        command = steps.link_shared_command(self.s, self.release_path)
+        if command:
+            host.run(command, change=True)
 
     def _link_resque_yml(self, host: Host) -> None:
         hooks.before_migrate(host, self._inputs(host), self.say, run_guard=False)
@@ -369,18 +250,14 @@ class Deploy:
         # The new link is made on every host first, so a host lost now aborts the deploy before
         # any `current` moves; the switch proper is then one rename per host.
         self.report.previous[host.name] = release_mod.current_release(host) or "(none)"
-        host.run(f"test -d {q(self.release_path)} && ln -sfn {q(self.release_path)} {q(self._next_link)}", change=True)
+        host.run(steps.prepare_switch_command(self.s, self.release), change=True)
 
     def _switch(self, host: Host) -> None:
         # rename(2) is atomic: `current` always resolves, to the old release or to the new one.
-        host.run(f"mv -Tf {q(self._next_link)} {q(self.s.current_path)}", change=True)
+        host.run(steps.switch_command(self.s, self.release), change=True)
         if self.dry:
             host.would(f"switch current: {self.report.previous.get(host.name, '?')} -> {self.release}")
         self.report.switched.append(host.name)
-
-    @property
-    def _next_link(self) -> str:
-        return f"{self.s.deploy_to}/.current.{self.release}"
 
     def _after_symlink(self, host: Host) -> None:
         hooks.after_symlink(host, self._inputs(host), self.say)
@@ -390,41 +267,23 @@ class Deploy:
     def _restart_app(self, host: Host) -> None:
         cmd = self.s.deploy.restart_command
         if cmd and set(self.roles_of(host.name)) & set(self.s.deploy.restart_roles):
-            r = host.run(f"cd {q(self.s.current_path)} && {cmd}", warn=True, change=True)
+            r = host.run(steps.restart_app_command(self.s), warn=True, change=True)
             if r.exited != 0:
                 raise CommandFailed(
                     f"{host.name}: app server restart failed (exit {r.exited}): {(r.stderr or r.stdout).strip()[-300:]}"
                 )
 
     def _cleanup(self, host: Host) -> None:
-        keep = self.s.keep_releases
-        rel = q(self.s.releases_path)
-        current = q(self.release)
-        # Oldest first by name (UTC timestamps sort); never the release `current` points at.
         if self.dry:
-            listing = host.run(f"ls -1 {rel}", warn=True).stdout
-            names = sorted(n for n in listing.split() if release_mod.RELEASE_NAME_RE.fullmatch(n))
-            names = sorted(set(names) | {self.release})
-            doomed = [n for n in names[: max(0, len(names) - keep)] if n != self.release]
-            host.would(f"prune to keep_releases {keep}: remove {' '.join(doomed) or 'nothing'}")
+            listing = host.run(f"ls -1 {q(self.s.releases_path)}", warn=True).stdout.split()
+            doomed = steps.prune_plan(listing, self.release, self.s.keep_releases)
+            host.would(f"prune to keep_releases {self.s.keep_releases}: remove {' '.join(doomed) or 'nothing'}")
             self.report.pruned[host.name] = doomed
             return
-        r = host.run(
-            f"cd {rel} && ls -1 | grep -E '^[0-9]{{14}}$' | sort | head -n -{keep} | "
-            f'grep -vx {current} | while read -r r; do rm -rf -- "$r" && echo "$r"; done; true',
-            change=True,
-        )
-        self.report.pruned[host.name] = r.stdout.split()
+        self.report.pruned[host.name] = host.run(steps.prune_command(self.s, self.release), change=True).stdout.split()
 
     def _move_aside(self, host: Host) -> None:
-        failed = f"{self.s.deploy_to}/releases_failed"
-        host.run(
-            f"mkdir -p {q(failed)} && if [ -d {q(self.release_path)} ]; then "
-            f"mv {q(self.release_path)} {q(failed + '/' + self.release)}; fi; "
-            f"rm -f {q(self.s.releases_path + '/.' + self.release + '.tar.gz')} "
-            f"{q(self._next_link)}",
-            change=True,
-        )
+        host.run(steps.move_aside_command(self.s, self.release), change=True)
 
     # --- the whole deploy -------------------------------------------------------------------
 
@@ -482,10 +341,9 @@ class Deploy:
             f"by={getpass.getuser()}@{socket.gethostname()} ref={self.ref or '-'} "
             f"sha={self.sha or '-'} release={self.release} outcome={outcome}"
         )
-        log = q(f"{self.s.deploy_to}/revisions.log")
         for h in self.locked:
             try:
-                self.host(h).run(f"printf '%s\\n' {q(line)} >> {log}", change=True)
+                self.host(h).run(steps.revisions_log_command(self.s, line), change=True)
             except Exception as exc:  # the record is worth a warning, not the deploy's outcome
                 self.say(f"{h}: could not append to {self.s.deploy_to}/revisions.log: {exc}")
 
@@ -504,7 +362,7 @@ class Deploy:
 
     @property
     def _lock_path(self) -> str:
-        return f"{self.s.shared_path}/deployhooks/deploy.lock"
+        return deploylock.lock_path(self.s)
 
     def _left_behind(self, what: dict[str, str]) -> None:
         """An undo did not complete: the outcome is a failure (exit 3) whose last lines name each
@@ -548,11 +406,7 @@ class Deploy:
 
     def _in_release(self, host: Host, what: str, command: str) -> None:
         """`command` (the config author's shell text) in the release, with the framework env."""
-        env = q(self.s.framework_env)
-        # Exported: `VAR=x cmd` would not reach a second command or a $VAR in the text itself.
-        r = host.run(
-            f"cd {q(self.release_path)} && export RAILS_ENV={env} RACK_ENV={env} && {command}", warn=True, change=True
-        )
+        r = host.run(steps.in_release_command(self.release_path, self.s.framework_env, command), warn=True, change=True)
         if r.exited != 0:
             tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-5:])
             raise CommandFailed(f"{host.name}: {what} failed (exit {r.exited}): {tail}")
@@ -560,9 +414,7 @@ class Deploy:
     def _check_linked_files(self, host: Host) -> None:
         """Every deploy.shared_files entry exists in shared/config, else nothing moves
         (Capistrano's deploy:check:linked_files)."""
-        paths = [f"{self.s.shared_path}/config/{name}" for name in self.s.deploy.required_files]
-        r = host.run("for f in " + " ".join(q(p) for p in paths) + '; do [ -e "$f" ] || echo "$f"; done')
-        missing = r.stdout.split()
+        missing = host.run(steps.missing_files_command(self.s)).stdout.split()
         if missing:
             raise ConfigError(
                 f"{host.name}: linked file(s) missing: {', '.join(missing)}: create "
@@ -688,82 +540,3 @@ class _StepFailed(Exception):
     def __init__(self, step: str, code: int, errors: dict[str, str]):
         super().__init__(step)
         self.step, self.code, self.errors = step, code, errors
-
-
-def summary_lines(report: DeployReport) -> list[str]:
-    lines = [f"{'step':<22}{'seconds':>9}  hosts"]
-    for s in report.steps:
-        ok = sum(1 for v in s.hosts.values() if v == "ok")
-        lines.append(f"{s.name:<22}{s.seconds:>9.2f}  {ok}/{len(s.hosts)} ok")
-    if report.switched:
-        # What changed, grouped so a fleet of identical hosts reads as one line.
-        moves: dict[str, list[str]] = {}
-        for host in report.switched:
-            moves.setdefault(report.previous.get(host, "?"), []).append(host)
-        for old, hosts in moves.items():
-            lines.append(f"current: {old} -> {report.release} on {', '.join(hosts)}")
-        pruned: dict[str, list[str]] = {}
-        for host, names in report.pruned.items():
-            pruned.setdefault(" ".join(names) or "nothing", []).append(host)
-        for names, hosts in pruned.items():
-            lines.append(f"pruned: {names} on {', '.join(hosts)}")
-    down = report.downtime()
-    if down:
-        worst, median = max(down.values()), statistics.median(down.values())
-        lines.append(
-            "queue downtime (no worker of the host running and unpaused, from the "
-            "guard's pause to every worker up on the new release):"
-        )
-        for queue in report.queues:
-            lines.append(f"  {queue}: worst {worst:.2f}s, median {median:.2f}s across {len(down)} host(s)")
-        lines.append(f"  no worker on any host: {report.fleet_downtime():.2f}s")
-    return lines
-
-
-# --- the lock, by hand --------------------------------------------------------------------
-
-
-def lock_path(settings: Settings) -> str:
-    return f"{settings.shared_path}/deployhooks/deploy.lock"
-
-
-def lock_status(host: Host) -> str | None:
-    """Who holds the deploy lock on the host ('by, since ..., release ...'), or None if free."""
-    path = lock_path(host.settings)
-    if host.run(f"test -e {q(path)}", warn=True).exited != 0:
-        return None
-    content = host.read_file(path + "/info")
-    fields = Deploy._lock_fields(content)
-    if fields is None:
-        return f"an unknown holder (info {content!r:.80})" if content else "an unknown holder"
-    return f"{fields[0]}, since {fields[1]}, release {fields[2]}"
-
-
-def unlock(host: Host) -> None:
-    host.run(f"rm -rf {q(lock_path(host.settings))}", change=True)
-
-
-def take_lock(host: Host, what: str) -> None:
-    """The per-app deploy lock for `what` (e.g. resque.restart), or Refused naming its holder:
-    a deploy's guard and a restart's guard on the same hosts would undo each other's pauses
-    and records, and one's stop could end a job the other's look had not seen."""
-    s = host.settings
-    path = lock_path(s)
-    info = json.dumps(
-        {
-            "by": f"{getpass.getuser()}@{socket.gethostname()}",
-            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "release": what,
-        }
-    )
-    r = host.run(
-        f"mkdir -p {q(s.shared_path + '/deployhooks')} && mkdir {q(path)} && printf %s {q(info)} > {q(path + '/info')}",
-        warn=True,
-        change=True,
-    )
-    if r.exited != 0:
-        holder = lock_status(host) or "another run"
-        raise Refused(
-            f"{host.name}: another deploy of {s.app} holds the lock ({holder}); "
-            f"{what} waits for it: run it again when that is done (fab deploy.lock-status)"
-        )
