@@ -4,7 +4,7 @@ They live under ``<deploy_to>/shared/config``, which the deploy user writes, so 
 them only after it has dropped to the worker's user, and only as data: they set variables for
 the worker (QUEUE, INTERVAL, REDIS_URL, ...), never what runs or where it is looked up. Engine
 Yard's wrapper *sourced* them with bash as root (ey-cookbooks-stable-v6, ``/engineyard/bin/resque``),
-so any line in them ran as root.
+so any line in them ran as root (docs/engineyard.md, "The wrapper").
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Two pure functions, no I/O:
   ``/etc/monit.d/resque_<app>.monitrc`` with two fixes: the stop program's timeout exceeds the grace
   time the wrapper waits (EY used 90 s even with ``GRACE_TIME=300``, so monit gave up first and
   reported a worker still draining as stopped), and the wrapper gets explicit paths instead of
-  hard-coded ``/data/<app>``.
+  hard-coded ``/data/<app>`` (docs/engineyard.md, "The monitrc and the recipe"; docs/monit.md,
+  "Stop and start timeouts").
 - :func:`render_monit_control` gives a control file for a private monit daemon (tests, sandboxes,
   a per-user monit): state under one directory and the CLI reaching the daemon over a unix socket.
 

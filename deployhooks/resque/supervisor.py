@@ -50,7 +50,8 @@ A pidfile naming a process that is not this app's live worker (after a crash or 
 number may belong to anything) is stale: it is removed, nothing is signalled, and the action
 goes on as if no worker ran.
 
-Differences from Engine Yard's shipped script (ey-cookbooks-stable-v6/v7):
+Differences from Engine Yard's shipped script (ey-cookbooks-stable-v6/v7; docs/engineyard.md, "The
+wrapper"):
 
 - GRACE_TIME counts seconds and is honoured. EY documented "QUIT, wait GRACE_TIME, then kill -9",
   but its code counted quarter-seconds (60 meant 15 s) in a loop that ``stop``/``quit`` never
