@@ -23,6 +23,7 @@ This module is the reference for the schema. The rules every value is held to:
   are refused with the text as written. Each has a range:
 
       keep_releases              1 .. 100
+      deploy.batch_size          1 .. 10000 hosts (needs resque.guard_at: before_symlink)
       resque.grace_time          1 .. 86400 seconds (one day)
       resque.wait_timeout        1 .. 86400 seconds
       resque.pause_timeout       1 .. 86400 seconds
@@ -132,6 +133,7 @@ VIRTUAL_FOLDERS = ("/proc", "/sys", "/dev")
 # mistake (milliseconds for seconds), and would only hang a deploy for that long.
 MAX_SECONDS = 86400
 MAX_KEEP_RELEASES = 100
+MAX_BATCH_SIZE = 10000
 MAX_WORKERS = 64
 MAX_CONNECT_TIMEOUT = 600
 MAX_TOTALMEM_MB = 1 << 20
@@ -220,6 +222,9 @@ class DeploySettings:
     migrate_role: str = "app_master"
     restart_command: str | None = None
     restart_roles: tuple[str, ...] = ("app_master", "app", "solo")
+    # Rolling deploys: hosts switched and restarted per batch while the others keep serving
+    # every queue on the old release; None switches every host at once.
+    batch_size: int | None = None
 
     @property
     def linked_files(self) -> tuple[str, ...]:
@@ -622,6 +627,7 @@ _DEPLOY_SCHEMA = {
     "restart_roles": _Spec(
         _list_of(_string(NAME_RE, "a role name"), "a list of role names"), default=DeploySettings.restart_roles
     ),
+    "batch_size": _Spec(_int(1, MAX_BATCH_SIZE)),
 }
 
 
@@ -735,6 +741,7 @@ def parse(text: str, source: str = "<string>") -> Settings:
     try:
         raw = _mapping(root, "", _SCHEMA)
         worker_user = _default_worker_user(root, raw)
+        _check_rolling(root, raw)
     except _Bad as bad:
         raise ConfigError(_bad_message(bad, source)) from None
     return _build(raw, source, worker_user)
@@ -761,6 +768,24 @@ def _default_worker_user(root: yaml.Node, raw: dict[str, Any]) -> str | None:
     except _Bad as bad:
         bad.key = "user (also resque.user's default; set resque.user to another user)"
         raise
+
+
+def _check_rolling(root: yaml.Node, raw: dict[str, Any]) -> None:
+    """deploy.batch_size only with resque.guard_at: before_symlink. Rolling batches mean old and
+    new code run side by side; with the guard at before_migrate the workers are stopped so
+    that no old code runs against the migrated schema, which batches would contradict."""
+    deploy, resque = raw["deploy"] or {}, raw["resque"] or {}
+    if deploy.get("batch_size") is None or resque.get("guard_at") == "before_symlink":
+        return
+    node = _value_node(_value_node(root, "deploy"), "batch_size")
+    raise _Bad(
+        node,
+        "resque.guard_at: before_symlink beside it (rolling batches run old and new code side by side "
+        "against the migrated schema, which guard_at: before_migrate exists to prevent): set that, "
+        "or remove batch_size",
+        key="deploy.batch_size",
+        show_got=False,
+    )
 
 
 def _build(raw: dict[str, Any], source: str, worker_user: str | None = None) -> Settings:

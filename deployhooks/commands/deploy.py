@@ -138,11 +138,11 @@ class Deploy:
     def _runs_workers(self, name: str) -> bool:
         return bool(set(self.roles_of(name)) & set(self.s.resque.roles))
 
-    def _guard_fleet(self, name: str) -> None:
-        """The guard on every host that runs workers at once (see `fleetguard`): a job anywhere
-        refuses with no host stopped; otherwise every group is stopped, and recorded in
-        `guarded` for an abort to start again."""
-        hosts = [h for h in self.hosts if self._runs_workers(h)]
+    def _guard_fleet(self, name: str, among: list[str] | None = None) -> None:
+        """The guard on every host of `among` (default: all) that runs workers, at once (see
+        `fleetguard`): a job anywhere refuses with no host stopped; otherwise every group is
+        stopped, and recorded in `guarded` for an abort to start again."""
+        hosts = [h for h in (self.hosts if among is None else among) if self._runs_workers(h)]
         report = StepReport(name)
         self.report.steps.append(report)
         self.say(f"==> {name} ({len(hosts)} host(s))")
@@ -347,13 +347,27 @@ class Deploy:
             except Exception as exc:  # the record is worth a warning, not the deploy's outcome
                 self.say(f"{h}: could not append to {self.s.deploy_to}/revisions.log: {exc}")
 
+    def batches(self) -> list[list[str]]:
+        """The hosts in switch order: one batch of all, or `deploy.batch_size` at a time."""
+        size = self.s.deploy.batch_size or len(self.hosts) or 1
+        return [self.hosts[i : i + size] for i in range(0, len(self.hosts), size)]
+
     def _after_switch(self) -> None:
-        self.step("switch current", self._switch)
-        self._app_hook("after_symlink")
-        self.step("after_symlink", self._after_symlink)
-        self._app_hook("before_restart")
-        self.step("restart app servers", self._restart_app)
-        self._app_hook("after_restart")
+        """Switch and restart batch after batch; the first batch's guard ran before the switch.
+
+        While one batch restarts, the hosts of the others serve every queue (paused only
+        within their own batch), on the old release or already on the new one."""
+        batches = self.batches()
+        for number, batch in enumerate(batches, 1):
+            label = f" (batch {number}/{len(batches)})" if len(batches) > 1 else ""
+            if number > 1:
+                self._guard_fleet(f"guard{label}", batch)
+            self.step("switch current" + label, self._switch, batch)
+            self._app_hook("after_symlink", batch, label)
+            self.step("after_symlink" + label, self._after_symlink, batch)
+            self._app_hook("before_restart", batch, label)
+            self.step("restart app servers" + label, self._restart_app, batch)
+            self._app_hook("after_restart", batch, label)
         self.step("cleanup", self._cleanup)
         self._app_hook("after_deploy")
 
@@ -400,9 +414,13 @@ class Deploy:
             self.step("migrate", self._migrate, migrate_hosts)
         self._app_hook("after_migrate")
         self._app_hook("before_symlink")
-        if self.s.resque.guard_at == "before_symlink":
-            self._guard_fleet("guard (before_symlink)")
+        # The new link is made everywhere before the guard at before_symlink, so the queues'
+        # downtime is the switch and the restart only.
         self.step("prepare switch", self._prepare_switch)
+        if self.s.resque.guard_at == "before_symlink":
+            first = self.batches()[0]
+            rolling = len(first) < len(self.hosts)
+            self._guard_fleet("guard (before_symlink" + (", batch 1)" if rolling else ")"), first)
 
     def _in_release(self, host: Host, what: str, command: str) -> None:
         """`command` (the config author's shell text) in the release, with the framework env."""
@@ -421,7 +439,7 @@ class Deploy:
                 f"them (deploy.shared_files links each into the release's config/)"
             )
 
-    def _app_hook(self, point: str) -> None:
+    def _app_hook(self, point: str, hosts: list[str] | None = None, label: str = "") -> None:
         """The app's `deploy/<point>` on every host, when the release has one (apphooks)."""
         if point not in self.app_hooks:
             return
@@ -439,7 +457,7 @@ class Deploy:
             if r.exited != 0:
                 raise apphooks.failed(host.name, point, r.exited, r.stdout)
 
-        self.step(f"deploy/{point}", run)
+        self.step(f"deploy/{point}{label}", run, hosts)
 
     def _migrate_hosts(self) -> list[str]:
         d = self.s.deploy
@@ -522,16 +540,24 @@ class Deploy:
     def _fail_after_switch(self, exc: BaseException) -> None:
         switched = self.report.switched
         not_switched = [h for h in self.hosts if h not in switched]
-        step = (
-            "interrupted (Ctrl-C)"
-            if isinstance(exc, KeyboardInterrupt)
-            else f"step {exc.step} failed on {', '.join(exc.errors)}"
-        )
+        if isinstance(exc, KeyboardInterrupt):
+            step = "interrupted (Ctrl-C)"
+        elif isinstance(exc, _StepFailed) and exc.code == EXIT_REFUSED:
+            # A later batch of a rolling deploy found jobs: its hosts were put back as they were.
+            step = f"step {exc.step} refused ({exc.errors.get('fleet', ', '.join(exc.errors))})"
+        else:
+            step = f"step {exc.step} failed on {', '.join(exc.errors)}"  # type: ignore[attr-defined]
         self.report.code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED
+        previous = {self.report.previous.get(h) for h in switched}
+        back = (
+            f"'fab rollback --release {previous.pop()}'"
+            if len(previous) == 1 and None not in previous and "(none)" not in previous
+            else "'fab rollback'"
+        )
         self.report.message = (
             f"{self.kind} of {self.release} {step} AFTER the switch. current points at "
             f"{self.release} on: {', '.join(switched) or 'no host'}; still on the previous "
-            f"release: {', '.join(not_switched) or 'no host'}. Run 'fab rollback' to switch every "
+            f"release: {', '.join(not_switched) or 'no host'}. Run {back} to switch every "
             f"host back (and restart the workers there), or fix the cause and deploy again."
         )
 
