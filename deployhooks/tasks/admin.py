@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from invoke import Exit
 
 from ..errors import EXIT_FAILED
-from ..remote.host import Host
 from .common import finish, load_settings, on_hosts, say, task
+
+if TYPE_CHECKING:
+    from ..remote.host import Host
 
 _ROLES = "comma-separated roles to act on (default: resque.roles from the config)"
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"

@@ -3,20 +3,58 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 import socket
 import sys
 import threading
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from fabric import task as fabric_task
 from invoke import Context, Exit
 
-from .. import settings as settings_mod
 from ..errors import EXIT_CONFIG, EXIT_INTERRUPTED, DeployhooksError
-from ..remote.fleet import HostResult, Session, overall_code
-from ..remote.host import Host
-from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..remote.fleet import HostResult
+    from ..remote.host import Host
+    from ..settings import Settings
+
+
+class LazyModule:
+    """The module `name`, imported on the first use of one of its attributes.
+
+    Every `fab` call imports every task module to build the namespace, `fab --list` included,
+    while each task needs only a few of the library's modules (`resque.status` none of the
+    deploy's or the guard's): the task modules hold these instead of importing at the top.
+    tests/unit/test_cli.py checks what `import deployhooks.tasks` loads.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+        self._module = None
+
+    def __getattr__(self, attr: str):
+        # Called only for what the proxy lacks; read through __dict__, so it never recurses.
+        module, name = self.__dict__.get("_module"), self.__dict__.get("_name")
+        if module is None:
+            if name is None:  # a copy made without __init__
+                raise AttributeError(attr)
+            # import_module takes the import lock: tasks reach hosts from several threads.
+            module = self.__dict__["_module"] = importlib.import_module(name)
+        return getattr(module, attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"
+
+
+settings_mod = LazyModule("deployhooks.settings")
+fleet = LazyModule("deployhooks.remote.fleet")
+remote_host = LazyModule("deployhooks.remote.host")
+
+# deployhooks.settings.MAX_SECONDS, for the help texts that every `fab` call builds (equal by
+# tests/unit/test_input_tasks.py): importing the settings module for it would cost every call.
+MAX_SECONDS = 86400
 
 _say_lock = threading.Lock()
 
@@ -196,7 +234,7 @@ class Hosts:
             self._session = None
         else:
             self.names = target_hosts(c, settings, roles, default_roles)
-            self._session = Session(self.names, settings, fabric_config(c))
+            self._session = fleet.Session(self.names, settings, fabric_config(c))
 
     def each(self, fn: Callable[[Host], object], names: Sequence[str] | None = None) -> list[HostResult]:
         """Run `fn(host)` on every host (or `names`) in parallel; failures become results."""
@@ -206,12 +244,12 @@ class Hosts:
         if names is not None and name not in names:
             return []
         try:
-            return [HostResult(name, value=fn(self.host(self._context, name)))]
+            return [fleet.HostResult(name, value=fn(self.host(self._context, name)))]
         except DeployhooksError as exc:
-            return [HostResult(name, exc.exit_code, str(exc))]
+            return [fleet.HostResult(name, exc.exit_code, str(exc))]
 
     def host(self, c, name: str) -> Host:
-        return Host(c, self.settings, name, dry=self.dry, say=say)
+        return remote_host.Host(c, self.settings, name, dry=self.dry, say=say)
 
     def close(self) -> None:
         if self._session is not None:
@@ -237,7 +275,7 @@ def finish(results: list[HostResult], extra_code: int = 0) -> None:
     failed = [r for r in results if r.code]
     for r in failed:
         print(r.error, file=sys.stderr, flush=True)
-    code = overall_code(results) or extra_code
+    code = fleet.overall_code(results) or extra_code
     if code:
         ok = [r.host for r in results if not r.code]
         raise Exit(

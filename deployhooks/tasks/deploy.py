@@ -11,13 +11,11 @@ from pathlib import Path
 
 from invoke import Exit
 
-from ..commands import deploy as deploy_mod
-from ..commands import rollback as rollback_mod
 from ..errors import EXIT_CONFIG, EXIT_REFUSED, DeployhooksError
-from ..facts import release as release_mod
-from ..settings import MAX_SECONDS
 from .common import (
+    MAX_SECONDS,
     Hosts,
+    LazyModule,
     dry_run,
     fabric_config,
     finish,
@@ -28,6 +26,11 @@ from .common import (
     task,
     usage_error,
 )
+
+# Imported when a task first uses them (see LazyModule): every `fab` call imports this file.
+deploy_mod = LazyModule("deployhooks.commands.deploy")
+rollback_mod = LazyModule("deployhooks.commands.rollback")
+release_mod = LazyModule("deployhooks.facts.release")
 
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"
 _ROLES = "comma-separated roles to deploy to (default: every role under hosts)"

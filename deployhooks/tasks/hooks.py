@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from ..commands import hooks as hooks_mod
-from ..guard import fleet as fleetguard
-from .common import Hosts, finish, load_settings, say, task
+from .common import Hosts, LazyModule, finish, load_settings, say, task
+
+# Imported when a hook first uses them (see LazyModule): every `fab` call imports this file.
+hooks_mod = LazyModule("deployhooks.commands.hooks")
+fleetguard = LazyModule("deployhooks.guard.fleet")
 
 _HELP = {
     "release_path": "the release being deployed: <deploy_to>/releases/<name> (or EY_DEPLOY_RELEASE_PATH)",

@@ -8,20 +8,25 @@ import shlex
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from invoke import Exit
 
-from ..commands import deploy as deploy_mod
 from ..errors import EXIT_FAILED, EXIT_REFUSED, CommandFailed, Refused
-from ..facts import release as release_mod
-from ..facts import status as status_mod
-from ..guard import fleet as fleetguard
-from ..guard import onehost as guard
-from ..guard import policy, workers
-from ..remote.fleet import HostResult
-from ..remote.host import Host
-from ..settings import MAX_SECONDS
-from .common import Hosts, finish, load_settings, on_hosts, say, seconds, task, whole_number
+from .common import MAX_SECONDS, Hosts, LazyModule, finish, load_settings, on_hosts, say, seconds, task, whole_number
+
+if TYPE_CHECKING:
+    from ..remote.fleet import HostResult
+    from ..remote.host import Host
+
+# Imported when a task first uses them (see LazyModule): `resque.status` needs only status_mod.
+deploy_mod = LazyModule("deployhooks.commands.deploy")
+release_mod = LazyModule("deployhooks.facts.release")
+status_mod = LazyModule("deployhooks.facts.status")
+fleetguard = LazyModule("deployhooks.guard.fleet")
+guard = LazyModule("deployhooks.guard.onehost")
+policy = LazyModule("deployhooks.guard.policy")
+workers = LazyModule("deployhooks.guard.workers")
 
 _ROLES = "comma-separated roles to act on (default: resque.roles from the config)"
 _CONFIG = "path of deployhooks.yml (default config/deployhooks.yml or DEPLOYHOOKS_CONFIG)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,72 @@ def test_init_scaffolds_an_app_and_never_overwrites_without_force(tmp_path):
     assert (app / "fabfile.py").read_text() == "# mine\n"
     forced = subprocess.run([str(console), "init", "--path", str(app), "--force"], capture_output=True, text=True)
     assert forced.returncode == 0 and "from deployhooks" in (app / "fabfile.py").read_text()
+
+
+# Start-up cost (issue 9 item 7): every `fab` call, `fab --list` included, imports every task
+# module to build the namespace, so they import the library's modules only when a task runs
+# (deployhooks.tasks.common.LazyModule). These are what `resque.status` never needs.
+NOT_FOR_STATUS = ("deployhooks.commands", "deployhooks.guard", "psutil", "statistics", "tarfile")
+
+
+def imported_by(code: str, *args: str) -> set[str]:
+    """The modules a fresh interpreter imports running `code` (fabric.main's own excluded),
+    from the repository, as `fab` runs; the list is printed on exit, even after sys.exit."""
+    prelude = (
+        "import atexit, json, sys, fabric.main\n"
+        "_before = set(sys.modules)\n"
+        "atexit.register(lambda: print('MODULES=' + json.dumps(sorted(set(sys.modules) - _before))))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", prelude + code, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    [line] = [x for x in r.stdout.splitlines() if x.startswith("MODULES=")] or [f"MODULES=null {r.stderr}"]
+    return set(json.loads(line[len("MODULES=") :]))
+
+
+def under(modules: set[str], prefixes) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+def test_building_the_task_namespace_imports_no_library_module():
+    modules = imported_by("import deployhooks.tasks")
+    ours = {m for m in modules if m.split(".")[0] == "deployhooks"}
+    allowed = {"deployhooks", "deployhooks.errors"}
+    extra = sorted(m for m in ours - allowed if m != "deployhooks.tasks" and not m.startswith("deployhooks.tasks."))
+    assert "deployhooks.tasks.resque" in ours, ours
+    assert not extra, f"import deployhooks.tasks now imports {extra}: use LazyModule in deployhooks/tasks/"
+    assert not under(modules, NOT_FOR_STATUS), under(modules, NOT_FOR_STATUS)
+
+
+def test_resque_status_imports_only_what_it_needs(tmp_path):
+    cfg = tmp_path / "deployhooks.yml"  # a host that listens nowhere: status runs to its end, exit 3
+    cfg.write_text(
+        "app: shop\nhosts:\n  util: ['127.0.0.1:1']\nssh:\n  strict_host_keys: false\n  connect_timeout: 1\n"
+    )
+    code = "sys.argv[0] = 'fab'\nfabric.main.program.run()"
+    modules = imported_by(code, "resque.status", "--config", str(cfg))
+    # What it does need, so the list is the one of a status that ran:
+    assert {"deployhooks.facts.status", "deployhooks.remote.fleet", "deployhooks.settings"} <= modules, modules
+    assert not under(modules, NOT_FOR_STATUS), f"fab resque.status imports {under(modules, NOT_FOR_STATUS)}"
+
+
+def test_every_lazy_module_of_the_tasks_exists():
+    """A LazyModule's name is imported only when a task uses it: a typo would show only then."""
+    import importlib
+
+    from deployhooks.tasks import admin, common, deploy, hooks, resque
+
+    lazies = [
+        value.__dict__["_name"]
+        for module in (admin, common, deploy, hooks, resque)
+        for value in vars(module).values()
+        if isinstance(value, common.LazyModule)
+    ]
+    assert len(lazies) >= 10, lazies
+    for name in lazies:
+        importlib.import_module(name)

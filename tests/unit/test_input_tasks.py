@@ -65,3 +65,11 @@ def test_fab_reports_a_bad_number_without_a_traceback(config):
         r = fab(*args, "--config", config, timeout=60)
         assert r.returncode == 2, r.stderr
         assert "Traceback" not in r.stderr and f"{args[1]}: expected " in r.stderr
+
+
+def test_the_tasks_bound_on_seconds_is_the_configs():
+    """The help texts use common.MAX_SECONDS so that `fab --list` need not import settings."""
+    from deployhooks import settings
+    from deployhooks.tasks import common
+
+    assert common.MAX_SECONDS == settings.MAX_SECONDS
