@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Sequence
 from ..errors import CommandFailed, ConfigError
 from ..facts import monit as monit_mod
 from ..facts import trust
+from ..facts.shell import as_root, with_sudo
 from ..guard.workers import wait_until
 from ..remote.host import Host
 from ..resque.monitrc import render_monit_control, render_monitrc
@@ -176,22 +177,6 @@ def unified_diff(host: str, change: FileChange) -> str:
     return "\n".join(f"{host}: {line.rstrip(chr(10))}" for line in lines)
 
 
-def without_control_file(command: Sequence[str]) -> list[str]:
-    """monit's argv with any `-c FILE` removed, to point it at another control file."""
-    argv, skip = [], False
-    for word in command:
-        if skip:
-            skip = False
-            continue
-        if word == "-c":
-            skip = True
-            continue
-        if word.startswith("-c") and len(word) > 2 and not word.startswith("--"):
-            continue
-        argv.append(word)
-    return argv
-
-
 _PROCESS_NAME = re.compile(
     r"^(?:Process|Program|File|Filesystem|Directory|Remote Host|Network|Fifo|System) Name\s+= (?P<name>\S+)\s*$"
 )
@@ -251,24 +236,9 @@ def check_failure(rc: int, output: str, *, path: str, group: str, wanted: Sequen
 # --- I/O through a Host ------------------------------------------------------------------------
 
 
-def _monit_argv(host: Host, *args: str, control: str | None = None, sudo: bool = True) -> list[str]:
-    """monit's argv for `args` (through `sudo -n` when configured and `sudo` is left on)."""
-    r = host.settings.resque
-    command = list(r.monit_command) if control is None else without_control_file(r.monit_command) + ["-c", control]
-    argv = command + list(args)
-    return ["sudo", "-n"] + argv if r.sudo and sudo else argv
-
-
 def _as_root(host: Host, script: str) -> str:
     """`script` as one shell command, through `sudo -n sh -c` when resque.sudo is on (system files)."""
-    return f"sudo -n sh -c {shlex.quote(script)}" if host.settings.resque.sudo else script
-
-
-def _monit_error(host: Host, result, argv: list[str]) -> Exception:
-    r = host.settings.resque
-    return monit_mod.classify_failure(
-        result.exited, result.stdout, result.stderr, group=r.monit_group, host=host.name, command=argv, sudo=r.sudo
-    )
+    return as_root(script, host.settings.resque.sudo)
 
 
 def resolve_wrapper(host: Host) -> str:
@@ -311,14 +281,7 @@ def find_wrapper(host: Host) -> str:
 
 def live_services(host: Host) -> dict[str, monit_mod.ServiceStatus]:
     """monit's view of the group; {} when monit knows no such group yet. The daemon must answer."""
-    group = host.settings.resque.monit_group
-    argv = _monit_argv(host, "-B", "status", "-g", group)
-    result = host.run(monit_mod.shell_command(argv), warn=True)
-    if result.exited == 0:
-        return monit_mod.parse_status(result.stdout)
-    if re.search(r"group '.*' not found", f"{result.stderr}\n{result.stdout}", re.I):
-        return {}
-    raise _monit_error(host, result, argv)
+    return host.monit.services(host.settings.resque.monit_group)
 
 
 def read_confs(host: Host) -> dict[int, str]:
@@ -340,7 +303,7 @@ def read_root_file(host: Host, path: str) -> str | None:
     world-readable, so a deploy user whose sudo allows only monit reads it too); only a file it
     may not read goes through `sudo -n cat` (resque.sudo), whose refusal is the error."""
     q = shlex.quote(path)
-    unreadable = f"sudo -n cat {q}" if host.settings.resque.sudo else f"cat {q}"
+    unreadable = shlex.join(with_sudo(["cat", path])) if host.settings.resque.sudo else f"cat {q}"
     result = host.run(f"if [ ! -e {q} ]; then exit 4; elif [ -r {q} ]; then cat {q}; else {unreadable}; fi", warn=True)
     if result.exited == 4:
         return None
@@ -381,15 +344,16 @@ def check_candidate(host: Host, text: str) -> None:
     q = shlex.quote
     # The whole script runs as root when resque.sudo is on (monit wants its control file
     # owned by the user running it), so monit itself is not prefixed with sudo again.
-    monit_t = monit_mod.shell_command(_monit_argv(host, "-t", control=f"{tmp}/monitrc", sudo=False))
+    monit_t = host.monit.test_command(control=f"{tmp}/monitrc", sudo=False)
     write_file(host, candidate, text, root=True)
     script = (
         f"mkdir -m 700 {q(tmp)} && trap 'rm -rf {tmp}' EXIT && "
-        f"(umask 077 && printf %s {q(control)} > {q(tmp + '/monitrc')}) && {monit_t} 2>&1"
+        f"(umask 077 && printf %s {q(control)} > {q(tmp + '/monitrc')}) && {monit_t}"
     )
+    # A check, not a change: it writes only its own throw-away folder.
     result = host.run(_as_root(host, script), warn=True)
     if result.exited != 0:
-        host.run(_as_root(host, f"rm -f {q(candidate)}"), warn=True)
+        host.run(_as_root(host, f"rm -f {q(candidate)}"), warn=True, change=True)
         out = (result.stdout + result.stderr).strip().splitlines()
         raise CommandFailed(
             f"{host.name}: monit -t refused the new monitrc for {path} (nothing "
@@ -415,15 +379,18 @@ def install_monitrc(host: Host, services: Sequence[str]) -> None:
                 f"rm -f {q(backup)} && if [ -e {q(path)} ]; then ln {q(path)} {q(backup)} 2>/dev/null "
                 f"|| cp -p {q(path)} {q(backup)}; fi && mv -f {q(candidate)} {q(path)}"
             ),
-        )
+        ),
+        change=True,
     )
-    argv = _monit_argv(host, "-v", "-t")
-    result = host.run(monit_mod.shell_command(argv) + " 2>&1", warn=True)
+    result = host.monit.syntax_check(verbose=True)
     why = check_failure(result.exited, result.stdout + result.stderr, path=path, group=r.monit_group, wanted=services)
     if why is None:
-        host.run(_as_root(host, f"rm -f {q(backup)}"), warn=True)
+        host.run(_as_root(host, f"rm -f {q(backup)}"), warn=True, change=True)
         return
-    host.run(_as_root(host, f"if [ -e {q(backup)} ]; then mv -f {q(backup)} {q(path)}; else rm -f {q(path)}; fi"))
+    host.run(
+        _as_root(host, f"if [ -e {q(backup)} ]; then mv -f {q(backup)} {q(path)}; else rm -f {q(path)}; fi"),
+        change=True,
+    )
     raise CommandFailed(f"{host.name}: {why}. {path} was left as it was and monit was not reloaded")
 
 
@@ -433,10 +400,7 @@ def stop_services(host: Host, names: Sequence[str], say: Say = _quiet) -> None:
     before = live_services(host)
     pids = {before[n].pid for n in names if n in before and before[n].pid}
     for name in names:
-        argv = _monit_argv(host, "stop", name)
-        result = host.run(monit_mod.shell_command(argv), warn=True)
-        if result.exited != 0:
-            raise _monit_error(host, result, argv)
+        host.monit.service("stop", name)
     say(f"{host.name}: monit stop {', '.join(names)} (removed from the config)")
     state: dict = {}
 
@@ -459,16 +423,13 @@ def stop_services(host: Host, names: Sequence[str], say: Say = _quiet) -> None:
 def start_services(host: Host, names: Sequence[str]) -> None:
     """Best effort: give back to monit the services `stop_services` stopped (after a refusal)."""
     for name in names:
-        host.run(monit_mod.shell_command(_monit_argv(host, "start", name)), warn=True)
+        host.monit.service("start", name, check=False)
 
 
 def reload_and_wait(host: Host, services: Sequence[str], say: Say = _quiet) -> None:
     """`monit reload`, then wait until the group lists exactly `services` (reload returns at once)."""
     r = host.settings.resque
-    argv = _monit_argv(host, "reload")
-    result = host.run(monit_mod.shell_command(argv), warn=True)
-    if result.exited != 0:
-        raise _monit_error(host, result, argv)
+    host.monit.reload()
     state: dict = {"names": []}
 
     # When only a service's programs changed, the names match before and after the reload, so
@@ -545,7 +506,11 @@ def setup_host(host: Host, say: Say = _quiet) -> Outcome:
         if todo.monitrc is not None:
             install_monitrc(host, todo.services)
     except CommandFailed:
-        host.run(_as_root(host, f"rm -f {shlex.quote(_hidden(r.monitrc_path, 'deployhooks-candidate'))}"), warn=True)
+        host.run(
+            _as_root(host, f"rm -f {shlex.quote(_hidden(r.monitrc_path, 'deployhooks-candidate'))}"),
+            warn=True,
+            change=True,
+        )
         start_services(host, stopped)
         raise
     changed = []

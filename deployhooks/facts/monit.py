@@ -9,7 +9,8 @@ monit 5.33 facts this module is built on (research/peers-monit.md §2):
   nothing supervises; we therefore refuse group actions unless a daemon answers;
 - `-B status` has the full status text (`summary` cuts it at 27 characters).
 
-Parsing and error classification are pure functions; `Monit` runs the commands.
+Parsing and error classification are pure functions; `Monit` spells every monit command and
+runs them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..errors import CommandFailed, ConfigError
+from ..settings import Settings
+from .shell import with_sudo
 
 NOT_MONITORED = "Not monitored"
 
@@ -141,35 +144,120 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
+def without_control_file(command: Sequence[str]) -> list[str]:
+    """monit's argv with any `-c FILE` removed, to point it at another control file."""
+    argv, skip = [], False
+    for word in command:
+        if skip:
+            skip = False
+            continue
+        if word == "-c":
+            skip = True
+            continue
+        if word.startswith("-c") and len(word) > 2 and not word.startswith("--"):
+            continue
+        argv.append(word)
+    return argv
+
+
+_GROUP_MISSING = re.compile(r"group '.*' not found", re.I)
+_ACTIONS = ("stop", "start", "restart", "monitor", "unmonitor")
+
+
 class Monit:
-    """monit on one host, reached through a Context or Connection `c`."""
+    """monit on one host, reached through a Context or Connection `c`.
+
+    Every monit command the toolkit sends is spelled here. The `*_argv` and `*_command`
+    methods are pure (a `Monit` without `c` builds commands for others to send, such as the
+    status command's one round trip); the others run them, each as a fact (`status`,
+    `services`, `syntax_check`: always run) or a change (`action`, `service`, `reload`:
+    under a dry run printed through `would`, not sent).
+    """
 
     def __init__(
         self,
-        c,
+        c=None,
         command: Sequence[str] = ("monit",),
         *,
         sudo: bool = False,
         host: str = "localhost",
+        group: str = "",
         would: Callable[[str], None] | None = None,
     ):
-        """`would`: a dry run's printer; actions are then printed, not sent (status still runs)."""
-        self.c, self.command, self.sudo, self.host = c, tuple(command), sudo, host
+        """`group`: the configured group, named in the errors of commands that take none;
+        `would`: a dry run's printer; changes are then printed, not sent (facts still run)."""
+        self.c, self.command, self.sudo, self.host, self.group = c, tuple(command), sudo, host, group
         self.would = would
 
-    def _argv(self, *args: str) -> list[str]:
-        argv = list(self.command) + list(args)
-        # -n: a hook has no terminal to type a password into; fail at once instead of hanging.
-        return (["sudo", "-n"] + argv) if self.sudo else argv
+    @classmethod
+    def of(cls, settings: Settings, c=None, *, host: str = "localhost", would: Callable[[str], None] | None = None):
+        """monit as `settings.resque` configures it (command, sudo, group)."""
+        r = settings.resque
+        return cls(c, r.monit_command, sudo=r.sudo, host=host, group=r.monit_group, would=would)
 
-    def _run(self, *args: str, group: str = ""):
-        argv = self._argv(*args)
-        result = self.c.run(shell_command(argv), hide=True, warn=True, in_stream=False)
+    # --- commands (pure) -----------------------------------------------------------------------
+
+    def argv(self, *args: str, control: str | None = None, sudo: bool = True) -> list[str]:
+        """monit's argv for `args`; `control`: under that control file instead of the configured
+        one; through sudo when resque.sudo is on, unless `sudo` is False (already root)."""
+        command = list(self.command) if control is None else without_control_file(self.command) + ["-c", control]
+        argv = command + list(args)
+        return with_sudo(argv) if self.sudo and sudo else argv
+
+    def status_argv(self, group: str) -> list[str]:
+        """`-B status -g group`: the group's services, with the full status text."""
+        return self.argv("-B", "status", "-g", group)
+
+    def status_command(self, group: str) -> str:
+        """`status_argv` as one shell command (what `status` and `services` run)."""
+        return shell_command(self.status_argv(group))
+
+    def action_argv(self, verb: str, group: str) -> list[str]:
+        """`verb all -g group` (stop, start, restart, monitor, unmonitor)."""
+        if verb not in _ACTIONS:
+            raise ConfigError(f"unknown monit action {verb!r}")
+        return self.argv(verb, "all", "-g", group)
+
+    def service_argv(self, verb: str, name: str) -> list[str]:
+        """`verb name` for one service (stop, start, restart, monitor, unmonitor)."""
+        if verb not in _ACTIONS:
+            raise ConfigError(f"unknown monit action {verb!r}")
+        return self.argv(verb, name)
+
+    def reload_argv(self) -> list[str]:
+        return self.argv("reload")
+
+    def test_argv(self, *, control: str | None = None, verbose: bool = False, sudo: bool = True) -> list[str]:
+        """`-t` (syntax check of the control file; `-v -t` also lists the services it defines)."""
+        return self.argv(*(["-v"] if verbose else []), "-t", control=control, sudo=sudo)
+
+    def test_command(self, *, control: str | None = None, verbose: bool = False, sudo: bool = True) -> str:
+        """`test_argv` as one shell command, its messages (on stderr) in its output."""
+        return shell_command(self.test_argv(control=control, verbose=verbose, sudo=sudo)) + " 2>&1"
+
+    # --- running them --------------------------------------------------------------------------
+
+    def _call(self, argv: Sequence[str]):
+        return self.c.run(shell_command(argv), hide=True, warn=True, in_stream=False)
+
+    def _failure(self, result, argv: Sequence[str], group: str) -> Exception:
+        return classify_failure(
+            result.exited, result.stdout, result.stderr, group=group, host=self.host, command=argv, sudo=self.sudo
+        )
+
+    def _run(self, argv: Sequence[str], *, group: str):
+        result = self._call(argv)
         if result.exited != 0:
-            raise classify_failure(
-                result.exited, result.stdout, result.stderr, group=group, host=self.host, command=argv, sudo=self.sudo
-            )
+            raise self._failure(result, argv, group)
         return result
+
+    def _change(self, argv: Sequence[str], *, group: str, check: bool = True) -> None:
+        if self.would is not None:
+            self.would(f"run: {shlex.join(argv)}")
+        elif check:
+            self._run(argv, group=group)
+        else:
+            self._call(argv)
 
     def status(self, group: str) -> dict[str, ServiceStatus]:
         """The group's services; raises when the daemon is down or the group does not exist.
@@ -177,17 +265,38 @@ class Monit:
         `-B status` fails with "the monit daemon is not running" when there is no daemon, so
         this is also the check that makes group actions safe to send.
         """
-        services = parse_status(self._run("-B", "status", "-g", group, group=group).stdout)
+        services = parse_status(self._run(self.status_argv(group), group=group).stdout)
         if not services:
             raise CommandFailed(f"{self.host}: monit group '{group}' has no services")
         return services
 
+    def services(self, group: str) -> dict[str, ServiceStatus]:
+        """The group's services; {} when monit knows no such group (yet). Raises when the
+        daemon does not answer, or monit fails in any other way."""
+        argv = self.status_argv(group)
+        result = self._call(argv)
+        if result.exited == 0:
+            return parse_status(result.stdout)
+        if _GROUP_MISSING.search(f"{result.stderr}\n{result.stdout}"):
+            return {}
+        raise self._failure(result, argv, group)
+
+    def syntax_check(self, *, verbose: bool = False):
+        """The result of `monit -t` (`-v -t` with `verbose`) on the configured control file,
+        messages included in its stdout; a refusal is a result (rc != 0), not an exception."""
+        return self.c.run(self.test_command(verbose=verbose), hide=True, warn=True, in_stream=False)
+
     def action(self, verb: str, group: str) -> None:
         """Send `verb all -g group` to the daemon (returns before the work is done)."""
-        if verb not in ("stop", "start", "restart", "monitor", "unmonitor"):
-            raise ConfigError(f"unknown monit action {verb!r}")
+        argv = self.action_argv(verb, group)
         self.status(group)  # never let a daemon-less monit run the programs itself
-        if self.would is not None:
-            self.would(f"run: {shlex.join(self._argv(verb, 'all', '-g', group))}")
-            return
-        self._run(verb, "all", "-g", group, group=group)
+        self._change(argv, group=group)
+
+    def service(self, verb: str, name: str, *, check: bool = True) -> None:
+        """Send `verb name` for one service (returns before the work is done); `check` False:
+        best effort, a failure is ignored. The caller has seen the daemon answer."""
+        self._change(self.service_argv(verb, name), group=self.group, check=check)
+
+    def reload(self) -> None:
+        """`monit reload`: the daemon rereads its configuration (returns before it has)."""
+        self._change(self.reload_argv(), group=self.group)

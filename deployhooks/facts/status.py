@@ -23,15 +23,12 @@ _MARK = "__deployhooks_section__"
 
 def status_command(settings: Settings) -> str:
     """One shell command printing processes (with `current`'s link), then `monit -B status`."""
-    r = settings.resque
-    argv = list(r.monit_command) + ["-B", "status", "-g", r.monit_group]
-    if r.sudo:
-        argv = ["sudo", "-n"] + argv
+    monit_status = monit.Monit.of(settings).status_command(settings.resque.monit_group)
     revision = shlex.quote(f"{settings.current_path}/REVISION")
     return (
         f"{ps_command(settings.current_path, settings.deploy_to)}; echo {_MARK} revision; "
         f"head -c 100 {revision} 2>/dev/null; echo; echo {_MARK} monit; "
-        f'{monit.shell_command(argv)} 2>&1; echo "{_MARK} rc $?"; true'
+        f'{monit_status} 2>&1; echo "{_MARK} rc $?"; true'
     )
 
 

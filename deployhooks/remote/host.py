@@ -17,6 +17,7 @@ from ..errors import CommandFailed
 from ..facts import processes
 from ..facts.monit import Monit
 from ..facts.processes import WorkerProcess
+from ..facts.shell import as_root, with_sudo
 from ..settings import Settings
 
 
@@ -65,8 +66,7 @@ class Host:
         self.name = name or (getattr(c, "original_host", None) if self.remote else None) or socket.gethostname()
         self.dry = dry
         self.say = say or _print
-        r = settings.resque
-        self.monit = Monit(c, r.monit_command, sudo=r.sudo, host=self.name, would=self.would if dry else None)
+        self.monit = Monit.of(settings, c, host=self.name, would=self.would if dry else None)
 
     def would(self, what: str) -> None:
         """Say what a dry run withholds."""
@@ -133,8 +133,8 @@ class Host:
             # One kill per pid, so one pid that exited in between does not hide the others' result.
             self.run(" ; ".join(f"kill -{signame} {int(p)} 2>/dev/null" for p in pids) + " ; true")
             return
-        as_user = f"-u {shlex.quote(r.user)} " if r.user else ""
-        out = self.run(" ; ".join(f"sudo -n {as_user}kill -{signame} {int(p)} 2>&1" for p in pids) + " ; true").stdout
+        kills = (shlex.join(with_sudo(["kill", f"-{signame}", str(int(p))], user=r.user)) for p in pids)
+        out = self.run(" ; ".join(f"{kill} 2>&1" for kill in kills) + " ; true").stdout
         # A pid gone meanwhile is fine; sudo refusing is not, and would otherwise only show up
         # later as workers that "did not take the pause".
         if "a password is required" in out or "a terminal is required" in out:
@@ -178,7 +178,7 @@ class Host:
             f'printf %s {shlex.quote(text)} | "$@" sh -c {shlex.quote(writer)} sh "$d" '
             f"{shlex.quote(path)} {shlex.quote(name)}"
         )
-        command = f"sudo -n sh -c {shlex.quote(script)}" if sudo else script
+        command = as_root(script, sudo)
         if self.dry:
             self.would(f"write {path} ({len(text.encode())} bytes)")
             return

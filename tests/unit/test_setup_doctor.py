@@ -7,7 +7,7 @@ import pytest
 from deployhooks.commands import doctor as d
 from deployhooks.commands import install as s
 from deployhooks.errors import ConfigError
-from deployhooks.facts.monit import ServiceStatus
+from deployhooks.facts.monit import ServiceStatus, without_control_file
 from deployhooks.facts.processes import WorkerProcess
 from deployhooks.facts.status import HostFacts
 from deployhooks.settings import parse
@@ -162,9 +162,9 @@ def test_unified_diff_prefixes_every_line_with_the_host():
 
 
 def test_without_control_file():
-    assert s.without_control_file(["monit", "-c", "/etc/monitrc", "-v"]) == ["monit", "-v"]
-    assert s.without_control_file(["/usr/bin/monit", "-c/etc/m"]) == ["/usr/bin/monit"]
-    assert s.without_control_file(["monit"]) == ["monit"]
+    assert without_control_file(["monit", "-c", "/etc/monitrc", "-v"]) == ["monit", "-v"]
+    assert without_control_file(["/usr/bin/monit", "-c/etc/m"]) == ["/usr/bin/monit"]
+    assert without_control_file(["monit"]) == ["monit"]
 
 
 VERBOSE_T = """\
