@@ -170,3 +170,15 @@ def test_worker_command_refusals(value):
         parse(f"app: shop\nresque:\n  worker_command: {value}\n", "config/deployhooks.yml")
     assert str(info.value).startswith("config/deployhooks.yml:3: resque.worker_command: expected")
     assert info.value.exit_code == EXIT_CONFIG
+
+
+def test_rolling_batches_need_the_guard_at_before_symlink():
+    rolling = parse("app: shop\nresque:\n  guard_at: before_symlink\ndeploy:\n  batch_size: 2\n")
+    assert rolling.deploy.batch_size == 2
+    assert parse("app: shop\n").deploy.batch_size is None
+    with pytest.raises(ConfigError) as info:
+        parse("app: shop\ndeploy:\n  batch_size: 2\n", "cfg.yml")
+    assert str(info.value).startswith("cfg.yml:3: deploy.batch_size: expected resque.guard_at: before_symlink")
+    assert "old and new code side by side" in str(info.value)
+    with pytest.raises(ConfigError, match="batch_size: expected a whole number from 1"):
+        parse("app: shop\nresque:\n  guard_at: before_symlink\ndeploy:\n  batch_size: 0\n")
