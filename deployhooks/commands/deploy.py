@@ -1,7 +1,7 @@
 """`fab deploy` and `fab rollback`: a release to every host, steps as barriers, one switch.
 
-Order (Engine Yard's, research/ey-anchors.md §3.1), each step finishing on every host before
-the next starts:
+Order (Engine Yard's: docs/engineyard.md, "Deploy hooks: the twelve points"), each step finishing
+on every host before the next starts:
 
     lock -> upload -> link shared -> before_migrate -> migrate (one host) -> before_symlink
     -> switch current -> after_symlink -> restart app servers -> cleanup -> unlock

@@ -1,6 +1,6 @@
 """Resque process titles ($0), parsed: a pure function from one title to what it says.
 
-Every form resque has used from 0.x to 3.0 (research/resque-internals.md §1):
+Every form resque has used from 0.x to 3.0 (docs/resque.md, "Process titles"):
 
     resque: Starting                                          (all versions, no prefix/version)
     <P>resque-<X>: Waiting for q1,q2                          idle (1.5+; "resque: ..." before)

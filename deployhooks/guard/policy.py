@@ -54,7 +54,7 @@ def stop_settled(services: Mapping[str, ServiceStatus], alive: Iterable[int]) ->
     """The group is stopped: monit has nothing pending, and none of its workers still runs.
 
     Both are needed: monit reports `Not monitored` after a stop timeout while the worker is
-    still alive (research/peers-monit.md §2.6).
+    still alive (docs/monit.md, "Stop and start timeouts").
     """
     return all(s.stopped and not s.pending for s in services.values()) and not list(alive)
 

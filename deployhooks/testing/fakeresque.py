@@ -3,7 +3,7 @@
 Ruby gems cannot be installed where the tests and the demo sandbox run, so this
 module plays the worker. Seen from outside -- ``ps``, signals, exit status and
 the keys in redis -- it behaves like resque 3.0.0 as documented in
-``shared/research/resque-internals.md`` (sections 1, 2 and 4):
+``docs/resque.md`` ("Process titles", "Signals", "Job fate", "The rake task and its environment", "Redis keys"):
 
 * proclines ``resque: Starting``, ``<P>resque-3.0.0: Waiting for q1,q2``,
   ``... Paused``, ``... Processing <q> since <epoch> [<Class>]`` (set by the

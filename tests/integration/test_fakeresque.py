@@ -1,6 +1,6 @@
 """The fake resque worker, run as a real process against a real redis, seen as ps and redis see it.
 
-Each expectation comes from shared/research/resque-internals.md (resque 3.0.0).
+Each expectation comes from docs/resque.md (resque 3.0.0).
 Every wait is a bounded poll; every worker is killed (with its job children) at teardown.
 """
 

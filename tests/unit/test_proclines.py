@@ -1,4 +1,4 @@
-"""The procline parser against every form resque has used (research/resque-internals.md §1)."""
+"""The procline parser against every form resque has used (docs/resque.md, "Process titles")."""
 
 import pytest
 from hypothesis import given
