@@ -20,6 +20,7 @@ import yaml
 from ..errors import CommandFailed, ConfigError
 from ..facts import status as status_mod
 from ..facts import trust
+from ..facts.shell import section, split_sections
 from ..remote.host import Host
 from ..resque.supervisor import WORKER_CMDLINE_RE
 from ..settings import Settings
@@ -513,27 +514,19 @@ def check_rakefile(files: Mapping[str, str], current: str | None) -> Check:
     )
 
 
-_FILE_MARK = "__deployhooks_file__"
-
-
 def rake_files_command(settings: Settings) -> str:
+    """One command printing current's Rakefile and lib/tasks/*.rake, a section per file."""
     cur = shlex.quote(settings.current_path)
+    mark = section('"$f"')
     return (
         f"cd {cur} 2>/dev/null || exit 0; for f in Rakefile lib/tasks/*.rake; do "
-        f'[ -f "$f" ] && {{ printf \'\\n%s %s\\n\' {_FILE_MARK} "$f"; cat "$f"; }}; done; true'
+        f'[ -f "$f" ] && {{ {mark}; cat "$f"; }}; done; true'
     )
 
 
 def parse_rake_files(text: str) -> dict[str, str]:
-    files: dict[str, list[str]] = {}
-    name = None
-    for line in text.splitlines():
-        if line.startswith(_FILE_MARK + " "):
-            name = "current/" + line[len(_FILE_MARK) + 1 :]
-            files[name] = []
-        elif name is not None:
-            files[name].append(line)
-    return {k: "\n".join(v).strip("\n") + "\n" for k, v in files.items()}
+    """`current/<path> -> text` from `rake_files_command`'s output."""
+    return {"current/" + name: "\n".join(lines).strip("\n") + "\n" for name, lines in split_sections(text)}
 
 
 # --- facts through a Host, and the whole checklist ---------------------------------------------

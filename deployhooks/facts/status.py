@@ -17,18 +17,18 @@ from . import monit
 from . import release as release_mod
 from .monit import ServiceStatus
 from .processes import WorkerProcess, parse_listing, ps_command, rebase, workers_from
-
-_MARK = "__deployhooks_section__"
+from .shell import section, split_sections
 
 
 def status_command(settings: Settings) -> str:
     """One shell command printing processes (with `current`'s link), then `monit -B status`."""
     monit_status = monit.Monit.of(settings).status_command(settings.resque.monit_group)
     revision = shlex.quote(f"{settings.current_path}/REVISION")
+    rc = section('"rc $?"')  # monit's exit code, expanded by the shell right after monit ran
     return (
-        f"{ps_command(settings.current_path, settings.deploy_to)}; echo {_MARK} revision; "
-        f"head -c 100 {revision} 2>/dev/null; echo; echo {_MARK} monit; "
-        f'{monit_status} 2>&1; echo "{_MARK} rc $?"; true'
+        f"{ps_command(settings.current_path, settings.deploy_to)}; {section('revision')}; "
+        f"head -c 100 {revision} 2>/dev/null; {section('monit')}; "
+        f"{monit_status} 2>&1; {rc}; true"
     )
 
 
@@ -50,18 +50,13 @@ def _sections(rest: str) -> tuple[dict[str, list[str]], int]:
     """The sections that follow the process listing (`name -> lines`) and the exit code the
     `rc` mark reports (0 when there is no such mark, 1 when it is unreadable)."""
     sections: dict[str, list[str]] = {}
-    name, rc = None, 0
-    for line in rest.splitlines():
-        if line.startswith(_MARK):
-            words = line.split()
-            if len(words) > 1 and words[1] == "rc":
-                rc = int(words[2]) if len(words) > 2 and words[2].isdigit() else 1
-            elif len(words) > 1:
-                name = words[1]
-                sections[name] = []
-            continue
-        if name is not None:
-            sections[name].append(line)
+    rc = 0
+    for name, lines in split_sections(rest):
+        words = name.split()
+        if words[:1] == ["rc"]:  # monit's exit code travels in its mark: `rc <n>`
+            rc = int(words[1]) if len(words) > 1 and words[1].isdigit() else 1
+        else:
+            sections[name] = lines
     return sections, rc
 
 

@@ -1,15 +1,17 @@
-"""Every monit command is spelled by `Monit`, and sudo by `with_sudo`: the exact command lines."""
+"""The one command layer: every monit command spelled by `Monit`, sudo by `with_sudo`, and the
+one framing of multi-section output (`section`, `split_sections`)."""
 
 from __future__ import annotations
 
 import shlex
+import subprocess
 from types import SimpleNamespace
 
 import pytest
 
 from deployhooks.errors import CommandFailed, ConfigError
 from deployhooks.facts.monit import Monit
-from deployhooks.facts.shell import as_root, with_sudo
+from deployhooks.facts.shell import as_root, section, split_sections, with_sudo
 from deployhooks.facts.status import status_command
 from deployhooks.settings import parse
 
@@ -91,3 +93,24 @@ def test_a_missing_group_is_no_services_and_a_refused_change_names_the_group():
         m.reload()
     m.service("start", "resque_shop_0", check=False)  # best effort: no exception
     assert c.commands[-1] == FD + "monit start resque_shop_0"
+
+
+def test_sections_come_back_whole_whether_or_not_a_part_ends_with_a_newline():
+    script = (
+        "echo before; "
+        + section("one")
+        + "; printf 'a\\nb'; "
+        + section('"two words"')
+        + "; printf 'c\\n'; "
+        + section("empty")
+        + "; "
+        + section('"rc $?"')
+    )
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    assert split_sections(out) == [("one", ["a", "b"]), ("two words", ["c"]), ("empty", []), ("rc 0", [])]
+
+
+def test_a_name_printed_twice_gives_two_entries_and_text_before_the_first_mark_is_dropped():
+    text = "junk\n__deployhooks_section__ x\n1\n__deployhooks_section__ x\n2\n"
+    assert split_sections(text) == [("x", ["1"]), ("x", ["2"])]
+    assert dict(split_sections(text)) == {"x": ["2"]}

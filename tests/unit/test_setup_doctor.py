@@ -439,8 +439,8 @@ def test_rakefile_without_task_or_release():
 
 def test_parse_rake_files():
     out = (
-        "\n__deployhooks_file__ Rakefile\nrequire 'x'\n"
-        '\n__deployhooks_file__ lib/tasks/resque.rake\ntask "resque:setup"\n'
+        "\n__deployhooks_section__ Rakefile\nrequire 'x'\n"
+        '\n__deployhooks_section__ lib/tasks/resque.rake\ntask "resque:setup"\n'
     )
     assert d.parse_rake_files(out) == {
         "current/Rakefile": "require 'x'\n",
