@@ -11,9 +11,10 @@ import pytest
 from invoke import Context
 
 from deployhooks import settings as settings_mod
-from deployhooks.commands import doctor
+from deployhooks.commands import doctorchecks
 from deployhooks.commands import install as setup_mod
 from deployhooks.errors import CommandFailed
+from deployhooks.facts import resqueyml
 from deployhooks.remote.host import Host
 from deployhooks.testing.apphost import wrapper_path
 from deployhooks.testing.sshserver import free_port
@@ -278,13 +279,13 @@ def test_doctor_passes_a_good_host_and_names_each_fault_with_its_fix(host, monit
 
     # redis-cli or not: the bash /dev/tcp fallback gets the same answer
     h = Host(Context(), fresh.settings, "here")
-    up = doctor.RedisTarget("127.0.0.1", redis_server.port)
-    down = doctor.RedisTarget("127.0.0.1", free_port())
+    up = resqueyml.RedisTarget("127.0.0.1", redis_server.port)
+    down = resqueyml.RedisTarget("127.0.0.1", free_port())
     for cli in (True, False):
-        result = h.run(doctor.ping_command(up, redis_cli=cli), warn=True)
-        assert doctor.check_redis(up, result.exited, result.stdout, "here", "y", "production").verdict == "pass"
-        result = h.run(doctor.ping_command(down, redis_cli=cli), warn=True)
-        assert doctor.check_redis(down, result.exited, result.stdout, "here", "y", "production").verdict == "fail"
+        result = h.run(resqueyml.ping_command(up, redis_cli=cli), warn=True)
+        assert doctorchecks.check_redis(up, result.exited, result.stdout, "here", "y", "production").verdict == "pass"
+        result = h.run(resqueyml.ping_command(down, redis_cli=cli), warn=True)
+        assert doctorchecks.check_redis(down, result.exited, result.stdout, "here", "y", "production").verdict == "fail"
 
     # a host that cannot be reached: exit 3
     fresh.write_config([["q1", "high"], ["q2"]], hosts="root@127.0.0.1:1")

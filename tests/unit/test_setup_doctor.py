@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from deployhooks.commands import doctor as d
+from deployhooks.commands import doctorchecks as dc
 from deployhooks.commands import install as s
 from deployhooks.errors import ConfigError
+from deployhooks.facts import pidfiles, rakefile, resqueyml
 from deployhooks.facts.monit import ServiceStatus, without_control_file
 from deployhooks.facts.processes import WorkerProcess
 from deployhooks.facts.status import HostFacts
@@ -228,14 +230,14 @@ def test_tasks_are_registered_in_the_resque_namespace():
 @pytest.mark.parametrize(
     "value, target",
     [
-        ("10.0.0.5:6380", d.RedisTarget("10.0.0.5", 6380)),
-        ("redis-host:6379:2", d.RedisTarget("redis-host", 6379)),
-        ("localhost", d.RedisTarget("localhost", 6379)),
-        ("redis://:secret@r1.internal:6390/0", d.RedisTarget("r1.internal", 6390)),
-        ("rediss://r1:6390", d.RedisTarget("r1", 6390, tls=True)),
-        ("redis://r1", d.RedisTarget("r1", 6379)),
-        ({"host": "r2", "port": 7000, "db": 1}, d.RedisTarget("r2", 7000)),
-        ({"url": "redis://r3:7001/0"}, d.RedisTarget("r3", 7001)),
+        ("10.0.0.5:6380", resqueyml.RedisTarget("10.0.0.5", 6380)),
+        ("redis-host:6379:2", resqueyml.RedisTarget("redis-host", 6379)),
+        ("localhost", resqueyml.RedisTarget("localhost", 6379)),
+        ("redis://:secret@r1.internal:6390/0", resqueyml.RedisTarget("r1.internal", 6390)),
+        ("rediss://r1:6390", resqueyml.RedisTarget("r1", 6390, tls=True)),
+        ("redis://r1", resqueyml.RedisTarget("r1", 6379)),
+        ({"host": "r2", "port": 7000, "db": 1}, resqueyml.RedisTarget("r2", 7000)),
+        ({"url": "redis://r3:7001/0"}, resqueyml.RedisTarget("r3", 7001)),
         ("<%= ENV['REDIS_URL'] %>", None),
         ("unix:///tmp/redis.sock", None),
         ("r1:notaport", None),
@@ -243,39 +245,39 @@ def test_tasks_are_registered_in_the_resque_namespace():
     ],
 )
 def test_redis_target(value, target):
-    assert d.redis_target(value) == target
+    assert resqueyml.redis_target(value) == target
 
 
 def test_check_resque_yml():
     path = "/data/shop/shared/config/resque.yml"
-    check, target = d.check_resque_yml("production: r1:6380\nstaging: r2:6379\n", "production", path)
-    assert (check.verdict, target) == ("pass", d.RedisTarget("r1", 6380))
-    check, target = d.check_resque_yml(None, "production", path)
+    check, target = dc.check_resque_yml("production: r1:6380\nstaging: r2:6379\n", "production", path)
+    assert (check.verdict, target) == ("pass", resqueyml.RedisTarget("r1", 6380))
+    check, target = dc.check_resque_yml(None, "production", path)
     assert check.verdict == "fail" and "missing" in check.detail and target is None
-    check, _ = d.check_resque_yml("production: r1\n  bad: [x\n", "production", path)
+    check, _ = dc.check_resque_yml("production: r1\n  bad: [x\n", "production", path)
     assert check.verdict == "fail" and f"{path}:2 is not valid YAML" in check.detail
-    check, _ = d.check_resque_yml("staging: r2:6379\n", "production", path)
+    check, _ = dc.check_resque_yml("staging: r2:6379\n", "production", path)
     assert check.verdict == "fail" and "(entries: staging)" in check.detail
     assert check.fix == f"add 'production: <redis host>:<port>' (or redis://host:port/db) to {path}"
-    check, target = d.check_resque_yml("production: <%= ENV['R'] %>\n", "production", path)
+    check, target = dc.check_resque_yml("production: <%= ENV['R'] %>\n", "production", path)
     assert check.verdict == "warn" and target is None
 
 
 def test_check_redis():
-    t = d.RedisTarget("r1", 6379)
-    assert d.check_redis(t, 0, "PONG\n", "util1", "y", "production").verdict == "pass"
-    assert d.check_redis(t, 0, "+PONG\r\n", "util1", "y", "production").verdict == "pass"
-    assert d.check_redis(t, 0, "NOAUTH Authentication required.\n", "util1", "y", "production").verdict == "pass"
-    c = d.check_redis(t, 1, "Could not connect to Redis at r1:6379: Connection refused\n", "util1", "y", "production")
+    t = resqueyml.RedisTarget("r1", 6379)
+    assert dc.check_redis(t, 0, "PONG\n", "util1", "y", "production").verdict == "pass"
+    assert dc.check_redis(t, 0, "+PONG\r\n", "util1", "y", "production").verdict == "pass"
+    assert dc.check_redis(t, 0, "NOAUTH Authentication required.\n", "util1", "y", "production").verdict == "pass"
+    c = dc.check_redis(t, 1, "Could not connect to Redis at r1:6379: Connection refused\n", "util1", "y", "production")
     assert c.verdict == "fail" and "Connection refused" in c.detail and "point 'production:' in y" in c.fix
-    assert "no answer within 5s" in d.check_redis(t, 124, "", "util1", "y", "production").detail
+    assert "no answer within 5s" in dc.check_redis(t, 124, "", "util1", "y", "production").detail
 
 
 def test_ping_command_quotes_and_picks_a_branch():
-    t = d.RedisTarget("r1", 6379)
-    assert d.ping_command(t, redis_cli=True) == "timeout 5 redis-cli -h r1 -p 6379 ping 2>&1"
-    assert "/dev/tcp/$0/$1" in d.ping_command(t, redis_cli=False)
-    both = d.ping_command(d.RedisTarget("r1", 6379, tls=True))
+    t = resqueyml.RedisTarget("r1", 6379)
+    assert resqueyml.ping_command(t, redis_cli=True) == "timeout 5 redis-cli -h r1 -p 6379 ping 2>&1"
+    assert "/dev/tcp/$0/$1" in resqueyml.ping_command(t, redis_cli=False)
+    both = resqueyml.ping_command(resqueyml.RedisTarget("r1", 6379, tls=True))
     assert both.startswith("if command -v redis-cli") and "--tls -h r1" in both
 
 
@@ -285,19 +287,19 @@ def test_ping_command_quotes_and_picks_a_branch():
 def test_check_confs():
     st = settings()
     good = {0: "QUEUE=critical,high\n", 1: "QUEUE='*'\n"}
-    assert d.check_confs(st, good).verdict == "pass"
-    c = d.check_confs(st, {0: "QUEUE=low\n", 3: "QUEUE=x\n"})
+    assert dc.check_confs(st, good).verdict == "pass"
+    c = dc.check_confs(st, {0: "QUEUE=low\n", 3: "QUEUE=x\n"})
     assert c.verdict == "fail" and "missing: resque_1.conf" in c.detail
     assert "resque_0.conf (QUEUE=low; config says QUEUE=critical,high)" in c.detail
     assert "not in the config: resque_3.conf" in c.detail and "resque.setup" in c.fix
 
 
 def test_check_monitrc():
-    assert d.check_monitrc("/m", "a\n", "a\n").verdict == "pass"
-    c = d.check_monitrc("/m", "a\nb\n", "a\nc\n")
+    assert dc.check_monitrc("/m", "a\n", "a\n").verdict == "pass"
+    c = dc.check_monitrc("/m", "a\nb\n", "a\nc\n")
     assert c.verdict == "fail" and "(2 line(s))" in c.detail
-    assert d.check_monitrc("/m", None, "a\n").verdict == "fail"
-    assert d.check_monitrc("/m", "a\n", None).verdict == "warn"
+    assert dc.check_monitrc("/m", None, "a\n").verdict == "fail"
+    assert dc.check_monitrc("/m", "a\n", None).verdict == "warn"
 
 
 EY_MONITRC = """\
@@ -314,14 +316,14 @@ check process resque_shop_1
 
 
 def test_stop_timeouts_and_their_check():
-    assert d.stop_timeouts(EY_MONITRC) == [("resque_shop_0", 90, 300.0), ("resque_shop_1", 30, None)]
-    c = d.check_stop_timeout("/m", EY_MONITRC, 60)
+    assert dc.stop_timeouts(EY_MONITRC) == [("resque_shop_0", 90, 300.0), ("resque_shop_1", 30, None)]
+    c = dc.check_stop_timeout("/m", EY_MONITRC, 60)
     assert c.verdict == "fail"
     assert "resque_shop_0: timeout 90s <= GRACE_TIME 300s" in c.detail
     assert "resque_shop_1: timeout 30s <= GRACE_TIME 60s" in c.detail
     ours = s.desired_monitrc(settings(), WRAPPER)
-    assert d.check_stop_timeout("/m", ours, 60).verdict == "pass"
-    assert d.check_stop_timeout("/m", None, 60).verdict == "warn"
+    assert dc.check_stop_timeout("/m", ours, 60).verdict == "pass"
+    assert dc.check_stop_timeout("/m", None, 60).verdict == "warn"
 
 
 def worker(pid, release, deleted=False):
@@ -347,19 +349,19 @@ def test_check_monit_and_releases():
         None,
         "r2",
     )
-    assert d.check_monit(st, facts).verdict == "pass"
-    assert d.check_releases(facts, "shop").verdict == "pass"
+    assert dc.check_monit(st, facts).verdict == "pass"
+    assert dc.check_releases(facts, "shop").verdict == "pass"
     facts.workers = [worker(10, "r1"), worker(11, "r2", deleted=True)]
-    c = d.check_releases(facts, "shop")
+    c = dc.check_releases(facts, "shop")
     assert c.verdict == "fail" and "pid 10 on r1" in c.detail and "pid 11 on r2 (deleted)" in c.detail
     assert "resque.restart" in c.fix
     facts.workers = [worker(10, "r2"), worker(11, "r2"), worker(12, "r2")]
-    assert d.check_releases(facts, "shop").verdict == "warn"
+    assert dc.check_releases(facts, "shop").verdict == "warn"
     facts.services = {"resque_shop_0": ServiceStatus("resque_shop_0", "OK", None, 10)}
-    c = d.check_monit(st, facts)
+    c = dc.check_monit(st, facts)
     assert c.verdict == "fail" and "lists resque_shop_0; the config has resque_shop_0, resque_shop_1" in c.detail
     facts.monit_error = "util1: the monit daemon is not running (or its httpd is off). Start it"
-    assert d.check_monit(st, facts).verdict == "fail"
+    assert dc.check_monit(st, facts).verdict == "fail"
 
 
 def test_pidfiles_and_locks():
@@ -373,19 +375,19 @@ def test_pidfiles_and_locks():
         "lock\t/tmp/resque_1.monit-lock\t201\t\t\n"
         "junk\n"
     )
-    files = d.parse_pidfiles(out)
-    assert [f.path for f in files if d.stale_reason(f)] == [
+    files = pidfiles.parse_pidfiles(out)
+    assert [f.path for f in files if dc.stale_reason(f)] == [
         "/p/resque_1.pid",
         "/p/resque_2.pid",
         "/p/resque_3.pid",
         "/p/resque_4.pid",
         "/tmp/resque_1.monit-lock",
     ]
-    assert "not a resque worker (nginx: worker process)" in d.stale_reason(files[2])
-    c = d.check_pidfiles(files, "/p")
+    assert "not a resque worker (nginx: worker process)" in dc.stale_reason(files[2])
+    c = dc.check_pidfiles(files, "/p")
     assert c.verdict == "fail" and c.fix.startswith("remove them (rm /p/resque_1.pid /p/resque_2.pid")
-    assert d.check_pidfiles(files[:1], "/p").verdict == "pass"
-    assert "/tmp/resque_0.monit-lock /tmp/resque_1.monit-lock" in d.pidfiles_command(settings())
+    assert dc.check_pidfiles(files[:1], "/p").verdict == "pass"
+    assert "/tmp/resque_0.monit-lock /tmp/resque_1.monit-lock" in pidfiles.pidfiles_command(settings())
 
 
 # --- doctor: the Rakefile ----------------------------------------------------------------------
@@ -416,25 +418,25 @@ def test_pidfiles_and_locks():
     ],
 )
 def test_setup_tasks_and_preloading(text, lazy):
-    found = d.setup_tasks(text)
+    found = rakefile.setup_tasks(text)
     if lazy is None:
         assert found == []
         return
     assert len(found) == 1
-    c = d.check_rakefile({"current/Rakefile": text}, "r2")
+    c = dc.check_rakefile({"current/Rakefile": text}, "r2")
     assert c.verdict == ("warn" if lazy else "pass")
     if lazy:
-        assert "current/Rakefile:" in c.detail and d.PRELOAD_FIX in c.fix
+        assert "current/Rakefile:" in c.detail and dc.PRELOAD_FIX in c.fix
 
 
 def test_body_stops_at_the_task_end():
     text = "task 'resque:setup' => :environment do\n  Resque.redis = 'x'\nend\n\ntask :other do\n  User.columns\nend\n"
-    assert d.check_rakefile({"current/Rakefile": text}, "r2").verdict == "warn"
+    assert dc.check_rakefile({"current/Rakefile": text}, "r2").verdict == "warn"
 
 
 def test_rakefile_without_task_or_release():
-    assert d.check_rakefile({"current/Rakefile": "require 'rake'\n"}, "r2").verdict == "pass"
-    assert d.check_rakefile({}, None).verdict == "warn"
+    assert dc.check_rakefile({"current/Rakefile": "require 'rake'\n"}, "r2").verdict == "pass"
+    assert dc.check_rakefile({}, None).verdict == "warn"
 
 
 def test_parse_rake_files():
@@ -442,7 +444,7 @@ def test_parse_rake_files():
         "\n__deployhooks_section__ Rakefile\nrequire 'x'\n"
         '\n__deployhooks_section__ lib/tasks/resque.rake\ntask "resque:setup"\n'
     )
-    assert d.parse_rake_files(out) == {
+    assert rakefile.parse_rake_files(out) == {
         "current/Rakefile": "require 'x'\n",
         "current/lib/tasks/resque.rake": 'task "resque:setup"\n',
     }
@@ -452,10 +454,10 @@ def test_parse_rake_files():
 
 
 def test_exit_code_and_render():
-    checks = [d.Check("a", "pass", "fine"), d.Check("bb", "warn", "hmm", "do x\nand y")]
+    checks = [dc.Check("a", "pass", "fine"), dc.Check("bb", "warn", "hmm", "do x\nand y")]
     assert d.exit_code(checks) == 0
-    assert d.exit_code(checks + [d.Check("c", "fail", "bad", "fix c")]) == 1
-    out = d.render("util1", checks + [d.Check("c", "fail", "bad", "fix c")]).splitlines()
+    assert d.exit_code(checks + [dc.Check("c", "fail", "bad", "fix c")]) == 1
+    out = d.render("util1", checks + [dc.Check("c", "fail", "bad", "fix c")]).splitlines()
     assert out[0] == "util1: pass  a   fine"
     assert out[1] == "util1: warn  bb  hmm"
     assert out[2] == "util1:           fix: do x" and out[3] == "util1:                and y"
