@@ -187,12 +187,26 @@ def main(argv: list[str] | None = None) -> int:
         "sockets (patched in the benchmark's subprocess; adds ~15 s per round)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (hosts' logs) afterwards")
+    parser.add_argument(
+        "--downtime",
+        action="store_true",
+        help="instead: queue downtime per shape (guard_at before_migrate / before_symlink, migration "
+        "1 s / 10 s, rolling halves) against a bare monit restart (bench/_downtime.py)",
+    )
     args = parser.parse_args(argv)
     if args.hosts < 1 or args.deploys < 1:
         parser.error("--hosts and --deploys must be positive")
     bench.terminate_on_signals()
     started = time.monotonic()
     print(f"bench/deploy.py: {bench.machine()}")
+    if args.downtime:
+        import _downtime
+
+        try:
+            return _downtime.run(args.hosts, args.deploys, args.keep)
+        except KeyboardInterrupt:
+            print("\ninterrupted: fleet and redis stopped", file=sys.stderr)
+            return 130
     print(
         f"{args.hosts} hosts, app shop with 1 resque worker per host (fakeresque, poll interval 0.2s, "
         f"stop: quit), migrate_command 'sleep 1' on the first util host; {args.deploys} deploys"

@@ -1,0 +1,130 @@
+"""Queue downtime per deploy shape: `bench/deploy.py --downtime` (see bench/README.md).
+
+For each shape -- guard_at before_migrate or before_symlink, a migration of 1 s or 10 s, and a
+rolling deploy -- `fab deploy --json` runs `--deploys` times on one fleet (one worker per host)
+and its report gives each host's window (from the guard's pause until every worker of the host
+ran again on the new release) and the time no host served the queue at all. In the same run,
+the baseline: a bare `monit restart all -g shop_resque` of one host's group, no SSH (nsenter),
+timed until the new worker is idle on the release and monit reports it running.
+
+The figures are ratios against that baseline, so a slower machine moves both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import _fleet as bench
+from _fleet import GROUP_PRELUDE, AppSpec, BenchFleet, fmt_s  # noqa: F401
+
+from deployhooks.facts.monit import parse_status
+
+GROUP = "shop_resque"
+SHAPES = (
+    # (label, guard_at, migration seconds, batch_size)
+    ("before_migrate, migrate 1s", "before_migrate", 1, None),
+    ("before_migrate, migrate 10s", "before_migrate", 10, None),
+    ("before_symlink, migrate 1s", "before_symlink", 1, None),
+    ("before_symlink, migrate 10s", "before_symlink", 10, None),
+    ("rolling halves, migrate 10s", "before_symlink", 10, "half"),
+)
+
+
+def config_for(base: str, guard_at: str, migrate: int, batch_size: int | None) -> str:
+    """The fleet's config text with this shape's guard_at, migration and batch size."""
+    text = base.replace("migrate_command: sleep 1\n", f"migrate_command: sleep {migrate}\n")
+    if batch_size:
+        text = text.replace("  migrate_role: util\n", f"  migrate_role: util\n  batch_size: {batch_size}\n")
+    # resque: is the file's last section (AppSpec.resque_extra goes at its end)
+    return text.rstrip("\n") + f"\n  guard_at: {guard_at}\n"
+
+
+def bare_restart(bf: BenchFleet, host, release: str, timeout: float = 60) -> float:
+    """Seconds from `monit restart all -g GROUP` on `host` (no SSH) until its worker is a new
+    process, idle on `release`, and monit reports it running with that pid, nothing pending."""
+    f = bf.fleet
+    old = {s.pid for s in parse_status(f.monit(host, "-B", "status", "-g", GROUP).stdout).values()}
+    started = time.perf_counter()
+    f.monit(host, "restart", "all", "-g", GROUP)
+    deadline = started + timeout
+    while time.perf_counter() < deadline:
+        services = parse_status(f.monit(host, "-B", "status", "-g", GROUP).stdout)
+        if services and all(s.running and not s.pending and s.pid not in old for s in services.values()):
+            idle = {w.pid for w in f.workers(host, "shop") if w.state == "idle" and w.release == release}
+            if all(s.pid in idle for s in services.values()):
+                return time.perf_counter() - started
+        time.sleep(0.02)
+    raise RuntimeError(f"{host.name}: monit restart not settled within {timeout}s")
+
+
+def run(hosts: int, deploys: int, keep: bool) -> int:
+    app = AppSpec(
+        "shop", workers=("deploytest",), top_extra="deploy:\n  migrate_command: sleep 1\n  migrate_role: util\n"
+    )
+    results: dict[str, list[dict]] = {label: [] for label, *_ in SHAPES}
+    baseline: list[float] = []
+    with BenchFleet(hosts, [app], keep=keep, label=f"downtime{hosts}") as bf:
+        f = bf.fleet
+        print(f"fleet of {hosts} up in {bf.bringup_seconds:.1f}s (temp dir {bf.dir})", flush=True)
+        repo = bench.make_repo(bf.dir / "repo", "v0")
+        base = open(bf.config).read()
+        bench.fab("--list")  # warm the byte-code once; not timed
+        n = 0
+        for round_ in range(1, deploys + 1):
+            for label, guard_at, migrate, batch in SHAPES:
+                n += 1
+                size = max(1, hosts // 2) if batch == "half" else batch
+                path = bf.dir / f"shape{n}.yml"
+                path.write_text(config_for(base, guard_at, migrate, size))
+                bench.make_repo(repo, f"v{n}")
+                d = bench.fab("deploy", "--json", "--repo", str(repo), "--config", str(path), timeout=900)
+                try:
+                    report = json.loads(d.proc.stdout)
+                except ValueError:
+                    report = None
+                if not d.ok or report is None:
+                    print(f"  {label}: deploy FAILED ({bench.fail_text(d, 8)}); not counted", flush=True)
+                    continue
+                down = report["queue_downtime"]
+                per_host = list(down["per_host"].values())
+                row = {
+                    "wall": d.seconds,
+                    "median": bench.median(per_host),
+                    "worst": max(per_host),
+                    "anywhere": down["no_worker_anywhere"],
+                }
+                results[label].append(row)
+                bench.monit_settled(f, timeout=120)
+                b = bare_restart(bf, f.hosts[0], report["release"])
+                baseline.append(b)
+                bench.monit_settled(f, timeout=120)
+                print(
+                    f"  round {round_} {label:<28} wall {d.seconds:6.2f}s  per-host median {row['median']:.3f}s "
+                    f"worst {row['worst']:.3f}s  no worker anywhere {row['anywhere']:.3f}s  "
+                    f"(bare monit restart after it: {b:.3f}s)",
+                    flush=True,
+                )
+    restart = bench.median(baseline)
+    print(
+        f"\n=== queue downtime, {hosts} hosts, one worker each; medians of {deploys} deploy(s) per shape ===\n"
+        f"bare `monit restart` of one host's group (no SSH, until the new worker is idle and monit "
+        f"agrees): median {fmt_s(restart)} s of {len(baseline)} (min {fmt_s(min(baseline) if baseline else None)})"
+    )
+    print(f"{'shape':<30}{'per-host median':>16}{'worst':>8}{'no worker anywhere':>20}{'median / restart':>18}")
+    for label, *_ in SHAPES:
+        rows = results[label]
+        if not rows:
+            print(f"{label:<30}{'(no deploy succeeded)':>16}")
+            continue
+        med = bench.median([r["median"] for r in rows])
+        ratio = f"{med / restart:.2f}x" if restart and med is not None else "-"
+        print(
+            f"{label:<30}{fmt_s(med, 16)}{fmt_s(bench.median([r['worst'] for r in rows]), 8)}"
+            f"{fmt_s(bench.median([r['anywhere'] for r in rows]), 20)}{ratio:>18}"
+        )
+    print(
+        "target (issue 11.3): before_symlink with a 10 s migration on 20 hosts: median under 2 s and "
+        "no more than 1.3x the bare restart"
+    )
+    return 0
