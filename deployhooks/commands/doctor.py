@@ -21,6 +21,7 @@ from ..facts.resqueyml import ping_command
 from ..remote.host import Host
 from ..settings import Settings
 from . import install as setup_mod
+from . import installplan
 from .doctorchecks import (
     FAIL,
     PASS,
@@ -115,7 +116,7 @@ def run_checks(settings: Settings, facts: Facts, host: str) -> list[Check]:
     desired = None
     if facts.wrapper:
         try:
-            desired = setup_mod.desired_monitrc(settings, facts.wrapper)
+            desired = installplan.desired_monitrc(settings, facts.wrapper)
         except ConfigError:
             desired = None
     checks.append(check_monitrc(r.monitrc_path, facts.monitrc, desired))

@@ -20,7 +20,7 @@ from ..facts.resqueyml import RedisTarget, redis_target
 # once the wrapper's split settles; imported from here meanwhile.
 from ..resque.supervisor import WORKER_CMDLINE_RE
 from ..settings import Settings
-from . import install as setup_mod
+from . import installplan
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 MONIT_DEFAULT_TIMEOUT = 30  # seconds monit gives a stop program without `with timeout`
@@ -113,7 +113,7 @@ def check_ownership(chains: Mapping[str, tuple[str, list[trust.PathEntry]]], sou
     """Root runs the wrapper (and its interpreter), reads the monitrc and writes in pid_dir:
     each must be something only root can change (see deployhooks.facts.trust)."""
     subjects = [
-        ("root owns wrapper", ("wrapper", "interpreter"), "file", setup_mod.WRAPPER_TRUST_FIX),
+        ("root owns wrapper", ("wrapper", "interpreter"), "file", installplan.WRAPPER_TRUST_FIX),
         (
             "root owns pid_dir",
             ("pid_dir",),
@@ -147,7 +147,7 @@ def check_ownership(chains: Mapping[str, tuple[str, list[trust.PathEntry]]], sou
 
 def check_confs(settings: Settings, confs: Mapping[int, str]) -> Check:
     """Each configured worker has its resque_N.conf with its queues, and no other conf is left."""
-    wanted = {w.index: setup_mod.conf_text(w.queues) for w in settings.resque.workers}
+    wanted = {w.index: installplan.conf_text(w.queues) for w in settings.resque.workers}
     missing = [n for n in sorted(wanted) if n not in confs]
     differ = [n for n in sorted(wanted) if n in confs and confs[n] != wanted[n]]
     extra = [n for n in sorted(confs) if n not in wanted]
@@ -258,7 +258,7 @@ def check_monit(settings: Settings, facts: status_mod.HostFacts) -> Check:
     group = settings.resque.monit_group
     if facts.monit_error:
         return Check("monit", FAIL, facts.monit_error.split(": ", 1)[-1], "start monit and run resque.setup")
-    wanted = setup_mod.desired_services(settings)
+    wanted = installplan.desired_services(settings)
     have = list(facts.services)
     if sorted(have) == sorted(wanted):
         return Check("monit", PASS, f"group {group} lists {', '.join(wanted)}")

@@ -6,7 +6,7 @@ import pytest
 
 from deployhooks.commands import doctor as d
 from deployhooks.commands import doctorchecks as dc
-from deployhooks.commands import install as s
+from deployhooks.commands import installplan as ip
 from deployhooks.errors import ConfigError
 from deployhooks.facts import pidfiles, rakefile, resqueyml
 from deployhooks.facts.monit import ServiceStatus, without_control_file
@@ -72,12 +72,12 @@ def test_new_settings_are_validated():
 
 
 def test_conf_text_is_exactly_the_quoted_queue_line():
-    assert s.conf_text(("critical", "high")) == "QUEUE=critical,high\n"
-    assert s.conf_text(("*",)) == "QUEUE='*'\n"
+    assert ip.conf_text(("critical", "high")) == "QUEUE=critical,high\n"
+    assert ip.conf_text(("*",)) == "QUEUE='*'\n"
 
 
 def test_desired_monitrc_follows_the_config():
-    text = s.desired_monitrc(settings(CONFIG + "  stop: term\n  totalmem_mb: 300\n"), WRAPPER)
+    text = ip.desired_monitrc(settings(CONFIG + "  stop: term\n  totalmem_mb: 300\n"), WRAPPER)
     assert "check process resque_shop_0 with pidfile /var/run/deployhooks/resque/shop/resque_0.pid" in text
     assert (
         f'"{WRAPPER} --user deploy --deploy-to /data/shop --pid-dir /var/run/deployhooks/resque/shop '
@@ -86,24 +86,24 @@ def test_desired_monitrc_follows_the_config():
     assert "with timeout 60 seconds" in text  # start_timeout
     assert text.count("if totalmem is greater than 300 MB for 2 cycles then restart") == 2
     assert text.count("group shop_resque") == 2
-    assert "totalmem" not in s.desired_monitrc(settings(), WRAPPER)
+    assert "totalmem" not in ip.desired_monitrc(settings(), WRAPPER)
 
 
 def converged(st):
-    confs = {w.index: s.conf_text(w.queues) for w in st.resque.workers}
+    confs = {w.index: ip.conf_text(w.queues) for w in st.resque.workers}
     return dict(
-        installed_monitrc=s.desired_monitrc(st, WRAPPER), confs=confs, live=live("resque_shop_0", "resque_shop_1")
+        installed_monitrc=ip.desired_monitrc(st, WRAPPER), confs=confs, live=live("resque_shop_0", "resque_shop_1")
     )
 
 
 def test_plan_is_empty_when_files_and_monit_agree():
     st = settings()
-    assert s.plan(st, wrapper=WRAPPER, **converged(st)).empty
+    assert ip.plan(st, wrapper=WRAPPER, **converged(st)).empty
 
 
 def test_plan_for_a_fresh_host_writes_everything_and_reloads():
     st = settings()
-    p = s.plan(st, wrapper=WRAPPER, installed_monitrc=None, confs={}, live={})
+    p = ip.plan(st, wrapper=WRAPPER, installed_monitrc=None, confs={}, live={})
     assert [c.path for c in p.confs] == [
         "/data/shop/shared/config/resque_0.conf",
         "/data/shop/shared/config/resque_1.conf",
@@ -116,29 +116,29 @@ def test_plan_changes_only_the_conf_that_differs_and_does_not_reload():
     st = settings()
     facts = converged(st)
     facts["confs"][1] = "QUEUE=low\n"
-    p = s.plan(st, wrapper=WRAPPER, **facts)
-    assert p.confs == [s.FileChange("/data/shop/shared/config/resque_1.conf", "QUEUE=low\n", "QUEUE='*'\n")]
+    p = ip.plan(st, wrapper=WRAPPER, **facts)
+    assert p.confs == [ip.FileChange("/data/shop/shared/config/resque_1.conf", "QUEUE=low\n", "QUEUE='*'\n")]
     assert p.monitrc is None and not p.reload
 
 
 def test_plan_reloads_when_monit_has_not_loaded_the_installed_file():
     st = settings()
     facts = dict(converged(st), live=live("resque_shop_0"))
-    p = s.plan(st, wrapper=WRAPPER, **facts)
+    p = ip.plan(st, wrapper=WRAPPER, **facts)
     assert p.reload and not p.confs and p.monitrc is None and not p.stop
 
 
 def test_plan_removes_a_worker_dropped_from_the_config():
     two = settings()
     one = settings(CONFIG.replace('    - queues: "*"\n', ""))
-    p = s.plan(one, wrapper=WRAPPER, **converged(two))
+    p = ip.plan(one, wrapper=WRAPPER, **converged(two))
     assert p.stop == ["resque_shop_1"]
-    assert p.confs == [s.FileChange("/data/shop/shared/config/resque_1.conf", "QUEUE='*'\n", None)]
+    assert p.confs == [ip.FileChange("/data/shop/shared/config/resque_1.conf", "QUEUE='*'\n", None)]
     assert "resque_shop_1" in p.monitrc.old and "resque_shop_1" not in p.monitrc.new
     assert p.reload and p.services == ["resque_shop_0"]
     # known only from an old monitrc stanza: nothing to stop, but the stanza goes
-    facts = dict(converged(two), confs={0: s.conf_text(("critical", "high"))}, live=live("resque_shop_0"))
-    p = s.plan(one, wrapper=WRAPPER, **facts)
+    facts = dict(converged(two), confs={0: ip.conf_text(("critical", "high"))}, live=live("resque_shop_0"))
+    p = ip.plan(one, wrapper=WRAPPER, **facts)
     assert p.stop == [] and p.confs == [] and p.monitrc is not None
 
 
@@ -147,19 +147,19 @@ def test_monitrc_and_service_worker_numbers_are_per_app():
         "check process resque_shop_0 with pidfile x\ncheck process resque_shopx_1 with pidfile y\n"
         "  check process resque_shop_12 with pidfile z\n"
     )
-    assert s.monitrc_workers(text, "shop") == {0, 12}
-    assert s.service_workers(["resque_shop_3", "resque_shop_x", "resque_blog_1"], "shop") == {3}
+    assert ip.monitrc_workers(text, "shop") == {0, 12}
+    assert ip.service_workers(["resque_shop_3", "resque_shop_x", "resque_blog_1"], "shop") == {3}
 
 
 def test_unified_diff_prefixes_every_line_with_the_host():
-    out = s.unified_diff("util1", s.FileChange("/c/resque_0.conf", None, "QUEUE=a\n"))
+    out = ip.unified_diff("util1", ip.FileChange("/c/resque_0.conf", None, "QUEUE=a\n"))
     assert out.splitlines() == [
         "util1: --- /dev/null",
         "util1: +++ /c/resque_0.conf",
         "util1: @@ -0,0 +1 @@",
         "util1: +QUEUE=a",
     ]
-    out = s.unified_diff("util1", s.FileChange("/c/resque_1.conf", "QUEUE=b\n", None))
+    out = ip.unified_diff("util1", ip.FileChange("/c/resque_1.conf", "QUEUE=b\n", None))
     assert "util1: +++ /dev/null" in out and "util1: -QUEUE=b" in out
 
 
@@ -195,7 +195,7 @@ Control file syntax OK
 
 
 def test_parse_service_list_from_monit_v_t():
-    assert s.parse_service_list(VERBOSE_T) == {
+    assert ip.parse_service_list(VERBOSE_T) == {
         "resque_shop_0": {"shop_resque"},
         "resque_shop_1": {"shop_resque"},
         "resque_blog_0": {"blog_resque"},
@@ -205,8 +205,8 @@ def test_parse_service_list_from_monit_v_t():
 
 def test_check_failure_verdicts():
     kw = dict(path="/etc/monit.d/resque_shop.monitrc", group="shop_resque")
-    assert s.check_failure(0, VERBOSE_T, wanted=["resque_shop_0", "resque_shop_1"], **kw) is None
-    why = s.check_failure(
+    assert ip.check_failure(0, VERBOSE_T, wanted=["resque_shop_0", "resque_shop_1"], **kw) is None
+    why = ip.check_failure(
         1,
         "Adding credentials for user 'a'\n/etc/monit.d/x:1: Service name "
         "conflict, resque_shop_2 already defined '/p'\n",
@@ -214,9 +214,9 @@ def test_check_failure_verdicts():
         **kw,
     )
     assert why.startswith("monit -t refused the configuration: /etc/monit.d/x:1: Service name conflict")
-    why = s.check_failure(0, VERBOSE_T, wanted=["resque_shop_0"], **kw)
+    why = ip.check_failure(0, VERBOSE_T, wanted=["resque_shop_0"], **kw)
     assert "defined elsewhere too: resque_shop_1" in why
-    why = s.check_failure(0, VERBOSE_T.replace("shop_resque", "other"), wanted=["resque_shop_0"], **kw)
+    why = ip.check_failure(0, VERBOSE_T.replace("shop_resque", "other"), wanted=["resque_shop_0"], **kw)
     assert "does not include /etc/monit.d/resque_shop.monitrc" in why and "include /etc/monit.d/*" in why
 
 
@@ -321,7 +321,7 @@ def test_stop_timeouts_and_their_check():
     assert c.verdict == "fail"
     assert "resque_shop_0: timeout 90s <= GRACE_TIME 300s" in c.detail
     assert "resque_shop_1: timeout 30s <= GRACE_TIME 60s" in c.detail
-    ours = s.desired_monitrc(settings(), WRAPPER)
+    ours = ip.desired_monitrc(settings(), WRAPPER)
     assert dc.check_stop_timeout("/m", ours, 60).verdict == "pass"
     assert dc.check_stop_timeout("/m", None, 60).verdict == "warn"
 
@@ -467,7 +467,7 @@ def test_exit_code_and_render():
 
 def test_run_checks_in_order_on_plain_facts():
     st = settings()
-    monitrc = s.desired_monitrc(st, WRAPPER)
+    monitrc = ip.desired_monitrc(st, WRAPPER)
     status = HostFacts(
         [worker(10, "r2"), worker(11, "r2")],
         {
