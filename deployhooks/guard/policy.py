@@ -16,6 +16,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ..facts.monit import ServiceStatus
 from ..facts.processes import WorkerProcess
+from ..facts.proclines import STARTING
 
 PROCEED, REFUSE, WAIT = "proceed", "refuse", "wait"
 
@@ -65,12 +66,17 @@ def start_settled(
     release: str | None = None,
     old_pids: Iterable[int] = (),
 ) -> bool:
-    """Every service runs a worker (not one of `old_pids`) seen in the process table, from
-    `release` when given."""
+    """Every service runs a worker (not one of `old_pids`) seen in the process table, past
+    its start-up (resque's "Starting" title: it takes no job yet), from `release` when given.
+
+    Until then the queue has no worker on this host: a restart reported done earlier would
+    understate the queue's downtime, and a job enqueued then would wait."""
     by_pid = {w.pid: w for w in workers}
     old = set(old_pids)
     for s in services.values():
         if not s.running or s.pending or s.pid in old or s.pid not in by_pid:
+            return False
+        if by_pid[s.pid].state == STARTING:
             return False
         if release is not None and by_pid[s.pid].release != release:
             return False

@@ -42,6 +42,9 @@ def test_start_settled_wants_new_pids_on_the_release():
     assert not policy.start_settled(services, [w(8, "idle")], "r2", old_pids=[8])
     assert not policy.start_settled(services, [], "r2")
     assert not policy.start_settled({"a": ServiceStatus("a", "Initializing")}, [w(8, "idle")])
+    # still loading (resque: Starting): it takes no job yet, so the queue has no worker here
+    assert not policy.start_settled(services, [w(8, "starting")], "r2")
+    assert policy.start_settled(services, [w(8, "busy")], "r2")
 
 
 def test_stale_workers():
