@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..facts import release as release_mod
 from ..remote.host import Host
 from ..settings import Settings
-from .deploy import Deploy, Say, _StepFailed
+from .switch import ReleaseSwitch, Say, _StepFailed
 
 q = shlex.quote
 
@@ -66,7 +66,7 @@ def rollback_target(seen: dict[str, HostReleases], wanted: str | None) -> str:
     return next(iter(targets.values()))
 
 
-class Rollback(Deploy):
+class Rollback(ReleaseSwitch):
     """`fab rollback`: a deploy in reverse, to a release every host keeps.
 
     lock -> read current and releases -> the guard (every host at once) -> prepare switch ->
@@ -91,7 +91,6 @@ class Rollback(Deploy):
         super().__init__(
             settings,
             hosts,
-            b"",
             say=say,
             release=release or "(to be chosen)",
             roles_of=roles_of,

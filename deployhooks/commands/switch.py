@@ -1,0 +1,406 @@
+"""Moving a fleet to a release: the lock, the guard and the switch as barriers, abort and report.
+
+`ReleaseSwitch` is what `Deploy` and `Rollback` share: one SSH connection per host for the whole
+run, each step run on every host in parallel and finished everywhere before the next starts
+(`step`), the deploy lock taken host after host in one order, the fleet-wide guard, the
+two-phase switch of `current` (a new link made everywhere first, then one rename per host), and
+what happens when something fails:
+
+- before the switch, every change is undone: the new release moves to `releases_failed/`, the
+  workers the guard stopped start again, and `current` is untouched everywhere;
+- after the switch nothing is undone automatically; the report names the hosts on each release
+  and the `fab rollback` that puts them back.
+
+`run()` never raises: it returns the `DeployReport`, whose code is the exit code.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shlex
+import socket
+import time
+from typing import Callable
+
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    CommandFailed,
+    DeployhooksError,
+    Refused,
+)
+from ..facts import release as release_mod
+from ..guard import fleet as fleetguard
+from ..guard import onehost as guard
+from ..remote import cancel
+from ..remote.fleet import Session, overall_code
+from ..remote.host import Host
+from ..settings import Settings
+from . import deploylock, hooks, steps
+from .report import DeployReport, StepReport
+
+Say = Callable[[str], None]
+q = shlex.quote
+
+
+class ReleaseSwitch:
+    """One run that moves `hosts` to a release; subclasses give `_before_switch`,
+    `_after_switch` and `_done_message`."""
+
+    kind = "deploy"
+
+    def __init__(
+        self,
+        settings: Settings,
+        hosts: list[str],
+        *,
+        release: str,
+        say: Say = print,
+        roles_of: Callable[[str], tuple[str, ...]] | None = None,
+        dry: bool = False,
+        config=None,
+    ):
+        self.dry = dry
+        self.ref: str | None = None
+        self.sha: str | None = None
+        self.s = settings
+        self.hosts = hosts
+        self.say = say
+        self.release = release
+        self.release_path = f"{settings.releases_path}/{release}"
+        self.roles_of = roles_of or settings.roles_of
+        self.session = Session(hosts, settings, config)
+        self.report = DeployReport(release)
+        self.report.queues = [",".join(w.queues) for w in settings.resque.workers]
+        self.locked: list[str] = []
+        self.uploaded: list[str] = []
+        self.guarded: list[str] = []
+
+    def _before_switch(self) -> None:
+        raise NotImplementedError
+
+    def _after_switch(self) -> None:
+        raise NotImplementedError
+
+    def _done_message(self, seconds: float) -> str:
+        raise NotImplementedError
+
+    def _host(self, name: str, conn) -> Host:
+        return Host(conn, self.s, name, dry=self.dry, say=self.say)
+
+    def host(self, name: str) -> Host:
+        return Host(self.session.conns[name], self.s, name, dry=self.dry, say=self.say)
+
+    def step(self, name: str, fn: Callable[[Host], object], hosts: list[str] | None = None) -> StepReport:
+        """Run `fn` on every host in parallel and wait for all (a barrier)."""
+        hosts = self.hosts if hosts is None else hosts
+        report = StepReport(name)
+        started = time.monotonic()
+        self.say(f"==> {name} ({len(hosts)} host(s))")
+        results = self.session.each(lambda h, conn: fn(self._host(h, conn)), hosts)
+        report.seconds = time.monotonic() - started
+        report.hosts = {r.host: (r.error if r.code else "ok") for r in results}
+        self.report.steps.append(report)
+        failed = {r.host: r for r in results if r.code}
+        if failed:
+            for r in failed.values():
+                self.say(r.error)
+            raise _StepFailed(name, overall_code(results), {h: r.error for h, r in failed.items()})
+        return report
+
+    def _each(self, fn: Callable[[Host], object], names) -> list:
+        """`fn(host)` on `names` in parallel, results per host (the fleet guard's runner)."""
+        return self.session.each(lambda h, conn: fn(self._host(h, conn)), list(names))
+
+    def _runs_workers(self, name: str) -> bool:
+        return bool(set(self.roles_of(name)) & set(self.s.resque.roles))
+
+    def _guard_fleet(self, name: str, among: list[str] | None = None) -> None:
+        """The guard on every host of `among` (default: all) that runs workers, at once (see
+        `fleetguard`): a job anywhere refuses with no host stopped; otherwise every group is
+        stopped, and recorded in `guarded` for an abort to start again."""
+        hosts = [h for h in (self.hosts if among is None else among) if self._runs_workers(h)]
+        report = StepReport(name)
+        self.report.steps.append(report)
+        self.say(f"==> {name} ({len(hosts)} host(s))")
+        started = time.monotonic()
+        try:
+            paused = fleetguard.guard_fleet(
+                self._each, hosts, self.s, self.say, release=self.release, action=self.kind, dry=self.dry
+            )
+        except Refused as exc:
+            self.say(str(exc))
+            report.hosts = {h: "refused" for h in hosts}
+            raise _StepFailed(name, EXIT_REFUSED, {"fleet": str(exc).splitlines()[0]}) from None
+        except DeployhooksError as exc:
+            self.say(str(exc))
+            errors = getattr(exc, "errors", None) or {"fleet": str(exc)}
+            report.hosts = {h: errors.get(h, "put back") for h in hosts}
+            raise _StepFailed(name, exc.exit_code, errors) from None
+        finally:
+            report.seconds = time.monotonic() - started
+        report.hosts = {h: "ok" for h in hosts}
+        self.guarded.extend(hosts)
+        self.report.paused_at.update(paused)
+
+    def _inputs(self, host: Host) -> hooks.HookInputs:
+        return hooks.resolve(
+            self.s,
+            release_path=self.release_path,
+            roles=",".join(self.roles_of(host.name)) or None,
+            host=host.name,
+            environ={},
+        )
+
+    def _lock(self, host: Host) -> None:
+        lock = self._lock_path
+        info = deploylock.lock_info(self.release)
+        while True:
+            if self.dry:
+                r = host.run(f"test ! -e {q(lock)}", warn=True)  # a fact: is it held now?
+                if r.exited == 0:
+                    host.would(f"take the deploy lock {lock}")
+            else:
+                # mkdir is atomic: exactly one deploy creates the folder.
+                r = host.run(deploylock.take_command(self.s, info), warn=True, change=True)
+            if r.exited == 0:
+                break
+            if self.dry or time.monotonic() >= self.lock_deadline:
+                holder = deploylock.holder_text(self.s.app, host.read_file(lock + "/info"))
+                raise Refused(
+                    f"{host.name}: {'[dry run] would refuse: ' if self.dry else ''}"
+                    f"{holder}. If that deploy is dead, release it: fab deploy.unlock "
+                    f"(or remove {lock} on {host.name})"
+                )
+            cancel.check(host.name)
+            time.sleep(1.0)  # --lock-wait: the other deploy may finish meanwhile
+        self.locked.append(host.name)
+
+    lock_deadline = 0.0  # monotonic time until which a held lock is waited for (--lock-wait)
+
+    def _lock_all(self) -> None:
+        """Lock host after host in one fixed order, so two deploys started together cannot each
+        win some hosts and both be refused: whoever takes the first host takes them all."""
+        report = StepReport("lock")
+        started = time.monotonic()
+        self.say(f"==> lock ({len(self.hosts)} host(s))")
+        self.report.steps.append(report)
+        for name in sorted(self.hosts):
+            [result] = self.session.each(lambda h, conn: self._lock(self._host(h, conn)), [name])
+            report.hosts[name] = result.error if result.code else "ok"
+            report.seconds = time.monotonic() - started
+            if result.code:
+                self.say(result.error)
+                raise _StepFailed("lock", result.code, {name: result.error})
+
+    def _unlock(self, host: Host) -> None:
+        deploylock.unlock(host)
+
+    def _link_shared(self, host: Host) -> None:
+        command = steps.link_shared_command(self.s, self.release_path)
+        if command:
+            host.run(command, change=True)
+
+    def _prepare_switch(self, host: Host) -> None:
+        # The new link is made on every host first, so a host lost now aborts the deploy before
+        # any `current` moves; the switch proper is then one rename per host.
+        self.report.previous[host.name] = release_mod.current_release(host) or "(none)"
+        host.run(steps.prepare_switch_command(self.s, self.release), change=True)
+
+    def _switch(self, host: Host) -> None:
+        # rename(2) is atomic: `current` always resolves, to the old release or to the new one.
+        host.run(steps.switch_command(self.s, self.release), change=True)
+        if self.dry:
+            host.would(f"switch current: {self.report.previous.get(host.name, '?')} -> {self.release}")
+        self.report.switched.append(host.name)
+
+    def _after_symlink(self, host: Host) -> None:
+        hooks.after_symlink(host, self._inputs(host), self.say)
+        if host.name in self.report.paused_at:
+            self.report.running_at[host.name] = time.time()
+
+    def _restart_app(self, host: Host) -> None:
+        cmd = self.s.deploy.restart_command
+        if cmd and set(self.roles_of(host.name)) & set(self.s.deploy.restart_roles):
+            r = host.run(steps.restart_app_command(self.s), warn=True, change=True)
+            if r.exited != 0:
+                raise CommandFailed(
+                    f"{host.name}: app server restart failed (exit {r.exited}): {(r.stderr or r.stdout).strip()[-300:]}"
+                )
+
+    def _move_aside(self, host: Host) -> None:
+        host.run(steps.move_aside_command(self.s, self.release), change=True)
+
+    def run(self) -> DeployReport:
+        started = time.monotonic()
+        try:
+            try:
+                self.step("connect", lambda host: host.c.open())
+                self._lock_all()
+                self._before_switch()
+            except (_StepFailed, KeyboardInterrupt) as exc:
+                cancel.CANCELLED.clear()  # the cleanup below must be allowed to wait
+                with cancel.shielded():
+                    self._abort_before_switch(exc)
+                return self.report
+            try:
+                self._after_switch()
+            except (_StepFailed, KeyboardInterrupt) as exc:
+                cancel.CANCELLED.clear()
+                self._fail_after_switch(exc)
+                return self.report
+            self.report.message = self._done_message(time.monotonic() - started)
+            if self.dry:
+                self.report.message = "[dry run] nothing was changed; the real run would have: " + self.report.message
+            return self.report
+        finally:
+            with cancel.shielded():
+                self._log_revisions()
+                stuck = {}
+                for h in list(self.locked):
+                    try:
+                        self._unlock(self.host(h))
+                    except Exception as exc:  # reported, never masks the deploy's own outcome
+                        self.say(f"{h}: could not remove the deploy lock: {exc}")
+                        stuck[h] = str(exc)
+                if stuck:
+                    self._left_behind(
+                        {
+                            h: f"the deploy lock {self._lock_path} is still there (remove it: rm -rf {self._lock_path})"
+                            for h in stuck
+                        }
+                    )
+            self.session.close()
+
+    def _log_revisions(self) -> None:
+        """A line per deploy or rollback in `<deploy_to>/revisions.log` on every host it held
+        the lock on, as Capistrano keeps one: time, who, ref, sha, release, outcome."""
+        if not self.locked:
+            return
+        outcome = {EXIT_OK: "done", EXIT_REFUSED: "refused", EXIT_INTERRUPTED: "interrupted"}.get(
+            self.report.code, "failed"
+        ) + (" after the switch" if self.report.switched and self.report.code else "")
+        line = (
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {self.kind} "
+            f"by={getpass.getuser()}@{socket.gethostname()} ref={self.ref or '-'} "
+            f"sha={self.sha or '-'} release={self.release} outcome={outcome}"
+        )
+        for h in self.locked:
+            try:
+                self.host(h).run(steps.revisions_log_command(self.s, line), change=True)
+            except Exception as exc:  # the record is worth a warning, not the deploy's outcome
+                self.say(f"{h}: could not append to {self.s.deploy_to}/revisions.log: {exc}")
+
+    @property
+    def _lock_path(self) -> str:
+        return deploylock.lock_path(self.s)
+
+    def _left_behind(self, what: dict[str, str]) -> None:
+        """An undo did not complete: the outcome is a failure (exit 3) whose last lines name each
+        host, what is left there and how to repair it; nothing claims more than was done."""
+        self.report.code = EXIT_FAILED
+        self.report.message += "\nNOT everything was put back:\n" + "\n".join(
+            f"  {host}: {text}" for host, text in what.items()
+        )
+
+    def _abort_before_switch(self, exc: BaseException) -> None:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        if self.dry:
+            self.report.code = EXIT_INTERRUPTED if interrupted else exc.code
+            why = (
+                "interrupted (Ctrl-C)"
+                if interrupted
+                else f"step {exc.step}: " + "; ".join(f"{h}: {e}" if h != "fleet" else e for h, e in exc.errors.items())
+            )
+            self.report.message = f"[dry run] the {self.kind} would stop here ({why}). Nothing was changed."
+            return
+        self.say("==> aborting before the switch: current is untouched on every host")
+        left: dict[str, str] = {}
+        self.not_moved: list[str] = []
+        for name in self.uploaded:
+            try:
+                self._move_aside(self.host(name))
+            except Exception as again:
+                self.say(f"{name}: could not move {self.release_path} aside: {again}")
+                self.not_moved.append(name)
+                left[name] = (
+                    f"the new release {self.release_path} is still in releases/ (remove it: rm -rf {self.release_path})"
+                )
+        for name in self.guarded:
+            try:
+                guard.undo(self.host(name), self.say)
+            except Exception as again:
+                self.say(f"{name}: could not start the workers again: {again}")
+                left[name] = (
+                    f"workers stopped or paused by the guard ({again}); repair: "
+                    f"fab hooks.deploy-failed (or hooks/deploy_failed on {name})"
+                )
+        if interrupted:
+            self.report.code, why = EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
+        else:
+            self.report.code = exc.code
+            why = (
+                f"step {exc.step} "
+                + ("refused" if exc.code == EXIT_REFUSED else "failed")
+                + (f": {exc.errors['fleet']}" if list(exc.errors) == ["fleet"] else " on " + ", ".join(exc.errors))
+            )
+        what = self.kind if self.release_pending else f"{self.kind} of {self.release}"
+        self.report.message = f"{what} stopped: {why}. " + self._kept(left)
+        if left:
+            self._left_behind(left)
+
+    release_pending = False  # a rollback before it knows where to go
+
+    def _workers_back(self, left: dict[str, str]) -> str:
+        left = {h: why for h, why in left.items() if "workers" in why}
+        if not self.guarded:
+            return "no worker was stopped"
+        if not left:
+            return f"the workers the {self.kind} stopped are running again"
+        return f"the workers the {self.kind} stopped are running again except on {', '.join(left)}"
+
+    def _kept(self, left: dict[str, str]) -> str:
+        """What an abort before the switch leaves, in words that claim only what was done."""
+        workers_back = self._workers_back(left)
+        not_moved = getattr(self, "not_moved", [])
+        moved = (
+            "the new release was moved to releases_failed/"
+            if not not_moved
+            else f"the new release is still in releases/ on {', '.join(not_moved)} (moved aside elsewhere)"
+        )
+        return (
+            f"[Relax] Your site is still running the old code on every host: current was "
+            f"not switched, {moved}, and {workers_back}."
+        )
+
+    def _fail_after_switch(self, exc: BaseException) -> None:
+        switched = self.report.switched
+        not_switched = [h for h in self.hosts if h not in switched]
+        if isinstance(exc, KeyboardInterrupt):
+            step = "interrupted (Ctrl-C)"
+        elif isinstance(exc, _StepFailed) and exc.code == EXIT_REFUSED:
+            # A later batch of a rolling deploy found jobs: its hosts were put back as they were.
+            step = f"step {exc.step} refused ({exc.errors.get('fleet', ', '.join(exc.errors))})"
+        else:
+            step = f"step {exc.step} failed on {', '.join(exc.errors)}"  # type: ignore[attr-defined]
+        self.report.code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED
+        previous = {self.report.previous.get(h) for h in switched}
+        back = (
+            f"'fab rollback --release {previous.pop()}'"
+            if len(previous) == 1 and None not in previous and "(none)" not in previous
+            else "'fab rollback'"
+        )
+        self.report.message = (
+            f"{self.kind} of {self.release} {step} AFTER the switch. current points at "
+            f"{self.release} on: {', '.join(switched) or 'no host'}; still on the previous "
+            f"release: {', '.join(not_switched) or 'no host'}. Run {back} to switch every "
+            f"host back (and restart the workers there), or fix the cause and deploy again."
+        )
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: str, code: int, errors: dict[str, str]):
+        super().__init__(step)
+        self.step, self.code, self.errors = step, code, errors
