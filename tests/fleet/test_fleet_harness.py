@@ -145,7 +145,8 @@ def test_five_hosts_boot_fast_isolated_and_run_their_workers(fleet, redis_client
     # A job on host 2's own queue is taken on host 2.
     enqueue(redis_client, "q_host2", "SleepJob", 0.1, "only-on-2")
     wait_for(lambda: "only-on-2" in redis_client.lrange("resque:test:finished", 0, -1), 10, "the job")
-    assert redis_client.keys("resque:stat:processed:host2:*:q_host2")
+    # the worker counts it as processed just after the job itself records that it finished
+    wait_for(lambda: redis_client.keys("resque:stat:processed:host2:*:q_host2"), 5, "host2's processed count")
 
     # The workstation config reaches all five hosts.
     cfg = settings_mod.load(str(f.config_path("shop")))
