@@ -104,9 +104,10 @@ class Deploy(ReleaseSwitch):
         hooks.before_migrate(host, self._inputs(host), self.say, run_guard=False)
 
     def _migrate(self, host: Host) -> None:
-        d = self.s.deploy
-        self.say(f"{host.name}: {d.migrate_command}")
-        self._in_release(host, "migration", d.migrate_command)
+        command = self.s.deploy.migrate_command
+        assert command, "_migrate_hosts() picks no host without a migrate_command"
+        self.say(f"{host.name}: {command}")
+        self._in_release(host, "migration", command)
 
     def _cleanup(self, host: Host) -> None:
         if self.dry:
@@ -151,15 +152,15 @@ class Deploy(ReleaseSwitch):
         self.step("link shared", self._link_shared)
         self._app_hook("before_deploy")
         self._app_hook("before_bundle")
-        if self.s.deploy.bundle_command:
-            self.step("bundle", lambda host: self._in_release(host, "bundle", self.s.deploy.bundle_command))
+        bundle = self.s.deploy.bundle_command
+        if bundle:
+            self.step("bundle", lambda host: self._in_release(host, "bundle", bundle))
         self._app_hook("after_bundle")
         self._app_hook("before_compile_assets")
         assets_hosts = [h for h in self.hosts if set(self.roles_of(h)) & set(self.s.deploy.assets_roles)]
-        if self.s.deploy.assets_command and assets_hosts:
-            self.step(
-                "assets", lambda host: self._in_release(host, "assets", self.s.deploy.assets_command), assets_hosts
-            )
+        assets = self.s.deploy.assets_command
+        if assets and assets_hosts:
+            self.step("assets", lambda host: self._in_release(host, "assets", assets), assets_hosts)
         self._app_hook("after_compile_assets")
         self._app_hook("before_migrate")
         # The hooks' work, with the guard run across every host at once at guard_at: a job on

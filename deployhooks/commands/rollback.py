@@ -63,7 +63,9 @@ def rollback_target(seen: dict[str, HostReleases], wanted: str | None) -> str:
         raise ConfigError(
             f"no release before {current or 'current'} that every host keeps ({by}): pick one with --release NAME"
         )
-    return next(iter(targets.values()))
+    target = next(iter(targets.values()))
+    assert target is not None  # refused just above when any host has none
+    return target
 
 
 class Rollback(ReleaseSwitch):

@@ -305,15 +305,15 @@ class ReleaseSwitch:
             f"  {host}: {text}" for host, text in what.items()
         )
 
-    def _abort_before_switch(self, exc: BaseException) -> None:
-        interrupted = isinstance(exc, KeyboardInterrupt)
+    def _abort_before_switch(self, exc: _StepFailed | KeyboardInterrupt) -> None:
         if self.dry:
-            self.report.code = EXIT_INTERRUPTED if interrupted else exc.code
-            why = (
-                "interrupted (Ctrl-C)"
-                if interrupted
-                else f"step {exc.step}: " + "; ".join(f"{h}: {e}" if h != "fleet" else e for h, e in exc.errors.items())
-            )
+            if isinstance(exc, _StepFailed):
+                self.report.code = exc.code
+                why = f"step {exc.step}: " + "; ".join(
+                    f"{h}: {e}" if h != "fleet" else e for h, e in exc.errors.items()
+                )
+            else:
+                self.report.code, why = EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
             self.report.message = f"[dry run] the {self.kind} would stop here ({why}). Nothing was changed."
             return
         self.say("==> aborting before the switch: current is untouched on every host")
@@ -337,7 +337,7 @@ class ReleaseSwitch:
                     f"workers stopped or paused by the guard ({again}); repair: "
                     f"fab hooks.deploy-failed (or hooks/deploy_failed on {name})"
                 )
-        if interrupted:
+        if not isinstance(exc, _StepFailed):
             self.report.code, why = EXIT_INTERRUPTED, "interrupted (Ctrl-C)"
         else:
             self.report.code = exc.code
@@ -375,7 +375,7 @@ class ReleaseSwitch:
             f"not switched, {moved}, and {workers_back}."
         )
 
-    def _fail_after_switch(self, exc: BaseException) -> None:
+    def _fail_after_switch(self, exc: _StepFailed | KeyboardInterrupt) -> None:
         switched = self.report.switched
         not_switched = [h for h in self.hosts if h not in switched]
         if isinstance(exc, KeyboardInterrupt):
@@ -384,7 +384,7 @@ class ReleaseSwitch:
             # A later batch of a rolling deploy found jobs: its hosts were put back as they were.
             step = f"step {exc.step} refused ({exc.errors.get('fleet', ', '.join(exc.errors))})"
         else:
-            step = f"step {exc.step} failed on {', '.join(exc.errors)}"  # type: ignore[attr-defined]
+            step = f"step {exc.step} failed on {', '.join(exc.errors)}"
         self.report.code = EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED
         previous = {self.report.previous.get(h) for h in switched}
         back = (
