@@ -47,7 +47,10 @@ def in_archive(archive: bytes) -> dict[str, bool]:
             folder, _, name = path.rpartition("/")
             if folder != "deploy" or name not in POINTS or not member.isfile():
                 continue
-            head = tar.extractfile(member).read(4096)
+            data = tar.extractfile(member)
+            if data is None:  # tarfile gives None only for what is not a regular file: ruled out above
+                continue
+            head = data.read(4096)
             if b"deployhooks" in head and b" hooks." in head:
                 continue
             found[name] = bool(member.mode & 0o111)

@@ -304,6 +304,8 @@ def setup_host(host: Host, say: Say = _quiet) -> Outcome:
         )
         return Outcome([], False, [])
     if todo.monitrc is not None:
+        if todo.monitrc.new is None:  # plan() only ever writes the monitrc (desired_monitrc), never removes it
+            raise ValueError(f"{host.name}: the plan removes the monitrc, which setup never does")
         check_candidate(host, todo.monitrc.new)
     stopped: list[str] = []
     try:

@@ -88,8 +88,8 @@ def summary_lines(report: DeployReport) -> list[str]:
         pruned: dict[str, list[str]] = {}
         for host, names in report.pruned.items():
             pruned.setdefault(" ".join(names) or "nothing", []).append(host)
-        for names, hosts in pruned.items():
-            lines.append(f"pruned: {names} on {', '.join(hosts)}")
+        for what, hosts in pruned.items():
+            lines.append(f"pruned: {what} on {', '.join(hosts)}")
     down = report.downtime()
     if down:
         worst, median = max(down.values()), statistics.median(down.values())

@@ -59,7 +59,8 @@ _FIELD = re.compile(r"^\s+(?P<key>[a-z][a-z ]*?)\s{2,}(?P<value>.*?)\s*$")
 def parse_status(text: str) -> dict[str, ServiceStatus]:
     """Services from `monit -B status` output, by name, in the order monit printed them."""
     services: dict[str, ServiceStatus] = {}
-    name, fields = None, {}
+    name: str | None = None
+    fields: dict[str, str] = {}
 
     def flush() -> None:
         if name is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, TypedDict
 
 from ..errors import CommandFailed
 from . import proclines
@@ -99,6 +99,20 @@ def release_of(cwd: str | None, apps: Mapping[str, str]) -> tuple[str | None, st
     return None, None, deleted
 
 
+class _Common(TypedDict):
+    """The fields of a `WorkerProcess` that `workers_from()` sets the same way for every state."""
+
+    pid: int
+    ppid: int
+    title: str
+    version: str | None
+    rss_kb: int
+    cwd: str | None
+    app: str | None
+    release: str | None
+    release_deleted: bool
+
+
 def workers_from(rows: Iterable[RawProcess], apps: Mapping[str, str]) -> list[WorkerProcess]:
     """Worker records from raw rows: job children are folded into their parent worker.
 
@@ -107,8 +121,8 @@ def workers_from(rows: Iterable[RawProcess], apps: Mapping[str, str]) -> list[Wo
     is not enough). A `Processing` process with no worker parent is a non-forking worker, or a
     job child orphaned by a KILLed parent; either way a job is running there, so it is busy.
     """
-    parsed = {r.pid: (r, proclines.parse(r.title)) for r in rows}
-    parsed = {pid: (r, p) for pid, (r, p) in parsed.items() if p is not None}
+    seen = {r.pid: (r, proclines.parse(r.title)) for r in rows}
+    parsed = {pid: (r, p) for pid, (r, p) in seen.items() if p is not None}
     children: dict[int, RawProcess] = {}
     for pid, (row, p) in parsed.items():
         parent = parsed.get(row.ppid)
@@ -122,7 +136,7 @@ def workers_from(rows: Iterable[RawProcess], apps: Mapping[str, str]) -> list[Wo
         child = children.get(pid)
         child_line = proclines.parse(child.title) if child else None
         app, release, deleted = release_of(row.cwd, apps)
-        common = dict(
+        common = _Common(
             pid=pid,
             ppid=row.ppid,
             title=row.title,
@@ -254,7 +268,7 @@ def _split_at_mark(text: str) -> tuple[str, str]:
 def _split_records(text: str) -> tuple[list[str], str]:
     """(NUL-terminated records up to the end record, what follows it). No record can be the
     end record by accident: a record starts with its path, /proc/<pid>/cwd or a caller's."""
-    records = []
+    records: list[str] = []
     start = 0
     while True:
         stop = text.find("\0", start)

@@ -7,7 +7,7 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import paramiko
 from fabric import Config, Connection
@@ -117,12 +117,13 @@ def explain_connect_error(host: str, exc: BaseException, settings: Settings) -> 
 
 @dataclass
 class HostResult:
-    """What happened on one host: an exit code and, unless it succeeded, why."""
+    """What happened on one host: an exit code and, unless it succeeded, why; `value` is what the
+    function run there returned (None when it failed), of whatever type that function returns."""
 
     host: str
     code: int = EXIT_OK
     error: str = ""
-    value: object = None
+    value: Any = None
 
 
 class Session:

@@ -39,8 +39,9 @@ def parse(text: str, source: str = "<string>") -> Settings:
     return _build(raw, source, worker_user)
 
 
-def _value_node(mapping: yaml.Node, key: str) -> yaml.Node | None:
-    """The value node of `key` in a mapping node, for a message that points at its line."""
+def _value_node(mapping: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node of `key` in a mapping node, for a message that points at its line (None
+    when `mapping` is not a mapping or lacks the key)."""
     if isinstance(mapping, yaml.MappingNode):
         for knode, vnode in mapping.value:
             if isinstance(knode, yaml.ScalarNode) and knode.value == key:
@@ -55,8 +56,11 @@ def _default_worker_user(root: yaml.Node, raw: dict[str, Any]) -> str | None:
         return raw["resque"]["user"]
     if raw["user"] is None:
         return None
+    node = _value_node(root, "user")
     try:
-        return _worker_user(_value_node(root, "user"), "user")
+        if node is None:  # raw["user"] was read from this very key: never taken
+            raise _Bad(root, "a user name")
+        return _worker_user(node, "user")
     except _Bad as bad:
         bad.key = "user (also resque.user's default; set resque.user to another user)"
         raise
@@ -110,11 +114,13 @@ def _build(raw: dict[str, Any], source: str, worker_user: str | None = None) -> 
         utility_names=tuple(r["utility_names"]),
     )
     ssh = SshSettings(**raw["ssh"]) if raw["ssh"] is not None else SshSettings()
-    deploy = (
-        DeploySettings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in raw["deploy"].items()})
+    # Fields and their types were checked against the schema when `raw` was read.
+    deploy_fields: dict[str, Any] = (
+        {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in raw["deploy"].items()}
         if raw["deploy"] is not None
-        else DeploySettings()
+        else {}
     )
+    deploy = DeploySettings(**deploy_fields)
     return Settings(
         app=app,
         framework_env=raw["framework_env"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-from typing import Callable
+from typing import Callable, Sequence
 
 import yaml
 
@@ -94,7 +94,10 @@ def _host(node: yaml.Node, key: str) -> str:
     """[user@]name[:port], the port from 1 to MAX_PORT."""
     what = f"a host ([user@]name[:port], port 1 to {MAX_PORT})"
     value = _string(HOST_RE, what)(node, key)
-    port = HOST_RE.fullmatch(value)["port"]
+    match = HOST_RE.fullmatch(value)
+    if match is None:  # _string has full-matched HOST_RE already: never taken
+        raise _Bad(node, what)
+    port = match["port"]
     if port is not None and not 1 <= int(port) <= MAX_PORT:
         raise _Bad(node, what)
     return value
@@ -163,6 +166,7 @@ def _worker_command(node: yaml.Node, key: str) -> tuple[str, ...]:
         "a command (a list of words or a string) whose words use only letters, digits and "
         "_ . / : = @ % + , - (and {current})"
     )
+    words: Sequence[str | None]
     if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ:
         # The words as written: YAML must not turn `on` into True or `010` into 8.
         words = [n.value if isinstance(n, yaml.ScalarNode) and n.tag in _SCALAR_TAGS else None for n in node.value]
@@ -173,9 +177,11 @@ def _worker_command(node: yaml.Node, key: str) -> tuple[str, ...]:
             raise _Bad(node, what) from None
     if not words:
         raise _Bad(node, what)
+    checked: list[str] = []
     for word in words:
         if word is None or not WORKER_TOKEN_RE.fullmatch(word):
             raise _Bad(node, what)
         if "{" in word.replace(CURRENT_PLACEHOLDER, "") or "}" in word.replace(CURRENT_PLACEHOLDER, ""):
             raise _Bad(node, "no placeholder but {current} in the worker command")
-    return tuple(words)
+        checked.append(word)
+    return tuple(checked)

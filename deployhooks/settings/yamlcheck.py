@@ -88,7 +88,11 @@ def _choice(*choices: str) -> Callable:
 
 def _yaml11_reading(node: yaml.Node) -> str:
     """' (YAML 1.1 reads it as 90)' for a plain `1:30`, and so on; '' when YAML reads no number."""
-    if node.style is not None or node.tag not in (_TAG + "int", _TAG + "float"):
+    if (
+        not isinstance(node, yaml.ScalarNode)
+        or node.style is not None
+        or node.tag not in (_TAG + "int", _TAG + "float")
+    ):
         return ""
     try:
         value = yaml.safe_load(node.value)
@@ -206,10 +210,11 @@ def _bad_message(bad: _Bad, source: str) -> str:
 def yaml_problem(exc: Exception, text: str) -> tuple[str, str]:
     """(':line' or '', what is wrong) for a YAML error, on one line whatever PyYAML said."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    position = getattr(exc, "position", None)
     if mark is not None:
         line = f":{mark.line + 1}"
-    elif isinstance(getattr(exc, "position", None), int):  # a ReaderError: a forbidden character
-        line = f":{text.count(chr(10), 0, exc.position) + 1}"
+    elif isinstance(position, int):  # a ReaderError: a forbidden character
+        line = f":{text.count(chr(10), 0, position) + 1}"
     else:
         line = ""
     if isinstance(exc, RecursionError):
