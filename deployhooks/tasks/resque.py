@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..remote.host import Host
 
 # Imported when a task first uses them (see LazyModule): `resque.status` needs only status_mod.
-deploy_mod = LazyModule("deployhooks.commands.deploy")
+deploylock = LazyModule("deployhooks.commands.deploylock")
 release_mod = LazyModule("deployhooks.facts.release")
 status_mod = LazyModule("deployhooks.facts.status")
 fleetguard = LazyModule("deployhooks.guard.fleet")
@@ -158,7 +158,7 @@ def deploy_lock(hosts: Hosts, action: str):
     try:
         if not hosts.dry:
             for name in sorted(hosts.names):
-                [result] = hosts.each(lambda host: deploy_mod.take_lock(host, action), [name])
+                [result] = hosts.each(lambda host: deploylock.take_lock(host, action), [name])
                 if result.code:
                     finish([result])
                 taken.append(name)
@@ -173,9 +173,9 @@ def deploy_lock(hosts: Hosts, action: str):
 
 def _release(hosts: Hosts, taken: list[str]) -> bool:
     """Remove the deploy lock on `taken`; True (each named, with its repair) where it stays."""
-    stuck = [r for r in (hosts.each(deploy_mod.unlock, taken) if taken else []) if r.code]
+    stuck = [r for r in (hosts.each(deploylock.unlock, taken) if taken else []) if r.code]
     for r in stuck:
-        path = deploy_mod.lock_path(hosts.settings)
+        path = deploylock.lock_path(hosts.settings)
         print(
             f"{r.error}\n{r.host}: the deploy lock {path} is still there: release it with "
             f"fab deploy.unlock (or rm -rf {path} on {r.host})",
