@@ -27,6 +27,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 __all__ = ["AppLayout", "make_app", "fake_worker_command", "fake_worker_argv", "test_user"]
 
@@ -126,8 +127,8 @@ class AppLayout:
 def make_app(
     root: Path,
     app: str,
-    releases: list[str] = ("20260101000000", "20260102000000"),
-    workers: list[str] = ("*",),
+    releases: Sequence[str] = ("20260101000000", "20260102000000"),
+    workers: Sequence[str] = ("*",),
     framework_env: str = "production",
     *,
     redis_url: str = "redis://127.0.0.1:6379/0",

@@ -45,7 +45,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import redis
 import setproctitle
@@ -581,6 +581,8 @@ class Worker:
         self.pid = os.getpid()
         # The id keeps the raw queue list ("*" stays "*").
         self.id = f"{self.hostname}:{self.pid}:{','.join(settings.queues)}"
+        # decode_responses: every reply is str (or None), never bytes, as the casts below rely on;
+        # redis-py's annotations do not follow it (bytes | str from redis 8, Awaitable | Any before).
         self.redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         self._shutdown = False
         self._paused = False
@@ -634,7 +636,7 @@ class Worker:
         """The queues to poll, in order; globs are expanded against ``resque:queues`` (sorted)."""
         if not self.settings.dynamic_queues:
             return list(dict.fromkeys(self.settings.queues))
-        known = self.redis.smembers(QUEUES_KEY)
+        known = cast("set[str]", self.redis.smembers(QUEUES_KEY))  # decode_responses
         expanded: list[str] = []
         for pattern in self.settings.queues:
             expanded.extend(sorted(q for q in known if _fnmatch_ruby(q, pattern)))
@@ -702,13 +704,13 @@ class Worker:
         return True
 
     def _pause_all_workers(self) -> bool:
-        value = self.redis.get(PAUSE_ALL_KEY)
+        value = cast("str | None", self.redis.get(PAUSE_ALL_KEY))  # decode_responses
         return value is not None and value.strip().lower() == "true"
 
     def _reserve(self) -> Job | None:
         for queue in self.queues():
             self.logger.debug(f"Checking {queue}")
-            raw = self.redis.lpop(queue_key(queue))
+            raw = cast("str | None", self.redis.lpop(queue_key(queue)))  # one item (no count): str or None
             if raw is not None:
                 self.logger.debug(f"Found job on {queue}")
                 return Job(queue, json.loads(raw))
@@ -818,6 +820,8 @@ class Worker:
         """Set up the forked child: its own signal handlers and its own redis connection."""
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
+        # None only in the forked child, which never waits on the pipe; _wake(), which a signal
+        # handler may still call there, checks for None.
         self._wake_r = self._wake_w = None  # type: ignore[assignment]
         self._register_child_signal_handlers()
         # resque reconnects after fork; a connection shared with the parent would interleave replies.
@@ -881,7 +885,7 @@ class Worker:
         The failure is ``exception`` or ``DirtyExit("Job still being processed")``.
         Used for this worker on exit and for dead workers found by pruning.
         """
-        raw = self.redis.get(worker_key(worker_id))
+        raw = cast("str | None", self.redis.get(worker_key(worker_id)))  # decode_responses
         if raw:
             processing = json.loads(raw)
             if processing:
@@ -897,7 +901,7 @@ class Worker:
         pipe.execute()
 
     def _server_time(self) -> float:
-        seconds, _micros = self.redis.time()
+        seconds, _micros = cast("tuple[int, int]", self.redis.time())
         return float(seconds)
 
     def _start_heartbeat(self) -> None:
@@ -923,11 +927,11 @@ class Worker:
         """
         if not self.redis.set(PRUNING_LOCK_KEY, self.id, ex=int(HEARTBEAT_INTERVAL), nx=True):
             return
-        worker_ids = sorted(self.redis.smembers(WORKERS_KEY))
+        worker_ids = sorted(cast("set[str]", self.redis.smembers(WORKERS_KEY)))  # decode_responses
         if not worker_ids:
             return
         known_pids = linux_worker_pids()
-        heartbeats = self.redis.hgetall(HEARTBEAT_KEY)
+        heartbeats = cast("dict[str, str]", self.redis.hgetall(HEARTBEAT_KEY))  # decode_responses
         now = self._server_time()
         own_queues = set(self.settings.queues)
         for worker_id in worker_ids:
@@ -935,7 +939,7 @@ class Worker:
             if beat and self._heartbeat_expired(beat, now):
                 self.logger.info(f"Pruning dead worker: {worker_id}")
                 job_class = None
-                raw = self.redis.get(worker_key(worker_id))
+                raw = cast("str | None", self.redis.get(worker_key(worker_id)))  # decode_responses
                 if raw:
                     try:
                         job_class = json.loads(raw)["payload"]["class"]

@@ -109,7 +109,10 @@ def _up_foreground(args, notify_fd: int | None) -> int:
     fleet = None
     try:
         redis_url = args.redis_url
-        extra = {"keeper_pid": os.getpid(), "keeper_started": psutil.Process().create_time()}
+        extra: dict[str, int | float | None] = {
+            "keeper_pid": os.getpid(),
+            "keeper_started": psutil.Process().create_time(),
+        }
         if not redis_url:
             from .redisserver import RedisServer
 
@@ -212,7 +215,7 @@ def _down(root: Path) -> int:
     while _is_alive(keeper, keeper_started) and time.monotonic() < deadline:
         time.sleep(0.05)
     for pid, started in ((keeper, keeper_started), (redis_pid, redis_started)):
-        if _is_alive(pid, started):
+        if pid is not None and _is_alive(pid, started):
             os.kill(pid, signal.SIGKILL)
     print(f"fleet in {fleet.root} is down ({len(fleet.hosts)} hosts)")
     return 0

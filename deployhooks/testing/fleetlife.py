@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import psutil
 
@@ -71,6 +71,28 @@ def _address_lock(timeout: float = 60.0):
 class FleetLifecycle:
     """Bring-up, state file and teardown of a :class:`~deployhooks.testing.fleet.Fleet`."""
 
+    # What Fleet sets (its __init__) or defines and this part reads: declared for the type checker.
+    root: Path
+    n: int
+    redis_url: str
+    apps: list[AppSpec]
+    address_base: str | None
+    roles: dict[str, list[int]]
+    port: int
+    login: str
+    login_home: str | None
+    die_with_parent: bool
+    ready_timeout: float
+    hosts: list[FleetHost]
+    extra_state: dict
+    _launchers: dict[int, subprocess.Popen]
+    _owns_state: bool
+    timings: dict[str, float]
+    if TYPE_CHECKING:
+
+        @property
+        def state_path(self) -> Path: ...
+
     # --- bring-up ------------------------------------------------------------------------------
 
     @staticmethod
@@ -106,6 +128,7 @@ class FleetLifecycle:
         if self.hosts and any(_is_alive(h.pid, h.pid_started) for h in self.hosts):
             raise FleetError("this fleet is already running")
         self._refuse_running_root()
+        fleet = cast("Fleet", self)  # this class exists only as a part of Fleet
         t0 = time.monotonic()
         with _address_lock():
             base = self._pick_base()
@@ -121,7 +144,7 @@ class FleetLifecycle:
                 )
                 for i in range(1, self.n + 1)
             ]
-            prepare(self)
+            prepare(fleet)
             self.timings["prepare"] = time.monotonic() - t0
             try:
                 self._launch()
@@ -130,7 +153,7 @@ class FleetLifecycle:
                 self.stop()
                 raise
         self.timings["ready"] = time.monotonic() - t0
-        return self
+        return fleet
 
     def _refuse_running_root(self) -> None:
         try:
@@ -250,7 +273,8 @@ class FleetLifecycle:
         except (OSError, ValueError) as exc:
             raise FleetError(f"cannot read {root / STATE_FILE}: {exc}") from None
         hosts = [FleetHost.from_state(h) for h in state["hosts"]]
-        fleet = cls(
+        make = cast("type[Fleet]", cls)  # this class exists only as a part of Fleet: cls is Fleet
+        fleet = make(
             root,
             max(len(hosts), 1),
             redis_url=state.get("redis_url", ""),
@@ -275,18 +299,18 @@ class FleetLifecycle:
         SIGKILL to what is left after ``timeout`` (killing a namespace's init kills all in it).
         Only pids recorded by this fleet, still running with the recorded start time, are signalled.
         The state file this fleet wrote (or was read from) is removed. Idempotent."""
-        live = [h for h in self.hosts if _is_alive(h.pid, h.pid_started)]
-        for h in live:
+        live = [h.pid for h in self.hosts if h.pid is not None and _is_alive(h.pid, h.pid_started)]
+        for pid in live:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(h.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(self._host_running(h) for h in self.hosts):
             time.sleep(0.02)
         for h in self.hosts:
-            if _is_alive(h.pid, h.pid_started):
+            if h.pid is not None and _is_alive(h.pid, h.pid_started):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(h.pid, signal.SIGKILL)
-            if h.index not in self._launchers and _is_unshare(h.launcher_pid):
+            if h.index not in self._launchers and h.launcher_pid is not None and _is_unshare(h.launcher_pid):
                 # Not our child (``down`` from another process): its parent reaps it.
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(h.launcher_pid, signal.SIGKILL)

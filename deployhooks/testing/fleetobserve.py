@@ -12,16 +12,31 @@ import os
 import subprocess
 import sys
 import time
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import psutil
 
 from ..facts.processes import PS_COMMAND, RawProcess, WorkerProcess, normalize_title, parse_ps_output, workers_from
-from .fleethost import HOST_PATH, MONIT_COMMAND, FleetError, _is_alive, _pidns, _tail
+from .fleetapp import AppSpec
+from .fleethost import HOST_PATH, MONIT_COMMAND, FleetError, FleetHost, _is_alive, _pidns, _tail
 
 
 class FleetObserving:
     """Commands, processes and workers of the hosts of a :class:`~deployhooks.testing.fleet.Fleet`."""
+
+    # What Fleet sets (its __init__) or defines and this part reads: declared for the type checker.
+    hosts: list[FleetHost]
+    apps: list[AppSpec]
+    if TYPE_CHECKING:
+
+        @property
+        def client_key(self) -> Path: ...
+
+        @property
+        def known_hosts(self) -> Path: ...
+
+        def host(self, which: int | str | FleetHost) -> FleetHost: ...
 
     def host_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a root login on a host (PATH includes this venv's bin)."""
@@ -104,7 +119,8 @@ class FleetObserving:
             by_ns = {k: v for k, v in by_ns.items() if v is wanted}
         found: dict[str, list[psutil.Process]] = {h.name: [] for h in by_ns.values()}
         for proc in psutil.process_iter():
-            h = by_ns.get(_pidns(proc.pid))
+            ns = _pidns(proc.pid)
+            h = by_ns.get(ns) if ns is not None else None
             if h is not None:
                 found[h.name].append(proc)
         return found
@@ -137,7 +153,8 @@ class FleetObserving:
             title = " ".join(info["cmdline"] or ()).strip()
             if "resque" not in title or info["status"] == psutil.STATUS_ZOMBIE:
                 continue
-            name = by_ns.get(_pidns(info["pid"]))
+            ns = _pidns(info["pid"])
+            name = by_ns.get(ns) if ns is not None else None
             if name is None:
                 continue
             try:

@@ -70,9 +70,9 @@ def setup_mounts(folder: Path, keep: list[str], home: str | None = None) -> None
     dirs = host_layout(folder)
     for path in _passthrough(keep):
         # Bound into F/root before F/root covers /root; the recursive bind below carries it along.
-        target = dirs["root"] / os.path.relpath(path, "/root")
-        target.mkdir(parents=True, exist_ok=True)
-        _mount(path, str(target), MS_BIND | MS_REC)
+        inside = dirs["root"] / os.path.relpath(path, "/root")
+        inside.mkdir(parents=True, exist_ok=True)
+        _mount(path, str(inside), MS_BIND | MS_REC)
     for name, target in BINDS:
         dirs[name].mkdir(parents=True, exist_ok=True)
         # /data does not exist on a stock machine; a bind mount needs a directory to cover.

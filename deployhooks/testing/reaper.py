@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TypedDict
 
 import psutil
 
@@ -85,10 +86,18 @@ def _end_descendants() -> None:
         time.sleep(0.05)
 
 
+class _State(TypedDict):
+    """What the signal handler and the wait loop of `run` share."""
+
+    child: subprocess.Popen | None
+    child_done: bool
+    terminating: bool
+
+
 def run(cmd: list[str]) -> int:
     """Run ``cmd`` under this process as child-subreaper; return the exit status described above."""
     set_child_subreaper()
-    state = {"child": None, "child_done": False, "terminating": False}
+    state: _State = {"child": None, "child_done": False, "terminating": False}
 
     def on_signal(signum, _frame):
         if signum == signal.SIGTERM:

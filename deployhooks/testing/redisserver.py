@@ -126,9 +126,11 @@ class RedisServer:
         return False
 
     def _read_log(self) -> str:
+        if self.dir is None:  # stopped: the log went with its directory
+            return ""
         try:
             return (self.dir / "redis.log").read_text(encoding="utf-8", errors="replace")[-2000:]
-        except (OSError, TypeError):
+        except OSError:
             return ""
 
     def stop(self, timeout: float = 5.0) -> None:

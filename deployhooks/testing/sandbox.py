@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO / ".sandbox"
@@ -136,7 +137,8 @@ def _tour(root: Path, fleet_root: Path, fleet) -> int:
 
     step("6. After the deploy: every worker on the new release")
     fab("resque.status", "--config", str(abort_cfg), check=False)
-    finished = [t.decode() for t in client.lrange("resque:test:finished", 0, -1)]
+    # A client made without decode_responses: every reply is bytes.
+    finished = [t.decode() for t in cast("list[bytes]", client.lrange("resque:test:finished", 0, -1))]
     say(f"Jobs finished: {finished}; jobs failed or killed: {client.llen('resque:failed')}")
 
     step("The sandbox stays up. Explore it:")
