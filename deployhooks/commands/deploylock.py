@@ -8,15 +8,21 @@ atomic).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import shlex
 import socket
 import time
+from typing import Any, Callable, Iterator, Sequence
 
-from ..errors import Refused
+from ..errors import EXIT_REFUSED, CommandFailed, Refused
 from ..remote.host import Host
 from ..settings import Settings
+
+# run(fn, names) -> one result per host with .host, .code and .error (remote.fleet.HostResult)
+Run = Callable[[Callable[[Host], Any], Sequence[str]], list]
+Say = Callable[[str], None]
 
 q = shlex.quote
 
@@ -101,3 +107,43 @@ def take_lock(host: Host, what: str) -> None:
             f"{host.name}: another deploy of {s.app} holds the lock ({holder}); "
             f"{what} waits for it: run it again when that is done (fab deploy.lock-status)"
         )
+
+
+@contextlib.contextmanager
+def held(
+    run: Run, names: Sequence[str], settings: Settings, what: str, warn: Say, *, dry: bool = False
+) -> Iterator[None]:
+    """Hold the deploy lock on every host of `names` for `what` (taken host after host in one
+    order, as a deploy takes it, so it never runs under a deploy, a rollback or another task).
+
+    A host that refuses raises `Refused` naming the holder, after the hosts taken so far are
+    released. On the way out the lock is removed; a lock that stays is named with its repair:
+    through `warn` when another failure is already on its way out, else as `CommandFailed`.
+    A dry run takes no lock."""
+    taken: list[str] = []
+    try:
+        for name in [] if dry else sorted(names):
+            [result] = run(lambda host: take_lock(host, what), [name])
+            if result.code:
+                raise (Refused if result.code == EXIT_REFUSED else CommandFailed)(result.error)
+            taken.append(name)
+        yield
+    except BaseException:
+        # The failure in flight is the one to report; a lock that stays is said, not raised.
+        for line in _release(run, taken, settings):
+            warn(line)
+        raise
+    stuck = _release(run, taken, settings)
+    if stuck:
+        raise CommandFailed("\n".join(stuck))
+
+
+def _release(run: Run, taken: list[str], settings: Settings) -> list[str]:
+    """Remove the lock on `taken`; a line per host where it stays, with its error and repair."""
+    path = lock_path(settings)
+    stuck = [r for r in (run(unlock, taken) if taken else []) if r.code]
+    return [
+        f"{r.error}\n{r.host}: the deploy lock {path} is still there: release it with "
+        f"fab deploy.unlock (or rm -rf {path} on {r.host})"
+        for r in stuck
+    ]

@@ -201,3 +201,50 @@ def wait_until_idle(
             )
             last_report = waited
         time.sleep(workers.POLL)
+
+
+def after_guard(run: Run, stopped: Sequence[str], then: Callable[[Host], Any], say: Say = _quiet) -> list:
+    """`then(host)` on the hosts the guard stopped; returns its per-host results.
+
+    A host where `then` failed, and every host on Ctrl-C, is started again from its guard
+    record before the results (or the KeyboardInterrupt) go back; if that fails, `UndoFailed`
+    names each host left behind, what `then` said there, and the repair."""
+    try:
+        results = run(then, list(stopped))
+    except KeyboardInterrupt:
+        left = put_back(run, list(stopped), say)
+        if left:
+            raise UndoFailed(left) from None
+        raise
+    failed = _failures(results)
+    if failed:
+        left = put_back(run, list(failed), say)
+        if left:
+            raise UndoFailed(left, FleetFailed("; ".join(failed.values()), _worst(results), failed))
+    return results
+
+
+def act_when_idle(
+    run: Run,
+    names: Sequence[str],
+    settings: Settings,
+    then: Callable[[Host], Any],
+    say: Say = _quiet,
+    *,
+    action: str,
+    dry: bool = False,
+    on_busy: str | None = None,
+    wait_timeout: float | None = None,
+) -> list:
+    """The fleet guard over `names` (pause, look, wait or refuse, stop only idle workers), then
+    `then(host)` on every host it stopped (see `after_guard`): what resque.stop, restart and
+    drain do. Raises as `guard_fleet` does; returns the per-host results of `then`."""
+    stopped = guard_fleet(run, names, settings, say, action=action, dry=dry, on_busy=on_busy, wait_timeout=wait_timeout)
+    return after_guard(run, list(stopped), then, say)
+
+
+def running_jobs(run: Run, names: Sequence[str]) -> tuple[list[tuple[str, Any]], list]:
+    """Every busy worker on `names`, as (host, worker), and the results of hosts that could
+    not be looked at: what a forced stop or restart names before it ends them."""
+    looks = run(guard.busy_workers, list(names))
+    return [(r.host, w) for r in looks if not r.code for w in r.value], [r for r in looks if r.code]

@@ -139,6 +139,34 @@ def start_group(host: Host, *, restart: bool = False, release: str | None = None
     say(f"{host.name}: group {group} running" + (f" on release {release}" if release else ""))
 
 
+def pause(host: Host, say: Say = _quiet) -> list[int]:
+    """USR2 every worker of this app on the host not paused yet, and wait until each shows
+    it took the pause (a busy one finishes its job first); returns the pids paused.
+
+    `resque.pause` pauses every worker of the app, as asked; the guard pauses only those
+    monit will stop (see `onehost.pause`), since it must stop what it paused."""
+    pids = [w.pid for w in host.workers() if w.state != "paused"]
+    host.signal("USR2", pids)
+    if host.dry:
+        return pids
+    timeout = host.settings.resque.pause_timeout
+    if not wait_until(lambda: not policy.pause_acknowledged(host.workers(), pids), timeout):
+        late = policy.pause_acknowledged(host.workers(), pids)
+        raise CommandFailed(
+            f"{host.name}: worker(s) {', '.join(map(str, late))} did not take the pause within {timeout}s"
+        )
+    say(f"{host.name}: paused {len(pids)} worker(s): they finish their job and take no new one")
+    return pids
+
+
+def resume_paused(host: Host, say: Say = _quiet) -> list[int]:
+    """CONT every paused worker of this app on the host; returns the pids resumed."""
+    pids = resume(host, [w.pid for w in host.workers() if w.state == "paused"], say)
+    if not pids:
+        say(f"{host.name}: no paused worker")
+    return pids
+
+
 def resume(host: Host, pids: Iterable[int], say: Say = _quiet) -> list[int]:
     """CONT the given pids that are still this app's workers; returns the pids resumed.
 

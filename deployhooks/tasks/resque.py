@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json as jsonlib
 import shlex
 import sys
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from invoke import Exit
 
-from ..errors import EXIT_FAILED, EXIT_REFUSED, CommandFailed, Refused
+from ..errors import EXIT_REFUSED, Refused
 from .common import MAX_SECONDS, Hosts, LazyModule, finish, load_settings, on_hosts, say, seconds, task, whole_number
 
 if TYPE_CHECKING:
@@ -111,8 +110,7 @@ def _forced(settings, force: bool) -> bool:
 def _announce_kills(hosts: Hosts, verb: str) -> None:
     """Before a forced stop or restart: name every job it will end, by host, pid, class, age."""
     now = time.time()
-    looks = hosts.each(guard.busy_workers)
-    jobs = [(r.host, w) for r in looks if not r.code for w in r.value]
+    jobs, _unseen = fleetguard.running_jobs(hosts.each, hosts.names)
     if jobs:
         say(
             f"{verb} --force will end {len(jobs)} running job(s):\n"
@@ -122,79 +120,23 @@ def _announce_kills(hosts: Hosts, verb: str) -> None:
         say(f"{verb} --force: no job running now")
 
 
-def _guarded(hosts: Hosts, settings, action: str, **policy_overrides) -> list[str]:
-    """The fleet-wide guard over `hosts` (pause, look, wait or refuse, stop only idle workers)."""
-    return fleetguard.guard_fleet(
-        hosts.each, hosts.names, settings, say, action=action, dry=hosts.dry, **policy_overrides
-    )
-
-
-def _after_guard(hosts: Hosts, stopped: list[str], fn) -> None:
-    """Run `fn(host)` on the hosts the guard stopped; on failure or Ctrl-C start again what
-    the guard stopped (from its record), then let the failure through."""
-    try:
-        results = hosts.each(fn, stopped)
-    except KeyboardInterrupt:
-        left = fleetguard.put_back(hosts.each, stopped, say)
-        if left:
-            raise fleetguard.UndoFailed(left) from None
-        raise
-    failed = [r.host for r in results if r.code]
-    if failed:
-        left = fleetguard.put_back(hosts.each, failed, say)
-        if left:
-            for r in results:
-                if r.code:
-                    print(r.error, file=sys.stderr, flush=True)
-            raise fleetguard.UndoFailed(left)
-    finish(results)
-
-
-@contextlib.contextmanager
-def deploy_lock(hosts: Hosts, action: str):
-    """Hold the per-app deploy lock on every host (taken in one order, as a deploy takes it)
-    for the time of `action`, so it never runs under a deploy, a rollback or another one."""
-    taken: list[str] = []
-    try:
-        if not hosts.dry:
-            for name in sorted(hosts.names):
-                [result] = hosts.each(lambda host: deploylock.take_lock(host, action), [name])
-                if result.code:
-                    finish([result])
-                taken.append(name)
-        yield
-    except BaseException:
-        # The failure in flight is the one to report; a lock that stays is said, not raised.
-        _release(hosts, taken)
-        raise
-    if _release(hosts, taken):
-        raise Exit(code=EXIT_FAILED)
-
-
-def _release(hosts: Hosts, taken: list[str]) -> bool:
-    """Remove the deploy lock on `taken`; True (each named, with its repair) where it stays."""
-    stuck = [r for r in (hosts.each(deploylock.unlock, taken) if taken else []) if r.code]
-    for r in stuck:
-        path = deploylock.lock_path(hosts.settings)
-        print(
-            f"{r.error}\n{r.host}: the deploy lock {path} is still there: release it with "
-            f"fab deploy.unlock (or rm -rf {path} on {r.host})",
-            file=sys.stderr,
-            flush=True,
-        )
-    return bool(stuck)
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _through_guard(c, roles, config, force: bool, action: str, forced, after) -> None:
     """`after(host)` on every host once the fleet guard stopped its idle workers; with --force
     (or stop: term), `forced(host)` at once, after naming the jobs it will end."""
     settings = load_settings(config)
-    with Hosts(c, settings, roles, settings.resque.roles) as hosts, deploy_lock(hosts, action):
+    with (
+        Hosts(c, settings, roles, settings.resque.roles) as hosts,
+        deploylock.held(hosts.each, hosts.names, settings, action, _warn, dry=hosts.dry),
+    ):
         if _forced(settings, force):
             _announce_kills(hosts, action)
             finish(hosts.each(forced))
             return
-        _after_guard(hosts, _guarded(hosts, settings, action), after)
+        finish(fleetguard.act_when_idle(hosts.each, hosts.names, settings, after, say, action=action, dry=hosts.dry))
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG, "force": _FORCE})
@@ -234,40 +176,17 @@ def restart(c, roles=None, force=False, config=None):
     _through_guard(c, roles, config, force, "resque.restart", forced=forced, after=start_again)
 
 
-def _pause(host: Host) -> list[int]:
-    pids = [w.pid for w in host.workers() if w.state != "paused"]
-    host.signal("USR2", pids)
-    if host.dry:
-        return pids
-    if not workers.wait_until(
-        lambda: not policy.pause_acknowledged(host.workers(), pids), host.settings.resque.pause_timeout
-    ):
-        late = policy.pause_acknowledged(host.workers(), pids)
-        raise CommandFailed(
-            f"{host.name}: worker(s) {', '.join(map(str, late))} did not take the "
-            f"pause within {host.settings.resque.pause_timeout}s"
-        )
-    say(f"{host.name}: paused {len(pids)} worker(s): they finish their job and take no new one")
-    return pids
-
-
 @task(help={"roles": _ROLES, "config": _CONFIG})
 def pause(c, roles=None, config=None):
     """Pause the workers (USR2): each finishes its job and takes no new one."""
-    finish(_each(c, config, roles, _pause))
+    finish(_each(c, config, roles, lambda host: workers.pause(host, say)))
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG})
 def resume(c, roles=None, config=None):
     """Resume paused workers (CONT)."""
 
-    def one(host: Host):
-        pids = [w.pid for w in host.workers() if w.state == "paused"]
-        workers.resume(host, pids, say)
-        if not pids:
-            say(f"{host.name}: no paused worker")
-
-    finish(_each(c, config, roles, one))
+    finish(_each(c, config, roles, lambda host: workers.resume_paused(host, say)))
 
 
 @task(
@@ -286,13 +205,26 @@ def drain(c, roles=None, deadline=None, config=None):
     limit = None if deadline is None else seconds("--deadline", deadline, MAX_SECONDS)
     settings = load_settings(config)
     limit = settings.resque.wait_timeout if limit is None else limit
-    with Hosts(c, settings, roles, settings.resque.roles) as hosts, deploy_lock(hosts, "resque.drain"):
+    with (
+        Hosts(c, settings, roles, settings.resque.roles) as hosts,
+        deploylock.held(hosts.each, hosts.names, settings, "resque.drain", _warn, dry=hosts.dry),
+    ):
         try:
-            stopped = _guarded(hosts, settings, "resque.drain", on_busy="wait", wait_timeout=limit)
+            results = fleetguard.act_when_idle(
+                hosts.each,
+                hosts.names,
+                settings,
+                guard.clear_record,
+                say,
+                action="resque.drain",
+                dry=hosts.dry,
+                on_busy="wait",
+                wait_timeout=limit,
+            )
         except (Refused, KeyboardInterrupt, fleetguard.FleetFailed):
             say("drain stopped: every paused worker was resumed")
             raise
-        _after_guard(hosts, stopped, guard.clear_record)
+        finish(results)
 
 
 # The most lines `logs` prints per worker log: enough for any look back, and a bound on what a
