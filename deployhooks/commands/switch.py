@@ -35,7 +35,7 @@ from ..facts import release as release_mod
 from ..guard import fleet as fleetguard
 from ..guard import onehost as guard
 from ..remote import cancel
-from ..remote.fleet import Session, overall_code
+from ..remote.fleet import HostGroup
 from ..remote.host import Host
 from ..settings import Settings
 from . import deploylock, hooks, steps
@@ -71,7 +71,7 @@ class ReleaseSwitch:
         self.release = release
         self.release_path = f"{settings.releases_path}/{release}"
         self.roles_of = roles_of or settings.roles_of
-        self.session = Session(hosts, settings, config)
+        self.group = HostGroup.over_ssh(hosts, settings, config, dry=dry, say=say)
         self.report = DeployReport(release)
         self.report.queues = [",".join(w.queues) for w in settings.resque.workers]
         self.locked: list[str] = []
@@ -87,11 +87,8 @@ class ReleaseSwitch:
     def _done_message(self, seconds: float) -> str:
         raise NotImplementedError
 
-    def _host(self, name: str, conn) -> Host:
-        return Host(conn, self.s, name, dry=self.dry, say=self.say)
-
     def host(self, name: str) -> Host:
-        return Host(self.session.conns[name], self.s, name, dry=self.dry, say=self.say)
+        return self.group.host(name)
 
     def step(self, name: str, fn: Callable[[Host], object], hosts: list[str] | None = None) -> StepReport:
         """Run `fn` on every host in parallel and wait for all (a barrier)."""
@@ -99,20 +96,20 @@ class ReleaseSwitch:
         report = StepReport(name)
         started = time.monotonic()
         self.say(f"==> {name} ({len(hosts)} host(s))")
-        results = self.session.each(lambda h, conn: fn(self._host(h, conn)), hosts)
+        results = self.group.each(fn, hosts)
         report.seconds = time.monotonic() - started
         report.hosts = {r.host: (r.error if r.code else "ok") for r in results}
         self.report.steps.append(report)
-        failed = {r.host: r for r in results if r.code}
+        failed = results.failed
         if failed:
             for r in failed.values():
                 self.say(r.error)
-            raise _StepFailed(name, overall_code(results), {h: r.error for h, r in failed.items()})
+            raise _StepFailed(name, results.code, {h: r.error for h, r in failed.items()})
         return report
 
     def _each(self, fn: Callable[[Host], object], names) -> list:
         """`fn(host)` on `names` in parallel, results per host (the fleet guard's runner)."""
-        return self.session.each(lambda h, conn: fn(self._host(h, conn)), list(names))
+        return self.group.each(fn, list(names))
 
     def _runs_workers(self, name: str) -> bool:
         return bool(set(self.roles_of(name)) & set(self.s.resque.roles))
@@ -188,7 +185,7 @@ class ReleaseSwitch:
         self.say(f"==> lock ({len(self.hosts)} host(s))")
         self.report.steps.append(report)
         for name in sorted(self.hosts):
-            [result] = self.session.each(lambda h, conn: self._lock(self._host(h, conn)), [name])
+            [result] = self.group.each(self._lock, [name])
             report.hosts[name] = result.error if result.code else "ok"
             report.seconds = time.monotonic() - started
             if result.code:
@@ -272,7 +269,7 @@ class ReleaseSwitch:
                             for h in stuck
                         }
                     )
-            self.session.close()
+            self.group.close()
 
     def _log_revisions(self) -> None:
         """A line per deploy or rollback in `<deploy_to>/revisions.log` on every host it held

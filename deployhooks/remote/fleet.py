@@ -1,5 +1,8 @@
-"""Hosts -> connections with checked host keys (see `hostkeys`), and one function run on each in
-parallel (`Session.each`): per-host results, one policy for errors and Ctrl-C."""
+"""The one way to run a function on many hosts: `HostGroup.each(fn)` runs `fn(Host)` on each in
+parallel and returns a `GroupResult` (which hosts succeeded, which failed and why), with one
+policy for exceptions and Ctrl-C whether the hosts are reached over SSH (connections with
+checked host keys, see `hostkeys`) or the group is this machine alone (the console script on a
+server, a one-host group of a local invoke Context)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import paramiko
 from fabric import Config, Connection
@@ -15,6 +18,7 @@ from fabric import Config, Connection
 from ..errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandFailed, DeployhooksError
 from ..settings import Settings
 from . import cancel
+from .host import Host
 from .hostkeys import (
     ChangedHostKey,
     KnownHosts,
@@ -126,6 +130,24 @@ class HostResult:
     value: Any = None
 
 
+class GroupResult(list):
+    """The `HostResult` of every host, in the order asked (a list), like fabric's GroupResult:
+    `succeeded` maps each host that succeeded to what `fn` returned there, `failed` each host
+    that did not to its result (code and why), `code` is the one exit code for all."""
+
+    @property
+    def succeeded(self) -> dict[str, Any]:
+        return {r.host: r.value for r in self if not r.code}
+
+    @property
+    def failed(self) -> dict[str, HostResult]:
+        return {r.host: r for r in self if r.code}
+
+    @property
+    def code(self) -> int:
+        return overall_code(self)
+
+
 class Session:
     """One connection per host, opened lazily and kept for every step of one invocation.
 
@@ -133,16 +155,29 @@ class Session:
     per-host results, so one host down leaves the others' work done.
     """
 
-    def __init__(self, hosts: Iterable[str], settings: Settings, config: Config | None = None, max_workers: int = 32):
+    def __init__(
+        self,
+        hosts: Iterable[str],
+        settings: Settings,
+        config: Config | None = None,
+        max_workers: int = 32,
+        *,
+        local=None,
+    ):
         self.hosts = list(hosts)
         self.settings = settings
+        self.max_workers = max_workers
+        self.local = local is not None
+        if local is not None:
+            # This machine (an invoke Context): every name is served by it, with no SSH at all.
+            self.conns = {h: local for h in self.hosts}
+            return
         # One Config and one known_hosts parse for all hosts, as Fabric's Group shares its
         # Config: building either per host was half of the set-up time at 20 hosts. Parsed
         # whatever ssh.strict_host_keys says: a changed key is refused either way.
         config = config or Config(overrides={"run": {"in_stream": False}})
         known = known_host_keys(settings)
         self.conns = {h: connect(h, settings, config, known) for h in self.hosts}
-        self.max_workers = max_workers
 
     def each(self, fn: Callable[[str, Connection], object], hosts: Iterable[str] | None = None) -> list[HostResult]:
         hosts = self.hosts if hosts is None else list(hosts)
@@ -156,6 +191,8 @@ class Session:
             except DeployhooksError as exc:
                 return HostResult(host, exc.exit_code, str(exc))
             except Exception as exc:  # ssh errors, a dropped connection; never half a fleet
+                if self.local:
+                    return HostResult(host, EXIT_FAILED, f"{host}: {type(exc).__name__}: {exc}")
                 return HostResult(host, EXIT_FAILED, str(explain_connect_error(host, exc, self.settings)))
             finally:
                 running.leave()
@@ -178,6 +215,8 @@ class Session:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        if self.local:
+            return
         for conn in self.conns.values():
             conn.close()
 
@@ -227,18 +266,6 @@ class _Running:
                 continue
 
 
-def run_each(
-    hosts: Iterable[str],
-    settings: Settings,
-    fn: Callable[[str, Connection], object],
-    config: Config | None = None,
-    max_workers: int = 32,
-) -> list[HostResult]:
-    """Run `fn(host, connection)` once on every host in parallel (see `Session.each`)."""
-    with Session(hosts, settings, config, max_workers) as session:
-        return session.each(fn)
-
-
 def overall_code(results: Iterable[HostResult]) -> int:
     """One exit code for many hosts: a failure outranks bad config, which outranks a refusal."""
     codes = {r.code for r in results}
@@ -246,3 +273,50 @@ def overall_code(results: Iterable[HostResult]) -> int:
         if code in codes:
             return code
     return EXIT_OK
+
+
+class HostGroup:
+    """The hosts one invocation acts on, each reached once for all its phases, as `Host`s.
+
+    `each(fn, names)` runs `fn(host)` on every host (or `names`) in parallel; an exception
+    becomes that host's failed result (a `DeployhooksError` keeps its exit code, anything else
+    is a failure, exit 3), so one host down never leaves the others' work half done; Ctrl-C
+    lets started hosts finish their own cleanup and starts no new one (see `Session.each`).
+    """
+
+    def __init__(self, session: Session, settings: Settings, *, dry: bool = False, say: Callable[[str], None] = print):
+        self.session, self.settings, self.dry, self.say = session, settings, dry, say
+        self.names = list(session.hosts)
+
+    @property
+    def local(self) -> bool:
+        """This machine alone (the console script), not hosts over SSH."""
+        return self.session.local
+
+    @classmethod
+    def over_ssh(cls, names: Sequence[str], settings: Settings, config: Config | None = None, **kwargs) -> "HostGroup":
+        return cls(Session(names, settings, config), settings, **kwargs)
+
+    @classmethod
+    def here(cls, context, name: str, settings: Settings, **kwargs) -> "HostGroup":
+        """This machine alone, through `context` (an invoke Context), named `name`."""
+        return cls(Session([name], settings, local=context), settings, **kwargs)
+
+    def host(self, name: str) -> Host:
+        return Host(self.session.conns[name], self.settings, name, dry=self.dry, say=self.say)
+
+    def each(self, fn: Callable[[Host], Any], names: Sequence[str] | None = None) -> GroupResult:
+        wanted = self.names if names is None else list(names)
+        if self.session.local:
+            # One machine: a name of the fleet's that is not this one has nothing to run here.
+            wanted = [n for n in wanted if n in self.session.conns]
+        return GroupResult(self.session.each(lambda name, _conn: fn(self.host(name)), wanted))
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> "HostGroup":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -16,7 +16,7 @@ from invoke import Context, Exit
 from ..errors import EXIT_CONFIG, EXIT_INTERRUPTED, DeployhooksError
 
 if TYPE_CHECKING:
-    from ..remote.fleet import HostResult
+    from ..remote.fleet import HostGroup, HostResult
     from ..remote.host import Host
     from ..settings import Settings
 
@@ -210,63 +210,31 @@ def target_hosts(c, settings: Settings, roles: str | None, default_roles: Sequen
     return hosts
 
 
-class Hosts:
-    """The hosts one invocation acts on, each reached once: this machine under the console
+def select_hosts(c, settings: Settings, roles: str | None, default_roles: Sequence[str]) -> HostGroup:
+    """The hosts one invocation acts on, as a `HostGroup`: this machine under the console
     script, else one SSH connection per selected host, kept for every phase of the task."""
-
-    def __init__(self, c, settings: Settings, roles: str | None, default_roles: Sequence[str]):
-        self.settings = settings
-        self.local = on_server(c)
-        self.dry = dry_run(c)
-        if self.local and getattr(c, "host", None):
-            # Under the console script Fabric's -H would hand us a connection and we would
-            # still act here: say so instead of reporting this machine as that host.
-            raise Exit(
-                f"deployhooks acts on this machine only; for {c.original_host} run the "
-                f"task from a workstation: fab -H {c.original_host} <task>",
-                code=EXIT_CONFIG,
-            )
-        if self.local:
-            self.names = [socket.gethostname()]
-            config = c.config.clone()
-            config.run.dry = False  # invoke would echo every command, facts too: we withhold changes
-            self._context = Context(config=config)
-            self._session = None
-        else:
-            self.names = target_hosts(c, settings, roles, default_roles)
-            self._session = fleet.Session(self.names, settings, fabric_config(c))
-
-    def each(self, fn: Callable[[Host], object], names: Sequence[str] | None = None) -> list[HostResult]:
-        """Run `fn(host)` on every host (or `names`) in parallel; failures become results."""
-        if self._session is not None:
-            return self._session.each(lambda name, conn: fn(self.host(conn, name)), names)
-        name = self.names[0]
-        if names is not None and name not in names:
-            return []
-        try:
-            return [fleet.HostResult(name, value=fn(self.host(self._context, name)))]
-        except DeployhooksError as exc:
-            return [fleet.HostResult(name, exc.exit_code, str(exc))]
-
-    def host(self, c, name: str) -> Host:
-        return remote_host.Host(c, self.settings, name, dry=self.dry, say=say)
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-
-    def __enter__(self) -> "Hosts":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    dry = dry_run(c)
+    if not on_server(c):
+        names = target_hosts(c, settings, roles, default_roles)
+        return fleet.HostGroup.over_ssh(names, settings, fabric_config(c), dry=dry, say=say)
+    if getattr(c, "host", None):
+        # Under the console script Fabric's -H would hand us a connection and we would
+        # still act here: say so instead of reporting this machine as that host.
+        raise Exit(
+            f"deployhooks acts on this machine only; for {c.original_host} run the "
+            f"task from a workstation: fab -H {c.original_host} <task>",
+            code=EXIT_CONFIG,
+        )
+    config = c.config.clone()
+    config.run.dry = False  # invoke would echo every command, facts too: we withhold changes
+    return fleet.HostGroup.here(Context(config=config), socket.gethostname(), settings, dry=dry, say=say)
 
 
 def on_hosts(
     c, settings: Settings, roles: str | None, default_roles: Sequence[str], fn: Callable[[Host], object]
 ) -> list[HostResult]:
     """Run `fn(host)` once here (console script) or on every selected host in parallel (fab)."""
-    with Hosts(c, settings, roles, default_roles) as hosts:
+    with select_hosts(c, settings, roles, default_roles) as hosts:
         return hosts.each(fn)
 
 

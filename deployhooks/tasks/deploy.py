@@ -14,7 +14,6 @@ from invoke import Exit
 from ..errors import EXIT_CONFIG, EXIT_REFUSED, DeployhooksError
 from .common import (
     MAX_SECONDS,
-    Hosts,
     LazyModule,
     dry_run,
     fabric_config,
@@ -22,6 +21,7 @@ from .common import (
     load_settings,
     say,
     seconds,
+    select_hosts,
     target_hosts,
     task,
     usage_error,
@@ -156,7 +156,7 @@ def rollback(c, roles=None, release=None, config=None, lock_wait=None):
 def lock_status(c, roles=None, config=None):
     """Who holds the deploy lock on each host, and since when."""
     settings = load_settings(config)
-    with Hosts(c, settings, roles, list(settings.hosts)) as hosts:
+    with select_hosts(c, settings, roles, list(settings.hosts)) as hosts:
         results = hosts.each(deploy_mod.lock_status)
     for r in results:
         if not r.code:
@@ -168,7 +168,7 @@ def lock_status(c, roles=None, config=None):
 def unlock(c, roles=None, yes=False, config=None):
     """Release a deploy lock left by a dead deploy, after saying who holds it."""
     settings = load_settings(config)
-    with Hosts(c, settings, roles, list(settings.hosts)) as hosts:
+    with select_hosts(c, settings, roles, list(settings.hosts)) as hosts:
         results = hosts.each(deploy_mod.lock_status)
         held = {r.host: r.value for r in results if not r.code and r.value}
         if not held:

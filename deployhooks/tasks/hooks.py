@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import Hosts, LazyModule, finish, load_settings, say, task
+from .common import LazyModule, finish, load_settings, say, select_hosts, task
 
 # Imported when a hook first uses them (see LazyModule): every `fab` call imports this file.
 hooks_mod = LazyModule("deployhooks.commands.hooks")
@@ -39,7 +39,7 @@ def _run(c, hook, release_path, app, framework_env, roles, config):
     # workstation the guard then decides once for all of them (see fleetguard): a job on one
     # host refuses with no host stopped, and Ctrl-C or a failure puts every host back. On a
     # server (the console script) it is the one-host case, run by the hook itself.
-    with Hosts(c, settings, None, list(settings.hosts)) as hosts:
+    with select_hosts(c, settings, None, list(settings.hosts)) as hosts:
         fleet = hook in GUARD_HOOKS and not hosts.local
         results = hosts.each(one)
         if fleet and hook == settings.resque.guard_at and not any(r.code for r in results):

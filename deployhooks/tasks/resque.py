@@ -12,10 +12,21 @@ from typing import TYPE_CHECKING
 from invoke import Exit
 
 from ..errors import EXIT_REFUSED, Refused
-from .common import MAX_SECONDS, Hosts, LazyModule, finish, load_settings, on_hosts, say, seconds, task, whole_number
+from .common import (
+    MAX_SECONDS,
+    LazyModule,
+    finish,
+    load_settings,
+    on_hosts,
+    say,
+    seconds,
+    select_hosts,
+    task,
+    whole_number,
+)
 
 if TYPE_CHECKING:
-    from ..remote.fleet import HostResult
+    from ..remote.fleet import HostGroup, HostResult
     from ..remote.host import Host
 
 # Imported when a task first uses them (see LazyModule): `resque.status` needs only status_mod.
@@ -107,7 +118,7 @@ def _forced(settings, force: bool) -> bool:
     return force or settings.resque.stop == "term"
 
 
-def _announce_kills(hosts: Hosts, verb: str) -> None:
+def _announce_kills(hosts: HostGroup, verb: str) -> None:
     """Before a forced stop or restart: name every job it will end, by host, pid, class, age."""
     now = time.time()
     jobs, _unseen = fleetguard.running_jobs(hosts.each, hosts.names)
@@ -129,7 +140,7 @@ def _through_guard(c, roles, config, force: bool, action: str, forced, after) ->
     (or stop: term), `forced(host)` at once, after naming the jobs it will end."""
     settings = load_settings(config)
     with (
-        Hosts(c, settings, roles, settings.resque.roles) as hosts,
+        select_hosts(c, settings, roles, settings.resque.roles) as hosts,
         deploylock.held(hosts.each, hosts.names, settings, action, _warn, dry=hosts.dry),
     ):
         if _forced(settings, force):
@@ -206,7 +217,7 @@ def drain(c, roles=None, deadline=None, config=None):
     settings = load_settings(config)
     limit = settings.resque.wait_timeout if limit is None else limit
     with (
-        Hosts(c, settings, roles, settings.resque.roles) as hosts,
+        select_hosts(c, settings, roles, settings.resque.roles) as hosts,
         deploylock.held(hosts.each, hosts.names, settings, "resque.drain", _warn, dry=hosts.dry),
     ):
         try:
@@ -275,7 +286,7 @@ def logs(c, roles=None, lines=None, follow=False, config=None):
         )
 
     settings = load_settings(config)
-    hosts = Hosts(c, settings, roles, settings.resque.roles)
+    hosts = select_hosts(c, settings, roles, settings.resque.roles)
     if not follow or hosts.local:
         # Here invoke itself passes Ctrl-C on to the local `tail`.
         with hosts:
@@ -283,7 +294,7 @@ def logs(c, roles=None, lines=None, follow=False, config=None):
         return
     # Following several hosts: the per-host commands run in threads that never see Ctrl-C, so
     # the main thread waits for it and then closes the connections, which ends every `tail`.
-    results = []
+    results: list[HostResult] = []
     runner = threading.Thread(target=lambda: results.extend(hosts.each(one)), daemon=True)
     runner.start()
     try:

@@ -43,7 +43,7 @@ def lock_message(content: str | None) -> str:
         with pytest.raises(Refused) as info:
             deploy._lock(LockedHost(content))
     finally:
-        deploy.session.close()
+        deploy.group.close()
     message = str(info.value)
     assert "\n" not in message and message.startswith("h1: "), message
     assert f"remove {LOCK} on h1" in message
