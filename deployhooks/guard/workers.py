@@ -8,9 +8,12 @@ done, or raise `CommandFailed` naming what did not happen within a bound derived
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import CommandFailed
+from ..facts import status
+from ..facts.monit import ServiceStatus
+from ..facts.processes import WorkerProcess
 from ..remote import cancel
 from ..remote.host import Host
 from . import policy
@@ -45,6 +48,26 @@ def wait_until(
         time.sleep(POLL)
 
 
+def group_facts(host: Host) -> tuple[dict[str, ServiceStatus], list[WorkerProcess]]:
+    """monit's view of the app's group and the app's workers (with those the group runs whose
+    working directory could not be read), read together: over SSH one round trip, the one
+    `resque.status` makes. The waits below poll this; two commands per poll on every host
+    of a fleet cost as much CPU as the restarts they wait for."""
+    group = host.settings.resque.monit_group
+    if not host.remote:
+        services = host.monit.status(group)
+        managed = {s.pid for s in services.values() if s.pid}
+        return services, [w for w in host.workers(unplaced=True) if w.cwd is not None or w.pid in managed]
+    facts = status.parse_status_output(
+        host.run(status.status_command(host.settings), warn=True).stdout, host.settings, host.name
+    )
+    if facts.monit_error:
+        raise CommandFailed(facts.monit_error)
+    if not facts.services:
+        raise CommandFailed(f"{host.name}: monit group '{group}' has no services")
+    return facts.services, facts.workers
+
+
 def _services_line(services) -> str:
     return ", ".join(f"{s.name}: {s.status}" + (f" (pid {s.pid})" if s.pid else "") for s in services.values())
 
@@ -63,11 +86,11 @@ def stop_group(host: Host, say: Say = _quiet) -> None:
             f"{', '.join(map(str, sorted(pids))) or 'none'} have exited"
         )
         return
-    state = {}
+    state: dict[str, Any] = {}
 
     def settled() -> bool:
-        state["services"] = host.monit.status(group)
-        state["alive"] = sorted(pids & {w.pid for w in host.all_workers()})
+        state["services"], seen = group_facts(host)
+        state["alive"] = sorted(pids & {w.pid for w in seen})
         return policy.stop_settled(state["services"], state["alive"])
 
     tick = lambda t: say(
@@ -101,11 +124,11 @@ def start_group(host: Host, *, restart: bool = False, release: str | None = None
             f"wait until every service of {group} runs a new worker" + (f" on release {release}" if release else "")
         )
         return
-    state = {}
+    state: dict[str, Any] = {}
 
     def settled() -> bool:
-        state["services"] = host.monit.status(group)
-        state["workers"] = host.workers()
+        state["services"], seen = group_facts(host)
+        state["workers"] = [w for w in seen if w.cwd is not None]
         return policy.start_settled(state["services"], state["workers"], release, old)
 
     timeout = r.settle_timeout if restart else r.start_timeout * max(1, len(before))
