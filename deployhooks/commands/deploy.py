@@ -132,7 +132,7 @@ class Deploy(ReleaseSwitch):
         for number, batch in enumerate(batches, 1):
             label = f" (batch {number}/{len(batches)})" if len(batches) > 1 else ""
             if number > 1:
-                self._guard_fleet(f"guard{label}", batch)
+                self._guard_fleet(f"guard{label}", batch, stop=False)
             self.step("switch current" + label, self._switch, batch)
             self._app_hook("after_symlink", batch, label)
             self.step("after_symlink" + label, self._after_symlink, batch)
@@ -179,7 +179,8 @@ class Deploy(ReleaseSwitch):
         if self.s.resque.guard_at == "before_symlink":
             first = self.batches()[0]
             rolling = len(first) < len(self.hosts)
-            self._guard_fleet("guard (before_symlink" + (", batch 1)" if rolling else ")"), first)
+            # Left paused, not stopped: the restart right after the switch is one monit action.
+            self._guard_fleet("guard (before_symlink" + (", batch 1)" if rolling else ")"), first, stop=False)
 
     def _in_release(self, host: Host, what: str, command: str) -> None:
         """`command` (the config author's shell text) in the release, with the framework env."""

@@ -77,6 +77,7 @@ class ReleaseSwitch:
         self.locked: list[str] = []
         self.uploaded: list[str] = []
         self.guarded: list[str] = []
+        self.left_paused: set[str] = set()  # guarded hosts whose workers wait paused, not stopped
 
     def _before_switch(self) -> None:
         raise NotImplementedError
@@ -114,10 +115,11 @@ class ReleaseSwitch:
     def _runs_workers(self, name: str) -> bool:
         return bool(set(self.roles_of(name)) & set(self.s.resque.roles))
 
-    def _guard_fleet(self, name: str, among: list[str] | None = None) -> None:
+    def _guard_fleet(self, name: str, among: list[str] | None = None, *, stop: bool = True) -> None:
         """The guard on every host of `among` (default: all) that runs workers, at once (see
         `fleetguard`): a job anywhere refuses with no host stopped; otherwise every group is
-        stopped, and recorded in `guarded` for an abort to start again."""
+        stopped (or, `stop=False`, left paused for the restart after the switch), and recorded
+        in `guarded` for an abort to start again or resume."""
         hosts = [h for h in (self.hosts if among is None else among) if self._runs_workers(h)]
         report = StepReport(name)
         self.report.steps.append(report)
@@ -125,7 +127,7 @@ class ReleaseSwitch:
         started = time.monotonic()
         try:
             paused = fleetguard.guard_fleet(
-                self._each, hosts, self.s, self.say, release=self.release, action=self.kind, dry=self.dry
+                self._each, hosts, self.s, self.say, release=self.release, action=self.kind, dry=self.dry, stop=stop
             )
         except Refused as exc:
             self.say(str(exc))
@@ -141,6 +143,8 @@ class ReleaseSwitch:
         report.hosts = {h: "ok" for h in hosts}
         self.guarded.extend(hosts)
         self.report.paused_at.update(paused)
+        if not stop:
+            self.left_paused.update(hosts)
 
     def _inputs(self, host: Host) -> hooks.HookInputs:
         return hooks.resolve(
@@ -214,6 +218,16 @@ class ReleaseSwitch:
         self.report.switched.append(host.name)
 
     def _after_symlink(self, host: Host) -> None:
+        if host.name in self.left_paused and not self.dry:
+            # The guard left these workers paused and idle; a worker that took a job since (one
+            # monit started meanwhile, never paused) must not be restarted under it.
+            busy = guard.busy_workers(host)
+            if busy:
+                raise CommandFailed(
+                    f"{host.name}: not restarting the workers: a job started after the guard's "
+                    f"look ({guard.busy_lines(host.name, busy, time.time()).strip()}); once it is "
+                    f"done: fab resque.restart"
+                )
         hooks.after_symlink(host, self._inputs(host), self.say)
         if host.name in self.report.paused_at:
             self.report.running_at[host.name] = time.time()
@@ -246,7 +260,9 @@ class ReleaseSwitch:
                 self._after_switch()
             except (_StepFailed, KeyboardInterrupt) as exc:
                 cancel.CANCELLED.clear()
-                self._fail_after_switch(exc)
+                with cancel.shielded():
+                    self._fail_after_switch(exc)
+                    self._put_back_after_switch()
                 return self.report
             self.report.message = self._done_message(time.monotonic() - started)
             if self.dry:
@@ -371,6 +387,38 @@ class ReleaseSwitch:
             f"[Relax] Your site is still running the old code on every host: current was "
             f"not switched, {moved}, and {workers_back}."
         )
+
+    def _put_back_after_switch(self) -> None:
+        """After a failure past the switch, no worker is left stopped or paused: every host the
+        guard stopped or paused and whose restart did not finish gets its workers back from the
+        guard's record (a stopped group starts, on whatever `current` now points at; paused
+        workers resume, with the code they had loaded). Hosts where that fails are named with
+        their repair; hosts resumed after their switch are named as running the old code."""
+        pending = [h for h in self.guarded if h not in self.report.running_at]
+        if not pending or self.dry:
+            return
+        self.say(f"==> putting back the workers the guard held on {', '.join(pending)}")
+        left: dict[str, str] = {}
+        for name in pending:
+            try:
+                guard.undo(self.host(name), self.say)
+            except Exception as again:
+                left[name] = (
+                    f"workers stopped or paused by the guard ({again}); repair: "
+                    f"fab hooks.deploy-failed (or hooks/deploy_failed on {name})"
+                )
+        stale = [h for h in pending if h in self.left_paused and h in self.report.switched and h not in left]
+        back = [h for h in pending if h not in left]
+        if back:
+            self.report.message += f"\nThe workers the guard held on {', '.join(back)} run again"
+            self.report.message += (
+                f"; on {', '.join(stale)} they still run the previous release's code: move them to "
+                f"{self.release} with fab resque.restart."
+                if stale
+                else "."
+            )
+        if left:
+            self._left_behind(left)
 
     def _fail_after_switch(self, exc: _StepFailed | KeyboardInterrupt) -> None:
         switched = self.report.switched

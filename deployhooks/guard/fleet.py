@@ -100,10 +100,15 @@ def guard_fleet(
     wait_timeout: float | None = None,
     action: str = "deploy",
     dry: bool = False,
+    stop: bool = True,
 ) -> dict[str, float]:
     """Run the guard's phases across `hosts` as barriers; returns the hosts whose group it
     stopped (all of them), each with the time (epoch) its workers were told to pause, with no
     job running anywhere.
+
+    `stop=False` ends after the look: every worker stays paused and idle, on record as paused
+    (not stopped), for a restart that follows at once (a deploy at before_symlink restarts the
+    group right after the switch; one monit restart is shorter than a stop and a start).
 
     Raises `Refused` (exit 1) when a job runs and the policy gives up, `FleetFailed` when a host
     fails, `KeyboardInterrupt` on Ctrl-C; in each case every host is first put back as it was
@@ -132,6 +137,13 @@ def guard_fleet(
         if left:
             raise UndoFailed(left, exc) from exc
         raise
+    if not stop:
+        say(
+            f"no job running on any of {len(paused)} host(s); workers stay paused until their restart"
+            if not dry
+            else f"[dry run] would keep the workers of {len(paused)} host(s) paused until their restart"
+        )
+        return {name: state.at for name, state in paused.items()}
     try:
         results = run(lambda host: guard.stop_paused(host, paused[host.name], say), list(paused))
     except KeyboardInterrupt:
