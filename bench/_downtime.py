@@ -58,12 +58,27 @@ def bare_restart(bf: BenchFleet, host, release: str, timeout: float = 60) -> flo
     raise RuntimeError(f"{host.name}: monit restart not settled within {timeout}s")
 
 
+def bare_restart_all(bf: BenchFleet, release: str, timeout: float = 120) -> float:
+    """`monit restart all -g GROUP` on every host at once (no SSH); the median host's seconds
+    until its worker is new, idle on `release`, and monit agrees: what the same restart costs
+    when every simulated host does it on this machine's cores at the same moment."""
+    f = bf.fleet
+    done: list[float] = []
+
+    def one(h) -> None:
+        done.append(bare_restart(bf, h, release, timeout))
+
+    bench.in_threads(one, f.hosts)
+    return bench.median(done) or 0.0
+
+
 def run(hosts: int, deploys: int, keep: bool) -> int:
     app = AppSpec(
         "shop", workers=("deploytest",), top_extra="deploy:\n  migrate_command: sleep 1\n  migrate_role: util\n"
     )
     results: dict[str, list[dict]] = {label: [] for label, *_ in SHAPES}
     baseline: list[float] = []
+    baseline_all: list[float] = []
     with BenchFleet(hosts, [app], keep=keep, label=f"downtime{hosts}") as bf:
         f = bf.fleet
         print(f"fleet of {hosts} up in {bf.bringup_seconds:.1f}s (temp dir {bf.dir})", flush=True)
@@ -99,6 +114,9 @@ def run(hosts: int, deploys: int, keep: bool) -> int:
                 b = bare_restart(bf, f.hosts[0], report["release"])
                 baseline.append(b)
                 bench.monit_settled(f, timeout=120)
+                if hosts > 1:
+                    baseline_all.append(bare_restart_all(bf, report["release"]))
+                    bench.monit_settled(f, timeout=120)
                 print(
                     f"  round {round_} {label:<28} wall {d.seconds:6.2f}s  per-host median {row['median']:.3f}s "
                     f"worst {row['worst']:.3f}s  no worker anywhere {row['anywhere']:.3f}s  "
@@ -111,7 +129,16 @@ def run(hosts: int, deploys: int, keep: bool) -> int:
         f"bare `monit restart` of one host's group (no SSH, until the new worker is idle and monit "
         f"agrees): median {fmt_s(restart)} s of {len(baseline)} (min {fmt_s(min(baseline) if baseline else None)})"
     )
-    print(f"{'shape':<30}{'per-host median':>16}{'worst':>8}{'no worker anywhere':>20}{'median / restart':>18}")
+    restart_all = bench.median(baseline_all)
+    if restart_all:
+        print(
+            f"bare `monit restart` of every host's group at once (the median host): median "
+            f"{fmt_s(restart_all)} s of {len(baseline_all)}"
+        )
+    print(
+        f"{'shape':<30}{'per-host median':>16}{'worst':>8}{'no worker anywhere':>20}{'median / restart':>18}"
+        + (f"{'/ all at once':>15}" if restart_all else "")
+    )
     for label, *_ in SHAPES:
         rows = results[label]
         if not rows:
@@ -122,6 +149,7 @@ def run(hosts: int, deploys: int, keep: bool) -> int:
         print(
             f"{label:<30}{fmt_s(med, 16)}{fmt_s(bench.median([r['worst'] for r in rows]), 8)}"
             f"{fmt_s(bench.median([r['anywhere'] for r in rows]), 20)}{ratio:>18}"
+            + (f"{med / restart_all:>14.2f}x" if restart_all and med is not None else "")
         )
     print(
         "target (issue 11.3): before_symlink with a 10 s migration on 20 hosts: median under 2 s and "

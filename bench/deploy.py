@@ -167,7 +167,7 @@ def monit_direct(bf: BenchFleet, verb: str, release: str, timeout: float = 120) 
                     return
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{h.name}: monit did not report the {verb} within {timeout}s")
-            time.sleep(0.25)  # the product's own poll interval (deployhooks.guard.workers.POLL)
+            time.sleep(0.05)  # finer than the product's poll (deployhooks.guard.workers.POLL, 0.1 s)
 
     bench.in_threads(monit_agrees, f.hosts)
     return table_done, time.perf_counter() - started

@@ -134,8 +134,9 @@ def before_symlink(host: Host, inputs: HookInputs, say: Say = _quiet, *, run_gua
         guard.guard(host, name, say)
 
 
-def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
-    """Restart the group and wait until every worker runs from the new release.
+def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> float | None:
+    """Restart the group and wait until every worker runs from the new release; returns when
+    they were seen up (epoch), None on a host that runs no workers.
 
     A worker of this app still on an old or deleted release afterwards (one monit does not
     manage, say) is named and the hook fails: it would run stale code.
@@ -143,10 +144,10 @@ def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
     path = _need_release(inputs, "after_symlink")
     name = release.release_name(host, path)
     if _no_workers(host, inputs, say):
-        return
-    workers.start_group(host, restart=True, release=name, say=say)
+        return None
+    up = workers.start_group(host, restart=True, release=name, say=say)
     if host.dry:
-        return  # nothing was restarted: the workers are, rightly, still on the old release
+        return up  # nothing was restarted: the workers are, rightly, still on the old release
     stale = policy.stale_workers(host.workers(), name)
     if stale:
         raise CommandFailed(
@@ -157,6 +158,7 @@ def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:
         )
     guard.clear_record(host)
     say(f"{host.name}: all {len(inputs.settings.resque.workers)} worker(s) run release {name}")
+    return up
 
 
 def deploy_failed(host: Host, inputs: HookInputs, say: Say = _quiet) -> None:

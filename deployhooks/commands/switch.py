@@ -228,9 +228,10 @@ class ReleaseSwitch:
                     f"look ({guard.busy_lines(host.name, busy, time.time()).strip()}); once it is "
                     f"done: fab resque.restart"
                 )
-        hooks.after_symlink(host, self._inputs(host), self.say)
+        up = hooks.after_symlink(host, self._inputs(host), self.say)
         if host.name in self.report.paused_at:
-            self.report.running_at[host.name] = time.time()
+            # From the moment the workers were seen up, not after the checks that follow.
+            self.report.running_at[host.name] = up or time.time()
 
     def _restart_app(self, host: Host) -> None:
         cmd = self.s.deploy.restart_command

@@ -106,8 +106,9 @@ def stop_group(host: Host, say: Say = _quiet) -> None:
     say(f"{host.name}: group {group} stopped")
 
 
-def start_group(host: Host, *, restart: bool = False, release: str | None = None, say: Say = _quiet) -> None:
-    """`monit start` (or `restart`) the group and wait until every service runs a worker.
+def start_group(host: Host, *, restart: bool = False, release: str | None = None, say: Say = _quiet) -> float:
+    """`monit start` (or `restart`) the group and wait until every service runs a worker;
+    returns when that was seen (epoch): from then on the host serves its queues.
 
     With `release`, wait until every worker runs from that release; with `restart`, until no
     service still shows a pid from before the restart.
@@ -123,7 +124,7 @@ def start_group(host: Host, *, restart: bool = False, release: str | None = None
         host.would(
             f"wait until every service of {group} runs a new worker" + (f" on release {release}" if release else "")
         )
-        return
+        return time.time()
     state: dict[str, Any] = {}
 
     def settled() -> bool:
@@ -159,7 +160,9 @@ def start_group(host: Host, *, restart: bool = False, release: str | None = None
                     )
                 )
         raise CommandFailed(f"{host.name}: monit did not {verb} group {group} within {timeout}s: {detail}")
+    up = time.time()
     say(f"{host.name}: group {group} running" + (f" on release {release}" if release else ""))
+    return up
 
 
 def pause(host: Host, say: Say = _quiet) -> list[int]:
