@@ -134,7 +134,7 @@ def before_symlink(host: Host, inputs: HookInputs, say: Say = _quiet, *, run_gua
         guard.guard(host, name, say)
 
 
-def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> float | None:
+def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet, *, refuse_busy: bool = False) -> float | None:
     """Restart the group and wait until every worker runs from the new release; returns when
     they were seen up (epoch), None on a host that runs no workers.
 
@@ -145,7 +145,7 @@ def after_symlink(host: Host, inputs: HookInputs, say: Say = _quiet) -> float | 
     name = release.release_name(host, path)
     if _no_workers(host, inputs, say):
         return None
-    up = workers.start_group(host, restart=True, release=name, say=say)
+    up = workers.start_group(host, restart=True, release=name, say=say, refuse_busy=refuse_busy)
     if host.dry:
         return up  # nothing was restarted: the workers are, rightly, still on the old release
     stale = policy.stale_workers(host.workers(), name)

@@ -218,17 +218,9 @@ class ReleaseSwitch:
         self.report.switched.append(host.name)
 
     def _after_symlink(self, host: Host) -> None:
-        if host.name in self.left_paused and not self.dry:
-            # The guard left these workers paused and idle; a worker that took a job since (one
-            # monit started meanwhile, never paused) must not be restarted under it.
-            busy = guard.busy_workers(host)
-            if busy:
-                raise CommandFailed(
-                    f"{host.name}: not restarting the workers: a job started after the guard's "
-                    f"look ({guard.busy_lines(host.name, busy, time.time()).strip()}); once it is "
-                    f"done: fab resque.restart"
-                )
-        up = hooks.after_symlink(host, self._inputs(host), self.say)
+        # Workers the guard left paused and idle: one found busy now (monit started it after
+        # the look, never paused) is not restarted under its job.
+        up = hooks.after_symlink(host, self._inputs(host), self.say, refuse_busy=host.name in self.left_paused)
         if host.name in self.report.paused_at:
             # From the moment the workers were seen up, not after the checks that follow.
             self.report.running_at[host.name] = up or time.time()

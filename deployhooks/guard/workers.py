@@ -106,16 +106,31 @@ def stop_group(host: Host, say: Say = _quiet) -> None:
     say(f"{host.name}: group {group} stopped")
 
 
-def start_group(host: Host, *, restart: bool = False, release: str | None = None, say: Say = _quiet) -> float:
+def start_group(
+    host: Host,
+    *,
+    restart: bool = False,
+    release: str | None = None,
+    say: Say = _quiet,
+    refuse_busy: bool = False,
+) -> float:
     """`monit start` (or `restart`) the group and wait until every service runs a worker;
     returns when that was seen (epoch): from then on the host serves its queues.
 
     With `release`, wait until every worker runs from that release; with `restart`, until no
-    service still shows a pid from before the restart.
+    service still shows a pid from before the restart. With `refuse_busy` (workers a guard
+    left paused for this restart), a worker found busy raises instead: it took its job after
+    the guard's look, and a restart must not end it.
     """
     r = host.settings.resque
     group = r.monit_group
-    before = host.monit.status(group)
+    before, seen = group_facts(host)  # one round trip: this wait is inside the queues' downtime
+    busy = [w for w in seen if w.busy]
+    if refuse_busy and busy and not host.dry:
+        raise CommandFailed(
+            f"{host.name}: not restarting the workers: a job started after the guard's look "
+            f"({'; '.join(w.describe(time.time()) for w in busy)}); once it is done: fab resque.restart"
+        )
     old = {s.pid for s in before.values() if s.pid} if restart else set()
     verb = "restart" if restart else "start"
     say(f"{host.name}: monit {verb} all -g {group}")
