@@ -57,21 +57,46 @@ def wrapper_chain_command(wrapper: str, others: dict[str, str] | None = None) ->
     return _CHAIN_FN + f"both wrapper {q}; " + interpreter + body + "true"
 
 
+UNREADABLE = -1  # the uid of an entry standing for output that is no entry: never root's
+
+
 def parse_chain(text: str) -> dict[str, tuple[str, list[PathEntry]]]:
-    """`label -> (path, entries)` from a chain command's output; unknown lines are skipped."""
+    """`label -> (path, entries)` from a chain command's output.
+
+    Names are printed as they are, so a name with a newline in it (a link's target is anyone's
+    choice who can write the link's folder) could print lines of its own: a second section for
+    a label, an early `@ end`, entries that are not stat lines. Such output never replaces or
+    cuts short what was printed: it adds an entry with uid `UNREADABLE` to the label it came
+    in, which `problems` refuses."""
     result: dict[str, tuple[str, list[PathEntry]]] = {}
-    label = None
+    label: str | None = None
+    last: str | None = None
+
+    def unreadable(where: str | None, line: str) -> None:
+        if where is not None:
+            result[where][1].append(PathEntry(UNREADABLE, 0, line[:120]))
+
     for line in text.splitlines():
         if line.startswith("@ "):
             parts = line[2:].split(" ", 1)
-            label = None if parts[0] == "end" else parts[0]
-            if label is not None:
-                result[label] = (parts[1] if len(parts) > 1 else "", [])
+            if parts[0] == "end":
+                last, label = label or last, None
+                continue
+            if parts[0] in result:
+                unreadable(parts[0], line)  # a second section for a label: forged
+                label = None
+                last = parts[0]
+                continue
+            label = last = parts[0]
+            result[label] = (parts[1] if len(parts) > 1 else "", [])
             continue
         if label is None:
+            if line.strip():
+                unreadable(last, line)  # after an `@ end`: a section cut short, or forged
             continue
         parts = line.split(" ", 2)
         if len(parts) != 3:
+            unreadable(label, line)
             continue
         if parts[0] == "missing":
             result[label][1].append(PathEntry(None, 0, parts[2]))
@@ -79,7 +104,7 @@ def parse_chain(text: str) -> dict[str, tuple[str, list[PathEntry]]]:
         try:
             result[label][1].append(PathEntry(int(parts[0]), int(parts[1], 16), parts[2]))
         except ValueError:
-            continue
+            unreadable(label, line)
     return result
 
 
@@ -95,6 +120,12 @@ def problems(path: str, entries: list[PathEntry], *, kind: str = "file") -> list
     for i, entry in enumerate(entries):
         # Each chain runs from the path up to "/": the entry after a "/" starts the next one.
         is_self = i == 0 or entries[i - 1].path == "/"
+        if entry.uid == UNREADABLE:
+            found.append(
+                f"{path}: its check printed a line that is no entry ({entry.path!r}): a name with a "
+                f"newline on the way to it?"
+            )
+            continue
         if entry.uid is None:
             # A missing pid_dir is made by the wrapper, as root, under the folders checked here.
             if entry.path == path and kind == "file":
