@@ -188,7 +188,8 @@ def test_a_busy_worker_the_guard_cannot_place_refuses_the_deploy(fleet, redis_cl
     r = fab("hooks.before-migrate", "--release-path", new_release(f), "--config", config)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "q_host1 [GateJob]" in r.stderr and "working directory could not be read" in r.stderr
-    assert sorted(w.state for w in f.workers(1, "shop")) == ["busy", "idle"]  # nothing stopped
+    # nothing stopped; the idle worker was resumed (CONT), and its title says so at its next poll
+    wait_for(lambda: sorted(w.state for w in f.workers(1, "shop")) == ["busy", "idle"], 5, "the idle worker resumed")
     open_gate(redis_client, "unplaced-job")
     wait_for(lambda: "unplaced-job" in redis_client.lrange("resque:test:finished", 0, -1), 15, "the job")
     assert redis_client.llen("resque:failed") == 0
