@@ -606,6 +606,11 @@ def tag_counts(client: redis.Redis, key: str) -> Counter:
     return Counter(client.lrange(key, 0, -1))
 
 
+def unfinished(client: redis.Redis, tags: list[str]) -> list[str]:
+    finished = tag_counts(client, FINISHED_KEY)
+    return [t for t in tags if not finished[t]]
+
+
 def in_flight(client: redis.Redis, tags: list[str]) -> list[str]:
     started, finished = tag_counts(client, STARTED_KEY), tag_counts(client, FINISHED_KEY)
     return [t for t in tags if started[t] > finished[t]]
@@ -888,12 +893,14 @@ class Soak:
                     res.violate("outcome", f"refused (exit 1) but workers were replaced: {gone}")
 
     def quiesce_jobs(self, plan: RoundPlan) -> None:
-        """Open every gate and wait until no job of the round is running (queued ones may wait
-        for stopped workers): a recovery must not be refused by the round's own jobs."""
+        """Open every gate and wait until no job of the round is running or still to start (up
+        to 20 s: a queued one may wait for stopped workers): a recovery must not be refused by
+        the round's own jobs, and a queued job starts as soon as an abort resumes the workers."""
         for job in plan.jobs:
             if job.kind == "gate":
                 open_gate(self.client, job.tag)
-        wait_for(lambda: in_flight(self.client, [j.tag for j in plan.jobs]), 20, 0.1)
+        tags = [j.tag for j in plan.jobs]
+        wait_for(lambda: in_flight(self.client, tags) or unfinished(self.client, tags), 20, 0.1)
 
     def check_left(self, res: RoundResult, op: FabRun, fault: Fault | None, pre: dict) -> None:
         """Right after the operation, before anything else runs: every host is clean (workers
