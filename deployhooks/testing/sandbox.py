@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # deployhooks/testing/sandbox.py -> the repository
 DEFAULT_ROOT = REPO / ".sandbox"
 JOB_SECONDS = 20
 
