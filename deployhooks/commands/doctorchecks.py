@@ -204,14 +204,18 @@ def check_monitrc(path: str, installed: str | None, desired: str | None) -> Chec
 
 
 _STANZA = re.compile(r"^\s*check\s+\w+\s+(?P<name>\S+)", re.I)
-_STOP = re.compile(r'^\s*stop\s+(?:program\s*)?=\s*"(?P<program>[^"]*)"(?P<rest>.*)$', re.I)
+_STOP = re.compile(r'^\s*(?P<kind>stop|restart)\s+(?:program\s*)?=\s*"(?P<program>[^"]*)"(?P<rest>.*)$', re.I)
 _TIMEOUT = re.compile(r"\btimeout\s+(?P<n>\d+)\s*(?:seconds?|s)\b", re.I)
 _GRACE_OPT = re.compile(r"--grace-time[= ](?P<n>\d+(?:\.\d+)?)")
 _GRACE_ENV = re.compile(r"\bGRACE_TIME=(?P<n>\d+(?:\.\d+)?)")
 
 
 def stop_timeouts(text: str) -> list[tuple[str, int, float | None]]:
-    """(service, stop timeout, grace time the stop program passes or None) per stop line."""
+    """(service, timeout, grace time the program passes or None) per stop and restart program line.
+
+    A restart program (the wrapper's ``restart``) drains the job too, under the same one budget, so
+    its timeout must outlast GRACE_TIME as well; its lines are named ``<service> restart``.
+    """
     out = []
     service = "?"
     for line in text.splitlines():
@@ -224,7 +228,8 @@ def stop_timeouts(text: str) -> list[tuple[str, int, float | None]]:
         if stop:
             t = _TIMEOUT.search(stop["rest"])
             g = _GRACE_OPT.search(stop["program"]) or _GRACE_ENV.search(stop["program"])
-            out.append((service, int(t["n"]) if t else MONIT_DEFAULT_TIMEOUT, float(g["n"]) if g else None))
+            label = service if stop["kind"].lower() == "stop" else f"{service} restart"
+            out.append((label, int(t["n"]) if t else MONIT_DEFAULT_TIMEOUT, float(g["n"]) if g else None))
     return out
 
 
@@ -249,7 +254,8 @@ def check_stop_timeout(path: str, installed: str | None, grace_time: int) -> Che
         f"in {path}: {detail}: monit gives up (and reports 'Not monitored') "
         f"while the worker is still draining its job, and ends the wrapper "
         f"before it can force the worker down",
-        "set 'with timeout' on the stop lines above GRACE_TIME (resque.setup renders GRACE_TIME + 30s)",
+        "set 'with timeout' on the stop and restart lines above GRACE_TIME "
+        "(resque.setup renders GRACE_TIME + 30s, and the start timeout more on restart)",
     )
 
 

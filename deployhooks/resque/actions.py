@@ -208,18 +208,24 @@ def send(worker: Worker, log: Log, sig: signal.Signals) -> None:
         log.warning(f"worker {proc.pid} exited before {sig.name} reached it")
 
 
+def _end(worker: Worker, log: Log, args: argparse.Namespace, how: str) -> None:
+    """End the worker as stop action ``how`` does: QUIT and GRACE_TIME, or TERM and --term-wait."""
+    if how in ("stop", "quit"):
+        stop(worker, log, signal.SIGQUIT, args.grace_time)
+    else:
+        stop(worker, log, signal.SIGTERM, args.term_wait)
+
+
 def run(args: argparse.Namespace, worker: Worker, log: Log) -> None:
     """Carry out ``args.action`` under the worker's lock; raises ActionFailed."""
     action = args.action
     with action_lock(worker, args.lock_timeout):
         if action == "start":
             start(worker, log)
-        elif action in ("stop", "quit"):
-            stop(worker, log, signal.SIGQUIT, args.grace_time)
-        elif action in ("term", "kill"):
-            stop(worker, log, signal.SIGTERM, args.term_wait)
+        elif action in ("stop", "quit", "term", "kill"):
+            _end(worker, log, args, action)
         elif action == "restart":
-            stop(worker, log, signal.SIGQUIT, args.grace_time)
+            _end(worker, log, args, args.restart_with)
             start(worker, log)
         else:
             send(worker, log, SIGNAL_ACTIONS[action])

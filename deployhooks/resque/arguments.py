@@ -24,6 +24,8 @@ USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 CONF_RE = re.compile(r"[A-Za-z0-9_.-]+\.conf")
 
 ACTIONS = ("start", "stop", "quit", "term", "kill", "restart", "pause", "cont", "abort")
+# The actions that end a worker; ``restart --restart-with A`` ends it the way ``A`` would.
+STOP_ACTIONS = ("stop", "quit", "term", "kill")
 
 
 def _seconds(text: str) -> float:
@@ -64,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=DEFAULT_TERM_WAIT,
         help=f"term/kill: seconds to wait after TERM before KILL (default {DEFAULT_TERM_WAIT:g})",
+    )
+    parser.add_argument(
+        "--restart-with",
+        metavar="ACTION",
+        choices=STOP_ACTIONS,
+        default="quit",
+        help="restart: how the old worker is ended, as that stop action would (stop|quit: QUIT and "
+        "--grace-time; term|kill: TERM and --term-wait; default quit). The monitrc's restart program "
+        "passes the stop program's action, so a restart drains or ends a job exactly as a stop does",
     )
     parser.add_argument("app")
     parser.add_argument("action", choices=ACTIONS)

@@ -104,6 +104,9 @@ def render_monitrc(
     resque_<N>.conf`` with ``start_timeout``; its stop program runs the wrapper with
     ``--grace-time <grace_time>`` and ``stop_action``, with a timeout of ``ceil(grace_time +
     margin)`` seconds so monit never ends the wrapper while it is still waiting for a job to drain.
+    Its restart program runs the wrapper's ``restart`` with the same action, grace time and command,
+    with the two timeouts added: monit then restarts a worker in one wrapper run, not a stop program
+    and a start program (docs/monit.md, "Restart program").
     ``totalmem_mb`` adds a restart rule on memory used for 2 cycles. ``user`` (``--user``) is who
     the wrapper runs the worker as, and ``worker_command`` what it execs (after ``--``): both
     must come from here, the file root owns, and never from files under ``deploy_to``. Raises
@@ -149,6 +152,8 @@ def render_monitrc(
             f" with timeout {start_timeout} seconds",
             f'  stop program = "{wrapper} {paths} --grace-time {grace} {app} {stop_action} {framework_env} {conf}"'
             f" with timeout {stop_timeout} seconds",
+            f'  restart program = "{wrapper} {paths} --grace-time {grace} --restart-with {stop_action} {app} restart'
+            f' {framework_env} {conf}{exec_part}" with timeout {stop_timeout + start_timeout} seconds',
         ]
         if totalmem_mb is not None:
             lines.append(f"  if totalmem is greater than {totalmem_mb} MB for 2 cycles then restart")

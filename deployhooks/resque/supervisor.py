@@ -42,7 +42,10 @@ Actions:
   child and the worker. ``term`` / ``kill``: TERM (Resque kills the job at once); after
   ``--term-wait`` seconds the same forced end. Both return once the worker is gone and remove the
   pidfile.
-- ``restart``: stop, then start, under one lock.
+- ``restart``: end the worker as ``--restart-with`` (default ``quit``) would, then start, under one
+  lock. The monitrc's ``restart program`` uses it, so monit's restart is one wrapper run instead of
+  a stop program and a start program (one Python start and one of monit's 100 ms polls less per
+  worker, and no window between them in which another wrapper could act).
 - ``pause`` (USR2: take no new job), ``cont`` (CONT: resume), ``abort`` (USR1: kill the current job,
   keep the worker).
 

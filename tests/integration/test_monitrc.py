@@ -36,6 +36,13 @@ def test_one_stanza_per_worker_with_wrapper_commands_and_timeouts():
         '--pid-dir /var/run/deployhooks/resque/shop --grace-time 300 shop stop production resque_0.conf"'
         " with timeout 330 seconds\n"
     ) in text
+    # monit's restart is one wrapper run, ending the worker as the stop program would; its timeout
+    # covers both halves.
+    assert (
+        '  restart program = "/usr/local/bin/deployhooks-resque --deploy-to /data/shop '
+        "--pid-dir /var/run/deployhooks/resque/shop --grace-time 300 --restart-with stop shop restart production "
+        'resque_0.conf" with timeout 360 seconds\n'
+    ) in text
     assert text.count("  if totalmem is greater than 300 MB for 2 cycles then restart\n") == 2
     assert text.count("  group shop_resque\n") == 2
 

@@ -53,7 +53,7 @@ def _ignore_quit_and_int():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def wrapper_under_reaper(layout, action, n, out_path, *, ignore_quit=False):
+def wrapper_under_reaper(layout, action, n, out_path, *options, ignore_quit=False):
     """Start the wrapper under a reaper that outlives it, for actions that launch a worker by hand.
 
     The reaper adopts the worker once the wrapper exits and exits itself, with the wrapper's exit
@@ -62,7 +62,14 @@ def wrapper_under_reaper(layout, action, n, out_path, *, ignore_quit=False):
     out = open(out_path, "wb")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "deployhooks.testing.reaper", "--", WRAPPER, *layout.wrapper_args(action, n)],
+            [
+                sys.executable,
+                "-m",
+                "deployhooks.testing.reaper",
+                "--",
+                WRAPPER,
+                *layout.wrapper_args(action, n, *options),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -276,7 +283,11 @@ def test_root_starts_worker_as_the_monitrc_user_with_default_signals(tmp_path, r
         whoami = layout.releases[-1] / "whoami"
         wait_for(lambda: whoami.exists() and whoami.read_text().strip(), what="worker writing whoami")
         assert whoami.read_text().strip() == layout.user
-        worker = psutil.Process(int(layout.pidfile(0).read_text()))
+        # The script may write whoami before the wrapper (after spawn returns) writes the pidfile.
+        pid_text = wait_for(
+            lambda: layout.pidfile(0).exists() and layout.pidfile(0).read_text().strip(), what="the pidfile"
+        )
+        worker = psutil.Process(int(pid_text))
         assert worker.uids().real == user.pw_uid and worker.gids().real == user.pw_gid
         env_file = layout.releases[-1] / "worker.env"
         # whoami is written before worker.env; wait for the second file to be complete.
@@ -403,6 +414,74 @@ def test_restart_replaces_the_worker(deployed, tmp_path):
         if reaper.poll() is None:
             reaper.terminate()
             reaper.wait(timeout=10)
+
+
+def _restarted(layout, old):
+    return wait_for(
+        lambda: (w := pidfile_worker(layout.pidfile(0))) and w.pid != old.pid and w, timeout=15, what="new worker"
+    )
+
+
+def test_restart_drains_the_running_job_by_default(deployed, redis_client, tmp_path):
+    monit, layouts, workers = deployed({"shop": ["rquit_q"]}, monitor=False)
+    layout, old = layouts["shop"], workers["shop"][0]
+    push_job(redis_client, "rquit_q", 1.5, "drained")
+    wait_for(lambda: job_child(old), what="job child")
+    reaper = wrapper_under_reaper(layout, "restart", 0, tmp_path / "restart.out", "--grace-time", "30")
+    try:
+        new = _restarted(layout, old)
+        assert finished(redis_client) == ["drained"]  # QUIT: the job ran to its end first
+        assert gone(old)
+        assert wrapper(layout, "stop", 0, "--grace-time", str(GRACE)).returncode == 0
+        assert reaper.wait(timeout=10) == 0, (tmp_path / "restart.out").read_text()
+        assert gone(new)
+    finally:
+        if reaper.poll() is None:
+            reaper.terminate()
+            reaper.wait(timeout=10)
+
+
+def test_restart_with_term_ends_the_job_as_term_does(deployed, redis_client, tmp_path):
+    monit, layouts, workers = deployed({"shop": ["rterm_q"]}, monitor=False)
+    layout, old = layouts["shop"], workers["shop"][0]
+    push_job(redis_client, "rterm_q", 60, "terminated")
+    child = wait_for(lambda: job_child(old), what="job child")
+    started = time.monotonic()
+    reaper = wrapper_under_reaper(layout, "restart", 0, tmp_path / "restart.out", "--restart-with", "term")
+    try:
+        new = _restarted(layout, old)
+        assert time.monotonic() - started < 60
+        assert gone(old) and gone(child)
+        assert finished(redis_client) == []  # TERM: resque ended the job; the restart did not wait 60 s
+        assert wrapper(layout, "stop", 0, "--grace-time", str(GRACE)).returncode == 0
+        assert reaper.wait(timeout=10) == 0, (tmp_path / "restart.out").read_text()
+        assert gone(new)
+    finally:
+        if reaper.poll() is None:
+            reaper.terminate()
+            reaper.wait(timeout=10)
+
+
+def test_monit_restarts_through_the_wrappers_restart_program(deployed):
+    monit, layouts, workers = deployed({"shop": ["mrestart_q"]})
+    layout, old = layouts["shop"], workers["shop"][0]
+    assert monit.run("restart", layout.service(0)).returncode == 0
+    new = _restarted(layout, old)
+    assert gone(old)
+    service = layout.service(0)
+    log = wait_for(
+        lambda: (
+            (text := monit.log_text().partition(f"'{service}' restart on user request")[2])
+            and f"'{service}' restart action done" in text
+            and text
+        ),
+        what="monit's restart to finish",
+    )
+    # One run of the restart program, not a stop program and a start program.
+    assert f"'{service}' restart: '" in log, log
+    assert f"'{service}' stop: '" not in log and f"'{service}' start: '" not in log, log
+    monit.wait_status(service, "OK")
+    assert pidfile_worker(layout.pidfile(0)).pid == new.pid
 
 
 # --- two apps, locks -------------------------------------------------------------------------

@@ -312,15 +312,28 @@ check process resque_shop_1
   with pidfile /var/run/engineyard/resque/shop/resque_1.pid
   stop program = "/engineyard/bin/resque shop stop production resque_1.conf"   # no timeout: monit's 30 s
   group shop_resque
+check process resque_shop_2
+  with pidfile /var/run/engineyard/resque/shop/resque_2.pid
+  stop program = "/usr/bin/w --grace-time 300 shop stop production resque_2.conf" with timeout 330 seconds
+  restart program = "/usr/bin/w --grace-time 300 shop restart production resque_2.conf" with timeout 90 seconds
+  group shop_resque
 """
 
 
 def test_stop_timeouts_and_their_check():
-    assert dc.stop_timeouts(EY_MONITRC) == [("resque_shop_0", 90, 300.0), ("resque_shop_1", 30, None)]
+    assert dc.stop_timeouts(EY_MONITRC) == [
+        ("resque_shop_0", 90, 300.0),
+        ("resque_shop_1", 30, None),
+        ("resque_shop_2", 330, 300.0),
+        ("resque_shop_2 restart", 90, 300.0),
+    ]
     c = dc.check_stop_timeout("/m", EY_MONITRC, 60)
     assert c.verdict == "fail"
     assert "resque_shop_0: timeout 90s <= GRACE_TIME 300s" in c.detail
     assert "resque_shop_1: timeout 30s <= GRACE_TIME 60s" in c.detail
+    # A restart program drains the job under the same budget, so a short one is caught too.
+    assert "resque_shop_2 restart: timeout 90s <= GRACE_TIME 300s" in c.detail
+    assert "resque_shop_2:" not in c.detail
     ours = ip.desired_monitrc(settings(), WRAPPER)
     assert dc.check_stop_timeout("/m", ours, 60).verdict == "pass"
     assert dc.check_stop_timeout("/m", None, 60).verdict == "warn"
