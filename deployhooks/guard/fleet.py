@@ -128,7 +128,17 @@ def guard_fleet(
         failed = _failures(results)
         if failed:
             raise FleetFailed(f"the guard could not pause the workers on {', '.join(failed)}", _worst(results), failed)
-        wait_until_idle(run, list(paused), say, on_busy=on_busy, wait_timeout=wait_timeout, action=action, dry=dry)
+        first_look = {name: state.busy for name, state in paused.items() if state.busy is not None}
+        wait_until_idle(
+            run,
+            list(paused),
+            say,
+            on_busy=on_busy,
+            wait_timeout=wait_timeout,
+            action=action,
+            dry=dry,
+            first_look=first_look if len(first_look) == len(paused) else None,
+        )
     except BaseException as exc:
         left = _unpause(run, paused, say)
         # A host whose pause failed (cut off after USR2, say) cleaned up itself if it could;
@@ -178,18 +188,24 @@ def wait_until_idle(
     wait_timeout: float,
     action: str = "deploy",
     dry: bool = False,
+    first_look: dict[str, list] | None = None,
 ) -> None:
     """Look at every host until none has a busy worker (return) or the policy refuses (raise
     `Refused` naming every job). A host that cannot be looked at fails the whole wait. A dry
-    run looks once and says what the policy would do with what it sees now."""
+    run looks once and says what the policy would do with what it sees now. `first_look`
+    (host -> busy workers), when given, stands for the first look: the listings in which every
+    host's workers showed they took the pause (`guard.Paused.busy`)."""
     start = time.monotonic()
     last_report = -1e9
     while True:
-        looks = run(guard.busy_workers, list(names))
-        failed = _failures(looks)
-        if failed:
-            raise FleetFailed(f"could not look for jobs on {', '.join(failed)}", _worst(looks), failed)
-        busy = {r.host: r.value for r in looks if r.value}
+        if first_look is not None:
+            busy, first_look = {name: b for name, b in first_look.items() if b}, None
+        else:
+            looks = run(guard.busy_workers, list(names))
+            failed = _failures(looks)
+            if failed:
+                raise FleetFailed(f"could not look for jobs on {', '.join(failed)}", _worst(looks), failed)
+            busy = {r.host: r.value for r in looks if r.value}
         waited = time.monotonic() - start
         jobs = [w for b in busy.values() for w in b]
         verdict = policy.guard_verdict(jobs, on_busy, waited, wait_timeout)

@@ -4,7 +4,8 @@ Sequence on one host (decisions in `policy`, waits in `workers`):
 
 1. ask monit for the group (refuses when the daemon is down or the group is unknown);
 2. write the guard record, then pause (USR2) the monit-managed workers of this app;
-3. wait until each paused worker shows `Paused` or is busy with a job;
+3. wait until each paused worker shows `Paused` or is busy with a job; the listing that shows
+   it is the first look for jobs (no worker that took the pause starts one after it);
 4. busy workers: `on_busy: abort` -> resume what we paused and refuse (exit 1), naming each
    job; `on_busy: wait` -> wait up to `wait_timeout` for them to finish, showing progress;
 5. no job running: `monit stop` the group and wait until every worker has exited.
@@ -78,6 +79,11 @@ class Paused:
     record: dict
     previous: dict | None
     at: float = 0.0  # when the workers were told to pause (epoch): the queues' downtime starts
+    # The app's busy workers in the listing that showed every pause taken, or None (a dry run
+    # sends nothing and so sees nothing). That listing is as good as a later look: from it on a
+    # paused worker takes no job, so the first look reuses it, one round trip less inside the
+    # queues' downtime.
+    busy: list | None = None
 
 
 def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
@@ -114,9 +120,13 @@ def pause(host: Host, release: str | None = None, say: Say = _quiet) -> Paused:
         if to_pause:
             host.signal("USR2", to_pause)
             say(f"{host.name}: paused {len(to_pause)} worker(s) (USR2): they finish their job and take no new one")
-        if not workers.wait_until(
-            lambda: not policy.pause_acknowledged(host.workers(unplaced=True), to_pause), r.pause_timeout
-        ):
+
+        def acknowledged() -> bool:
+            seen = host.workers(unplaced=True)
+            state.busy = [w for w in seen if w.busy]
+            return not policy.pause_acknowledged(seen, to_pause)
+
+        if not workers.wait_until(acknowledged, r.pause_timeout):
             late = policy.pause_acknowledged(host.workers(unplaced=True), to_pause)
             raise CommandFailed(
                 f"{host.name}: worker(s) {', '.join(map(str, late))} did not take "
@@ -178,7 +188,7 @@ def guard(host: Host, release: str | None = None, say: Say = _quiet) -> None:
     """
     state = pause(host, release, say)
     try:
-        _wait_for_jobs(host, say)
+        _wait_for_jobs(host, say, first_look=state.busy)
     except BaseException:
         unpause(host, state, say)
         raise
@@ -217,12 +227,13 @@ def refusal(
     )
 
 
-def _wait_for_jobs(host: Host, say: Say) -> None:
+def _wait_for_jobs(host: Host, say: Say, first_look: list | None = None) -> None:
+    """Look until no job runs (`first_look`, when given, is the first look: see `Paused.busy`)."""
     r = host.settings.resque
     start = time.monotonic()
     last_report = -1e9
     while True:
-        busy = busy_workers(host)
+        busy, first_look = (first_look, None) if first_look is not None else (busy_workers(host), None)
         waited = time.monotonic() - start
         verdict = policy.guard_verdict(busy, r.on_busy, waited, r.wait_timeout)
         if verdict == policy.PROCEED:
