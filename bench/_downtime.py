@@ -1,7 +1,7 @@
 """Queue downtime per deploy shape: `bench/deploy.py --downtime` (see bench/README.md).
 
 For each shape -- guard_at before_migrate or before_symlink, a migration of 1 s or 10 s, and a
-rolling deploy -- `fab deploy --json` runs `--deploys` times on one fleet (one worker per host)
+rolling deploy -- `fab deploy --json` runs `--deploys` times on one fleet (`--workers` per host, one by default)
 and its report gives each host's window (from the guard's pause until every worker of the host
 ran again on the new release) and the time no host served the queue at all. In the same run,
 the baseline: a bare `monit restart all -g shop_resque` of one host's group, no SSH (nsenter),
@@ -108,11 +108,17 @@ def bare_restart_all(bf: BenchFleet, release: str, timeout: float = 180) -> floa
     return bench.median(list(agreed.values())) or 0.0
 
 
-def run(hosts: int, deploys: int, keep: bool) -> int:
+def run(hosts: int, deploys: int, keep: bool, workers: int = 1, only: str | None = None) -> int:
+    """Run the shapes whose label contains ``only`` (all by default), ``workers`` per host."""
     app = AppSpec(
-        "shop", workers=("deploytest",), top_extra="deploy:\n  migrate_command: sleep 1\n  migrate_role: util\n"
+        "shop",
+        workers=("deploytest",) * workers,
+        top_extra="deploy:\n  migrate_command: sleep 1\n  migrate_role: util\n",
     )
-    results: dict[str, list[dict]] = {label: [] for label, *_ in SHAPES}
+    shapes = [shape for shape in SHAPES if only is None or only in shape[0]]
+    if not shapes:
+        raise SystemExit(f"--only {only!r} matches no shape; the shapes: {', '.join(s[0] for s in SHAPES)}")
+    results: dict[str, list[dict]] = {label: [] for label, *_ in shapes}
     baseline: list[float] = []
     baseline_all: list[float] = []
     with BenchFleet(hosts, [app], keep=keep, label=f"downtime{hosts}") as bf:
@@ -123,7 +129,7 @@ def run(hosts: int, deploys: int, keep: bool) -> int:
         bench.fab("--list")  # warm the byte-code once; not timed
         n = 0
         for round_ in range(1, deploys + 1):
-            for label, guard_at, migrate, batch in SHAPES:
+            for label, guard_at, migrate, batch in shapes:
                 n += 1
                 size = max(1, hosts // 2) if batch == "half" else batch
                 path = bf.dir / f"shape{n}.yml"
@@ -161,7 +167,7 @@ def run(hosts: int, deploys: int, keep: bool) -> int:
                 )
     restart = bench.median(baseline)
     print(
-        f"\n=== queue downtime, {hosts} hosts, one worker each; medians of {deploys} deploy(s) per shape ===\n"
+        f"\n=== queue downtime, {hosts} hosts, {workers} worker(s) each; medians of {deploys} deploy(s) per shape ===\n"
         f"bare `monit restart` of one host's group (no SSH, until the new worker is idle and monit "
         f"agrees): median {fmt_s(restart)} s of {len(baseline)} (min {fmt_s(min(baseline) if baseline else None)})"
     )
@@ -175,7 +181,7 @@ def run(hosts: int, deploys: int, keep: bool) -> int:
         f"{'shape':<30}{'per-host median':>16}{'worst':>8}{'no worker anywhere':>20}{'median / restart':>18}"
         + (f"{'/ all at once':>15}" if restart_all else "")
     )
-    for label, *_ in SHAPES:
+    for label, *_ in shapes:
         rows = results[label]
         if not rows:
             print(f"{label:<30}{'(no deploy succeeded)':>16}")

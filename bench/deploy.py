@@ -193,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: queue downtime per shape (guard_at before_migrate / before_symlink, migration "
         "1 s / 10 s, rolling halves) against a bare monit restart (bench/_downtime.py)",
     )
+    parser.add_argument("--workers", type=int, default=1, help="--downtime: workers per host (default 1)")
+    parser.add_argument("--only", metavar="TEXT", help="--downtime: only the shapes whose label contains TEXT")
     args = parser.parse_args(argv)
-    if args.hosts < 1 or args.deploys < 1:
-        parser.error("--hosts and --deploys must be positive")
+    if args.hosts < 1 or args.deploys < 1 or args.workers < 1:
+        parser.error("--hosts, --deploys and --workers must be positive")
     bench.terminate_on_signals()
     started = time.monotonic()
     print(f"bench/deploy.py: {bench.machine()}")
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         import _downtime
 
         try:
-            return _downtime.run(args.hosts, args.deploys, args.keep)
+            return _downtime.run(args.hosts, args.deploys, args.keep, args.workers, args.only)
         except KeyboardInterrupt:
             print("\ninterrupted: fleet and redis stopped", file=sys.stderr)
             return 130
