@@ -228,7 +228,7 @@ def wait_until_idle(
                 + "\n".join(guard.busy_lines(name, b, now) for name, b in busy.items())
             )
             last_report = waited
-        time.sleep(workers.POLL)
+        time.sleep(workers.poll_delay(time.monotonic() - start))
 
 
 def after_guard(run: Run, stopped: Sequence[str], then: Callable[[Host], Any], say: Say = _quiet) -> list:

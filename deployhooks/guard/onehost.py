@@ -253,7 +253,7 @@ def _wait_for_jobs(host: Host, say: Say, first_look: list | None = None) -> None
                 f"({int(waited)}s of {r.wait_timeout}s):\n{busy_lines(host.name, busy, now)}"
             )
             last_report = waited
-        time.sleep(workers.POLL)
+        time.sleep(workers.poll_delay(time.monotonic() - start))
 
 
 def undo(host: Host, say: Say = _quiet) -> bool:

@@ -1,5 +1,7 @@
 """The guard's decisions, one test per branch."""
 
+import pytest
+
 from deployhooks.facts.monit import ServiceStatus
 from deployhooks.facts.processes import WorkerProcess
 from deployhooks.guard.onehost import policy
@@ -51,3 +53,15 @@ def test_stale_workers():
     assert [
         x.pid for x in policy.stale_workers([w(1, "idle"), w(2, "idle", "r1"), w(3, "idle", "r2", deleted=True)], "r2")
     ] == [2, 3]
+
+
+def test_waits_look_often_at_first_then_at_a_tenth_of_the_time_waited():
+    from deployhooks.guard.workers import MAX_POLL, POLL, poll_delay
+
+    assert [poll_delay(t) for t in (0, 0.5, 1.0)] == [POLL, POLL, POLL]
+    assert poll_delay(3.0) == pytest.approx(0.3)
+    assert poll_delay(10.0) == MAX_POLL and poll_delay(600.0) == MAX_POLL
+    # Never later than ~10% of the wait (plus one poll), and monotonic: a long wait only slows down.
+    delays = [poll_delay(t / 10) for t in range(0, 6000)]
+    assert delays == sorted(delays)
+    assert all(d <= max(POLL, t / 100) + 1e-9 for t, d in enumerate(delays))
