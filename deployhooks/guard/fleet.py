@@ -263,12 +263,17 @@ def act_when_idle(
     dry: bool = False,
     on_busy: str | None = None,
     wait_timeout: float | None = None,
+    stop: bool = True,
 ) -> list:
     """The fleet guard over `names` (pause, look, wait or refuse, stop only idle workers), then
-    `then(host)` on every host it stopped (see `after_guard`): what resque.stop, restart and
-    drain do. Raises as `guard_fleet` does; returns the per-host results of `then`."""
-    stopped = guard_fleet(run, names, settings, say, action=action, dry=dry, on_busy=on_busy, wait_timeout=wait_timeout)
-    return after_guard(run, list(stopped), then, say)
+    `then(host)` on every host it held (see `after_guard`): what resque.stop, restart and
+    drain do. With `stop=False` the idle workers are left paused for `then` (a restart: one
+    monit restart instead of a stop and a start). Raises as `guard_fleet` does; returns the
+    per-host results of `then`."""
+    held = guard_fleet(
+        run, names, settings, say, action=action, dry=dry, on_busy=on_busy, wait_timeout=wait_timeout, stop=stop
+    )
+    return after_guard(run, list(held), then, say)
 
 
 def running_jobs(run: Run, names: Sequence[str]) -> tuple[list[tuple[str, Any]], list]:

@@ -135,9 +135,10 @@ def _warn(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _through_guard(c, roles, config, force: bool, action: str, forced, after) -> None:
-    """`after(host)` on every host once the fleet guard stopped its idle workers; with --force
-    (or stop: term), `forced(host)` at once, after naming the jobs it will end."""
+def _through_guard(c, roles, config, force: bool, action: str, forced, after, stop: bool = True) -> None:
+    """`after(host)` on every host once the fleet guard stopped its idle workers (or, with
+    `stop=False`, left them paused); with --force (or stop: term), `forced(host)` at once,
+    after naming the jobs it will end."""
     settings = load_settings(config)
     with (
         select_hosts(c, settings, roles, settings.resque.roles) as hosts,
@@ -147,7 +148,11 @@ def _through_guard(c, roles, config, force: bool, action: str, forced, after) ->
             _announce_kills(hosts, action)
             finish(hosts.each(forced))
             return
-        finish(fleetguard.act_when_idle(hosts.each, hosts.names, settings, after, say, action=action, dry=hosts.dry))
+        finish(
+            fleetguard.act_when_idle(
+                hosts.each, hosts.names, settings, after, say, action=action, dry=hosts.dry, stop=stop
+            )
+        )
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG, "force": _FORCE})
@@ -174,17 +179,22 @@ def start(c, roles=None, config=None):
 
 @task(help={"roles": _ROLES, "config": _CONFIG, "force": _FORCE})
 def restart(c, roles=None, force=False, config=None):
-    """Restart the workers once no job runs (the guard, as resque.stop) and wait until all run
-    new processes from the current release; --force restarts them now."""
+    """Restart the workers once no job runs (the guard's pause and look, as resque.stop, then one
+    monit restart of the paused, idle workers) and wait until all run new processes from the
+    current release; --force restarts them now."""
 
     def forced(host: Host) -> None:
         workers.start_group(host, restart=True, release=release_mod.current_release(host), say=say)
 
-    def start_again(host: Host) -> None:
-        workers.start_group(host, release=release_mod.current_release(host), say=say)
+    def restart_paused(host: Host) -> None:
+        # The guard left every worker paused and idle: one monit restart, as a deploy at
+        # before_symlink does, instead of a stop and then a start (two waits, each with the
+        # queues unserved). A worker busy now took its job after the look (monit started it
+        # since): refused, and after_guard resumes what the guard paused.
+        workers.start_group(host, restart=True, release=release_mod.current_release(host), say=say, refuse_busy=True)
         guard.clear_record(host)
 
-    _through_guard(c, roles, config, force, "resque.restart", forced=forced, after=start_again)
+    _through_guard(c, roles, config, force, "resque.restart", forced=forced, after=restart_paused, stop=False)
 
 
 @task(help={"roles": _ROLES, "config": _CONFIG})

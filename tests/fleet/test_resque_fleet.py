@@ -115,9 +115,17 @@ def test_stop_start_restart_pause_resume_logs(fleet):
         assert len(f.workers(h, "shop")) == 2
     # (host, pid): each host has its own pid namespace, so two hosts often reuse the same pids.
     before = {(h.name, w.pid) for h in f.hosts for w in f.workers(h, "shop")}
-    assert fab("resque.restart", "--config", config).returncode == 0
+    logs = {h.name: len(h.path("/var/log/monit.log").read_text()) for h in f.hosts}
+    r = fab("resque.restart", "--config", config)
+    assert r.returncode == 0, r.stderr
     after = {(h.name, w.pid) for h in f.hosts for w in f.workers(h, "shop")}
     assert len(after) == 4 and not before & after
+    # One monit restart of the paused, idle workers (its restart program), not a stop and a
+    # start: the queues are unserved for one wait, not two.
+    for h in f.hosts:
+        since = h.path("/var/log/monit.log").read_text()[logs[h.name] :]
+        assert since.count("restart on user request") == 2, since
+        assert "' stop on user request" not in since and "' start on user request" not in since, since
 
     assert fab("resque.pause", "--config", config).returncode == 0
     for h in f.hosts:
