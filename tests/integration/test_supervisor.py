@@ -7,6 +7,7 @@ see the worker gone and start a new one in its next cycle.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -81,6 +82,37 @@ def wrapper_under_reaper(layout, action, n, out_path, *options, ignore_quit=Fals
         out.close()
 
 
+@contextlib.contextmanager
+def reaped(layout, action, n, out_path, *options, ignore_quit=False):
+    """`wrapper_under_reaper`, terminated on the way out if it is still running."""
+    reaper = wrapper_under_reaper(layout, action, n, out_path, *options, ignore_quit=ignore_quit)
+    try:
+        yield reaper
+    finally:
+        if reaper.poll() is None:
+            reaper.terminate()
+            reaper.wait(timeout=10)
+
+
+def _restarted(layout, old):
+    return wait_for(
+        lambda: (w := pidfile_worker(layout.pidfile(0))) and w.pid != old.pid and w, timeout=15, what="new worker"
+    )
+
+
+@contextlib.contextmanager
+def restarting(layout, old, tmp_path, *options):
+    """Restart worker 0 (replacing `old`) under a reaper and yield the new worker; on the way
+    out stop it: the wrapper that restarted it exited 0 and the new worker is gone."""
+    out = tmp_path / "restart.out"
+    with reaped(layout, "restart", 0, out, *options) as reaper:
+        new = _restarted(layout, old)
+        yield new
+        assert wrapper(layout, "stop", 0, "--grace-time", str(GRACE)).returncode == 0
+        assert reaper.wait(timeout=10) == 0, out.read_text()
+        assert gone(new)
+
+
 def push_job(client, queue, seconds, tag):
     client.sadd("resque:queues", queue)
     client.rpush(f"resque:queue:{queue}", json.dumps({"class": "SleepJob", "args": [seconds, tag]}))
@@ -145,6 +177,7 @@ def deployed(tmp_path, monit_daemon, redis_server):
         (["shop", "frobnicate", "production", "resque_0.conf"], "action"),
         (["shop", "start", "production"], "conf"),
         (["--grace-time", "soon", "shop", "stop", "production", "resque_0.conf"], "grace-time"),
+        (["--restart-with", "pause", "shop", "restart", "production", "resque_0.conf"], "restart-with"),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path, argv, bad):
@@ -278,8 +311,7 @@ def test_root_starts_worker_as_the_monitrc_user_with_default_signals(tmp_path, r
     user = pwd.getpwnam(layout.user)
     os.chown(layout.releases[-1], 0, 0)  # the owner of current no longer says who the worker is
     os.chmod(layout.releases[-1], 0o777)
-    reaper = wrapper_under_reaper(layout, "start", 0, tmp_path / "start.out", ignore_quit=True)
-    try:
+    with reaped(layout, "start", 0, tmp_path / "start.out", ignore_quit=True) as reaper:
         whoami = layout.releases[-1] / "whoami"
         wait_for(lambda: whoami.exists() and whoami.read_text().strip(), what="worker writing whoami")
         assert whoami.read_text().strip() == layout.user
@@ -303,10 +335,6 @@ def test_root_starts_worker_as_the_monitrc_user_with_default_signals(tmp_path, r
         assert stopped.returncode == 0, stopped.stderr
         assert "killing" not in stopped.stderr and "exited after" in stopped.stdout
         assert reaper.wait(timeout=10) == 0, (tmp_path / "start.out").read_text()
-    finally:
-        if reaper.poll() is None:
-            reaper.terminate()
-            reaper.wait(timeout=10)
 
 
 # --- stop / term -----------------------------------------------------------------------------
@@ -403,23 +431,8 @@ def test_pause_cont_and_abort(deployed, redis_client):
 def test_restart_replaces_the_worker(deployed, tmp_path):
     monit, layouts, workers = deployed({"shop": ["restart_q"]}, monitor=False)
     layout, old = layouts["shop"], workers["shop"][0]
-    reaper = wrapper_under_reaper(layout, "restart", 0, tmp_path / "restart.out")
-    try:
-        new = wait_for(lambda: (w := pidfile_worker(layout.pidfile(0))) and w.pid != old.pid and w, what="new worker")
+    with restarting(layout, old, tmp_path):
         assert gone(old)
-        assert wrapper(layout, "stop", 0, "--grace-time", str(GRACE)).returncode == 0
-        assert reaper.wait(timeout=10) == 0, (tmp_path / "restart.out").read_text()
-        assert gone(new)
-    finally:
-        if reaper.poll() is None:
-            reaper.terminate()
-            reaper.wait(timeout=10)
-
-
-def _restarted(layout, old):
-    return wait_for(
-        lambda: (w := pidfile_worker(layout.pidfile(0))) and w.pid != old.pid and w, timeout=15, what="new worker"
-    )
 
 
 def test_restart_drains_the_running_job_by_default(deployed, redis_client, tmp_path):
@@ -427,18 +440,9 @@ def test_restart_drains_the_running_job_by_default(deployed, redis_client, tmp_p
     layout, old = layouts["shop"], workers["shop"][0]
     push_job(redis_client, "rquit_q", 1.5, "drained")
     wait_for(lambda: job_child(old), what="job child")
-    reaper = wrapper_under_reaper(layout, "restart", 0, tmp_path / "restart.out", "--grace-time", "30")
-    try:
-        new = _restarted(layout, old)
+    with restarting(layout, old, tmp_path, "--grace-time", "30"):
         assert finished(redis_client) == ["drained"]  # QUIT: the job ran to its end first
         assert gone(old)
-        assert wrapper(layout, "stop", 0, "--grace-time", str(GRACE)).returncode == 0
-        assert reaper.wait(timeout=10) == 0, (tmp_path / "restart.out").read_text()
-        assert gone(new)
-    finally:
-        if reaper.poll() is None:
-            reaper.terminate()
-            reaper.wait(timeout=10)
 
 
 def test_restart_with_term_ends_the_job_as_term_does(deployed, redis_client, tmp_path):
@@ -447,19 +451,10 @@ def test_restart_with_term_ends_the_job_as_term_does(deployed, redis_client, tmp
     push_job(redis_client, "rterm_q", 60, "terminated")
     child = wait_for(lambda: job_child(old), what="job child")
     started = time.monotonic()
-    reaper = wrapper_under_reaper(layout, "restart", 0, tmp_path / "restart.out", "--restart-with", "term")
-    try:
-        new = _restarted(layout, old)
+    with restarting(layout, old, tmp_path, "--restart-with", "term"):
         assert time.monotonic() - started < 60
         assert gone(old) and gone(child)
         assert finished(redis_client) == []  # TERM: resque ended the job; the restart did not wait 60 s
-        assert wrapper(layout, "stop", 0, "--grace-time", str(GRACE)).returncode == 0
-        assert reaper.wait(timeout=10) == 0, (tmp_path / "restart.out").read_text()
-        assert gone(new)
-    finally:
-        if reaper.poll() is None:
-            reaper.terminate()
-            reaper.wait(timeout=10)
 
 
 def test_monit_restarts_through_the_wrappers_restart_program(deployed):
