@@ -65,18 +65,7 @@ def bare_restart_all(bf: BenchFleet, release: str, timeout: float = 180) -> floa
     that host, every 0.1 s): what the same restart costs when every simulated host does it on
     this machine's cores at the same moment."""
     f = bf.fleet
-    old = {h: {w.pid for w in ws} for h, ws in bench.worker_scan(f).items()}  # the machine's pids
-    old_ns = dict(  # monit's pids are each host's own
-        zip(
-            (h.name for h in f.hosts),
-            bench.in_threads(
-                lambda h: {s.pid for s in parse_status(f.monit(h, "-B", "status", "-g", GROUP).stdout).values()},
-                f.hosts,
-            ),
-        )
-    )
-    started = time.perf_counter()
-    bench.in_threads(lambda h: f.monit(h, "restart", "all", "-g", GROUP), f.hosts)
+    old, old_ns, started = bench.monit_everywhere(f, "restart", GROUP)
     deadline = started + timeout
     table: dict[str, float] = {}
     while len(table) < len(f.hosts):

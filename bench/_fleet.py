@@ -173,6 +173,27 @@ def monit_settled(fleet: Fleet, app: str = "shop", timeout: float = 60) -> None:
             time.sleep(0.2)
 
 
+def monit_everywhere(fleet: Fleet, verb: str, group: str = "shop_resque") -> tuple[dict, dict, float]:
+    """``monit VERB all -g GROUP`` on every host at once, through nsenter (no SSH), after noting
+    what came before. Returns (machine pids of each host's workers, monit's pids of each host's
+    services -- each host's own namespace --, perf_counter when the actions were sent)."""
+    from deployhooks.facts.monit import parse_status
+
+    old = {h: {w.pid for w in ws} for h, ws in worker_scan(fleet).items()}
+    old_ns = dict(
+        zip(
+            (h.name for h in fleet.hosts),
+            in_threads(
+                lambda h: {s.pid for s in parse_status(fleet.monit(h, "-B", "status", "-g", group).stdout).values()},
+                fleet.hosts,
+            ),
+        )
+    )
+    started = time.perf_counter()
+    in_threads(lambda h: fleet.monit(h, verb, "all", "-g", group), fleet.hosts)
+    return old, old_ns, started
+
+
 def worker_scan(fleet: Fleet):
     """Every host's workers from the machine's process table (no SSH): name -> [WorkerProcess]."""
     return fleet._worker_scan()

@@ -117,18 +117,7 @@ def monit_direct(bf: BenchFleet, verb: str, release: str, timeout: float = 120) 
 
     f = bf.fleet
     want = {h.name: len(bf.apps[0].queues_on(h)) for h in f.hosts}
-    old = {h: {w.pid for w in ws} for h, ws in bench.worker_scan(f).items()}
-    old_ns = dict(
-        zip(
-            (h.name for h in f.hosts),
-            bench.in_threads(
-                lambda h: {s.pid for s in parse_status(f.monit(h, "-B", "status", "-g", GROUP).stdout).values()},
-                f.hosts,
-            ),
-        )
-    )
-    started = time.perf_counter()
-    bench.in_threads(lambda h: f.monit(h, verb, "all", "-g", GROUP), f.hosts)
+    old, old_ns, started = bench.monit_everywhere(f, verb, GROUP)
     deadline = started + timeout
     done: set[str] = set()
     while True:
