@@ -233,7 +233,10 @@ def _wait_for_jobs(host: Host, say: Say, first_look: list | None = None) -> None
     start = time.monotonic()
     last_report = -1e9
     while True:
-        busy, first_look = (first_look, None) if first_look is not None else (busy_workers(host), None)
+        if first_look is not None:
+            busy, first_look = first_look, None
+        else:
+            busy = busy_workers(host)
         waited = time.monotonic() - start
         verdict = policy.guard_verdict(busy, r.on_busy, waited, r.wait_timeout)
         if verdict == policy.PROCEED:
